@@ -1,0 +1,111 @@
+"""What an experimenter can touch: the PhysicalSystem interface every learning loop is written against.
+
+A `PhysicalSystem` is batched: B samples settle at once and share the parameters theta.
+Parameters are one flat float vector in the system's normalised units (for circuits:
+conductances in units of g0), so that learning rules, clipping and optimisers are plain
+vector arithmetic. Each phase starts from an explicit `Phase` (what the operator sets) and
+returns an explicit state; nothing is mutated and rewound between phases.
+
+The Aeqprop operator does not see this interface at all: it receives a `KnobHandle`
+(physics/knobs.py), which has no energy or gradient methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Phase:
+    """The knobs of one settle.
+
+    inputs: (B, n_inputs) data presented to the input sources / input layer.
+    beta:   nudge strength (may be negative: the energy gets + beta * C(outputs, target)).
+    target: (B, n_outputs) what the nudge pulls the outputs towards.
+    clamp:  (B, n_outputs) or None; when given, the outputs are held at these values (CL, CpL).
+    """
+
+    inputs: np.ndarray
+    beta: float = 0.0
+    target: np.ndarray | None = None
+    clamp: np.ndarray | None = None
+
+    def nudged(self, beta: float) -> Phase:
+        return replace(self, beta=float(beta))
+
+    def clamped(self, values: np.ndarray | None) -> Phase:
+        return replace(self, clamp=values)
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.inputs)
+
+
+State = Any  # whatever the system needs to describe an equilibrium; read through the system's methods
+
+
+class PhysicalSystem(ABC):
+    """Physics the learning loops drive. Subclasses: CircuitSystem, EnergySystem, Hopfield networks."""
+
+    n_inputs: int
+    n_outputs: int
+
+    # --- parameters theta (flat, normalised units) ---------------------------------------
+    @property
+    @abstractmethod
+    def parameters(self) -> np.ndarray:
+        """Current theta, a copy (P,)."""
+
+    @parameters.setter
+    @abstractmethod
+    def parameters(self, theta: np.ndarray) -> None: ...
+
+    def parameter_bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(low, high) arrays of shape (P,) when theta is physically bounded, else None."""
+        return None
+
+    # --- the experiment -------------------------------------------------------------------
+    @abstractmethod
+    def settle(self, phase: Phase, start: State | None = None, callback=None) -> State:
+        """Equilibrium of E(theta, x, s) + beta C(s, y) over s (outputs clamped if asked).
+
+        `start` warm-starts from an earlier state of the same batch. `callback(energy)` is
+        called with the (B,) energy after each relaxation iteration, when the system iterates.
+        Raises DivergenceError when the phase has no minimum (e.g. a too negative beta).
+        """
+
+    @abstractmethod
+    def outputs(self, state: State) -> np.ndarray:
+        """Output readings (B, n_outputs)."""
+
+    @abstractmethod
+    def cost(self, state: State, target: np.ndarray) -> np.ndarray:
+        """C(outputs, target) per sample (B,)."""
+
+    # --- local measurements (non-agnostic algorithms and diagnostics only) ----------------
+    @abstractmethod
+    def energy_gradient(self, state: State) -> np.ndarray:
+        """Batch mean of the partial derivative dE/dtheta at the state (P,): a local measurement."""
+
+    @abstractmethod
+    def energy(self, state: State) -> np.ndarray:
+        """Total energy E + beta C of the phase at the state, per sample (B,)."""
+
+    # --- floating parameters (Aeqprop) ----------------------------------------------------
+    @abstractmethod
+    def relax_parameters(self, state: State, knobs: np.ndarray, epsilon: float) -> np.ndarray:
+        """theta minimising E(theta, s) + |knobs - theta|^2 / 2 epsilon for the state s held fixed.
+
+        The energy is the batch mean (all samples couple to the same theta, and epsilon keeps
+        its meaning for any batch size); `epsilon` is a scalar or a (P,) array. Bounded
+        parameters are clipped to their range. This is the parameters' own physics, used by
+        the knob-coupled relaxation; the operator never calls it.
+        """
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """Free-phase outputs for a batch of inputs."""
+        return self.outputs(self.settle(Phase(np.atleast_2d(inputs))))
