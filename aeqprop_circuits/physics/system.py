@@ -109,3 +109,27 @@ class PhysicalSystem(ABC):
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Free-phase outputs for a batch of inputs."""
         return self.outputs(self.settle(Phase(np.atleast_2d(inputs))))
+
+    def settle_with_knobs(self, phase: Phase, knobs: np.ndarray, epsilon, start: State | None = None,
+                          theta: np.ndarray | None = None, steps: int = 1) -> tuple[State, np.ndarray]:
+        """`steps` rounds of the joint relaxation of (s, theta) with the knobs clamped.
+
+        One round: s settles for theta held fixed, then theta relaxes for s held fixed (fast
+        electrical / neural dynamics, slower parameter dynamics). Each round is an exact
+        block-coordinate step on E + beta C + |knobs - theta|^2 / 2 epsilon, so the joint energy
+        never increases. Returns (state, theta); self.parameters is left unchanged.
+        Systems override this when they have a faster joint relaxation.
+        """
+        saved = self.parameters
+        theta = saved if theta is None else theta
+        state = start
+        try:
+            for _ in range(steps):
+                self.parameters = theta
+                state = self.settle(phase, start=state)
+                theta = self.relax_parameters(state, knobs, epsilon)
+            self.parameters = theta
+            state = self.settle(phase, start=state)
+        finally:
+            self.parameters = saved
+        return state, theta
