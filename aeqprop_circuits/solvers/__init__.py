@@ -1,0 +1,70 @@
+"""One door to every solver: `solve(circuit, method="auto" | "newton" | "coordinate" | "qp" | "spice")`.
+
+Each method is a function of the same shape, (problem, x0, callback, **options) ->
+(free potentials, iterations, success, message); `solve` wraps it into a `SolveResult`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..circuit.circuit import Circuit
+from ..circuit.energy import Nudge, Problem
+from ..errors import SolverError
+from .coordinate import coordinate
+from .newton import newton
+from .qp import qp
+from .result import SolveResult
+
+METHODS = {"newton": newton, "coordinate": coordinate, "qp": qp}
+SOLVER_NAMES = ("auto", "newton", "coordinate", "qp", "spice")
+
+
+def choose_method(problem: Problem) -> str:
+    """newton for smooth circuits, coordinate for box-type ideal-diode networks, qp otherwise."""
+    if problem.has_diodes and problem.has_ideal_diodes:
+        raise SolverError("circuits mixing ideal and exponential diodes are not supported: mark all "
+                          "diode models *@ ideal, or none")
+    if not problem.has_ideal_diodes:
+        return "newton"
+    counts = np.diff(problem.Mx.tocsr().indptr)
+    return "coordinate" if (counts <= 1).all() else "qp"
+
+
+def solve(circuit: Circuit, inputs: np.ndarray | None = None, *, sources: np.ndarray | None = None,
+          conductance: np.ndarray | None = None, nudge: Nudge | None = None, method: str = "auto",
+          x0: np.ndarray | None = None, callback=None, **options) -> SolveResult:
+    """DC operating point(s) of `circuit`.
+
+    inputs:      (B, n_inputs) data for the `*@ input` sources, or
+    sources:     (B, n_sources) values of every source (defaults: the netlist's values);
+    conductance: resistor conductances (S) overriding the netlist's, shared by the batch;
+    nudge:       an extra conductance from the outputs to a target (may be negative);
+    x0:          free potentials of an earlier result (`result.free`) to warm-start from.
+    """
+    if method not in SOLVER_NAMES:
+        raise SolverError(f"unknown solver '{method}'; expected one of {', '.join(SOLVER_NAMES)}")
+    if sources is None:
+        sources = circuit.source_values(inputs)
+    if method == "spice":
+        from .spice import spice
+
+        return spice(circuit, sources=sources, conductance=conductance, nudge=nudge, **options)
+    problem = Problem(circuit, sources, conductance, nudge)
+    problem.check_convex()
+    name = choose_method(problem) if method == "auto" else method
+    z, iterations, success, message = METHODS[name](problem, x0=x0, callback=callback, **options)
+    return result_from(problem, z, iterations, success, message, name)
+
+
+def result_from(problem: Problem, z, iterations, success, message, name) -> SolveResult:
+    energy = problem.energy(z)
+    residual = problem.residual(z)
+    if not np.all(np.isfinite(z)) or not np.all(np.isfinite(energy)):
+        success, message = False, f"{message}; non-finite potentials or energy"
+    return SolveResult(potentials=problem.potentials(z), currents=problem.branch_currents(z), energy=energy,
+                       free=z, iterations=int(iterations), residual=residual, success=bool(success),
+                       message=message, solver=name)
+
+
+__all__ = ["solve", "SolveResult", "Nudge", "SOLVER_NAMES", "choose_method", "result_from"]

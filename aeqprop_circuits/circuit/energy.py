@@ -1,0 +1,235 @@
+"""The co-content of a circuit as a vectorised function of the free potentials.
+
+`Problem` fixes everything but the free potentials z (B, n_free): the circuit, a batch of
+source values, the conductances and an optional nudge on the outputs. It then gives the
+total co-content, its gradient (the KCL residual: net current leaving each free supernode,
+in amperes) and its Hessian, as numpy / scipy.sparse expressions over element groups.
+
+All quantities are in SI units: volts, amperes, siemens, watts (co-content).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import CircuitError
+from .circuit import Circuit
+from .topology import Topology, build_topology
+
+_TOPOLOGIES: dict[int, tuple[Circuit, Topology, dict]] = {}
+
+
+def incidence(pairs: np.ndarray, n_nodes: int) -> sp.csr_matrix:
+    """(n_elements, n_nodes) matrix D with V @ D.T = branch voltages V[first] - V[second]."""
+    m = len(pairs)
+    rows = np.repeat(np.arange(m), 2)
+    vals = np.tile([1.0, -1.0], m)
+    D = sp.csr_matrix((vals, (rows, pairs.ravel())), shape=(m, n_nodes))
+    D.sum_duplicates()  # an element with both ends on one node has a zero row
+    return D
+
+
+def structure(circuit: Circuit) -> tuple[Topology, dict]:
+    """Topology and reduced incidence matrices of a circuit, computed once per circuit object."""
+    key = id(circuit)
+    cached = _TOPOLOGIES.get(key)
+    if cached is not None and cached[0] is circuit:
+        return cached[1], cached[2]
+    topo = build_topology(circuit)
+    n = circuit.n_nodes
+    mats = {}
+    groups = {"r": circuit.resistors.nodes, "d": circuit.diodes.nodes, "x": circuit.ideal_diodes.nodes,
+              "i": circuit.sources.nodes[~circuit.sources.is_voltage],
+              "o": circuit.learning.outputs}
+    for name, pairs in groups.items():
+        D = incidence(pairs, n)
+        mats[name] = (D, (D @ topo.P).tocsr(), (D @ topo.Q).tocsr())
+    if len(_TOPOLOGIES) > 64:
+        _TOPOLOGIES.clear()
+    _TOPOLOGIES[key] = (circuit, topo, mats)
+    return topo, mats
+
+
+@dataclass(frozen=True, eq=False)
+class Nudge:
+    """Energy (conductance / 2) * |outputs - target|^2: a conductance to a source at the target.
+
+    `conductance` is in siemens and may be negative (negatively nudged phases).
+    """
+
+    conductance: float
+    target: np.ndarray  # (B, n_outputs) volts
+
+
+class Problem:
+    """The co-content of one batch, as a function of the free potentials z (B, n_free)."""
+
+    def __init__(self, circuit: Circuit, source_values: np.ndarray, conductance: np.ndarray | None = None,
+                 nudge: Nudge | None = None):
+        self.circuit = circuit
+        self.topology, mats = structure(circuit)
+        self.sources = np.atleast_2d(np.asarray(source_values, dtype=np.float64))
+        self.batch = len(self.sources)
+        self.g = circuit.resistors.conductance if conductance is None else np.asarray(conductance, float)
+        self.nudge = nudge
+        d = circuit.diodes
+        self.isat, self.nvt, self.gmin = d.saturation_current, d.thermal_voltage, d.gmin
+        s = self.sources
+        # Branch voltage of each group = z @ M.T + offset, offset from the sources.
+        self.Dr, self.Mr, Nr = mats["r"]
+        self.Dd, self.Md, Nd = mats["d"]
+        self.Dx, self.Mx, Nx = mats["x"]
+        self.Di, self.Mi, _ = mats["i"]
+        self.Do, self.Mo, No = mats["o"]
+        self.offset_r = (Nr @ s.T).T
+        self.offset_d = (Nd @ s.T).T
+        self.offset_x = (Nx @ s.T).T
+        self.i_value = s[:, ~circuit.sources.is_voltage]  # (B, n_isources)
+        self.linear_i = self.i_value @ self.Mi  # (B, n_free): current sources' constant gradient
+        if nudge is not None:
+            target = np.broadcast_to(np.asarray(nudge.target, float), (self.batch, circuit.n_outputs))
+            self.offset_o = (No @ s.T).T - target
+            self.beta_g = float(nudge.conductance)
+        else:
+            self.offset_o = np.zeros((self.batch, circuit.n_outputs))
+            self.beta_g = 0.0
+
+    @property
+    def n_free(self) -> int:
+        return self.topology.n_free
+
+    @property
+    def has_diodes(self) -> bool:
+        return len(self.isat) > 0
+
+    @property
+    def has_ideal_diodes(self) -> bool:
+        return self.Mx.shape[0] > 0
+
+    # --- potentials and branch voltages ---------------------------------------------------
+    def potentials(self, z: np.ndarray) -> np.ndarray:
+        """All node potentials (B, n_nodes)."""
+        return (self.topology.P @ z.T).T + (self.topology.Q @ self.sources.T).T
+
+    def _branch(self, M, offset, z):
+        return (M @ z.T).T + offset
+
+    # --- co-content, gradient, Hessian ----------------------------------------------------
+    def _diode(self, v):
+        """Shockley co-content, current and conductance of each junction (gmin included)."""
+        with np.errstate(over="ignore"):
+            em1 = np.expm1(v / self.nvt)
+        isat = self.isat
+        current = isat * em1 + self.gmin * v
+        content = isat * (self.nvt * em1 - v) + 0.5 * self.gmin * v * v
+        conductance = isat * (em1 + 1.0) / self.nvt + self.gmin
+        return content, current, conductance
+
+    def energy(self, z: np.ndarray) -> np.ndarray:
+        """Total co-content per sample (B,), watts. +inf where a junction overflows."""
+        vr = self._branch(self.Mr, self.offset_r, z)
+        e = 0.5 * (vr * vr) @ self.g
+        if self.has_diodes:
+            e = e + self._diode(self._branch(self.Md, self.offset_d, z))[0].sum(axis=1)
+        if self.i_value.size:
+            vi = (self.Di @ self.potentials(z).T).T
+            e = e + (vi * self.i_value).sum(axis=1)
+        if self.beta_g:
+            vo = self._branch(self.Mo, self.offset_o, z)
+            e = e + 0.5 * self.beta_g * (vo * vo).sum(axis=1)
+        return np.where(np.isnan(e), np.inf, e)
+
+    def gradient(self, z: np.ndarray) -> np.ndarray:
+        """d(co-content)/dz (B, n_free): net current leaving each free supernode (KCL residual), A."""
+        grad = self.linear_gradient(z)
+        if self.has_diodes:
+            grad = grad + self._diode(self._branch(self.Md, self.offset_d, z))[1] @ self.Md
+        return np.asarray(grad)
+
+    def linear_gradient(self, z: np.ndarray) -> np.ndarray:
+        """The gradient without the junction currents (resistors, current sources, nudge)."""
+        vr = self._branch(self.Mr, self.offset_r, z)
+        grad = (vr * self.g) @ self.Mr + self.linear_i
+        if self.beta_g:
+            grad = grad + self.beta_g * (self._branch(self.Mo, self.offset_o, z) @ self.Mo)
+        return np.asarray(grad)
+
+    @cached_property
+    def linear_hessian(self) -> sp.csc_matrix:
+        """Hessian of the quadratic part (resistors, diode gmin, nudge), shared by the batch (n_free, n_free)."""
+        H = self.Mr.T @ sp.diags(self.g) @ self.Mr
+        if self.has_diodes:
+            H = H + self.gmin * (self.Md.T @ self.Md)
+        if self.beta_g:
+            H = H + self.beta_g * (self.Mo.T @ self.Mo)
+        return sp.csc_matrix(H)
+
+    def hessian(self, z: np.ndarray) -> sp.csc_matrix:
+        """Block-diagonal Hessian of the whole batch (B n_free, B n_free), sample-major."""
+        eye = sp.identity(self.batch, format="csr")
+        H = sp.kron(eye, self.linear_hessian)
+        if self.has_diodes:
+            vd = self._branch(self.Md, self.offset_d, z)
+            gd = self._diode(vd)[2] - self.gmin
+            Mb = sp.kron(eye, self.Md)
+            H = H + Mb.T @ sp.diags(gd.ravel()) @ Mb
+        return sp.csc_matrix(H)
+
+    def check_convex(self) -> None:
+        """Refuse a phase whose co-content is not convex (a negative nudge stronger than the network).
+
+        The quadratic part K + beta_g Mo^T Mo is positive definite iff I + beta_g Mo K^-1 Mo^T is,
+        a small (n_outputs, n_outputs) test; junctions only add curvature, so this is sufficient.
+        """
+        if self.beta_g >= 0 or self.n_free == 0:
+            return
+        K = self.Mr.T @ sp.diags(self.g) @ self.Mr
+        if self.has_diodes:
+            K = K + self.gmin * (self.Md.T @ self.Md)
+        lu = sp.linalg.splu(sp.csc_matrix(K))
+        S = self.Mo @ lu.solve(self.Mo.T.toarray())
+        smallest = np.linalg.eigvalsh(np.eye(len(S)) + self.beta_g * 0.5 * (S + S.T)).min()
+        if smallest <= 1e-12:
+            raise CircuitError(
+                f"non-convex phase: the negative nudge (conductance {self.beta_g:.3g} S) makes the "
+                "co-content unbounded below, so there is no equilibrium; use a smaller |beta|")
+
+    # --- read-outs ------------------------------------------------------------------------
+    def residual(self, z: np.ndarray) -> float:
+        """Largest KCL violation over free supernodes and samples, amperes."""
+        return float(np.abs(self.gradient(z)).max()) if self.n_free else 0.0
+
+    def branch_currents(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-group branch currents (B, n_elements), SPICE sign: from first node to second."""
+        V = self.potentials(z)
+        vr = (self.Dr @ V.T).T
+        out = {"resistors": vr * self.g}
+        out["diodes"] = self._diode((self.Dd @ V.T).T)[1] if self.has_diodes else np.zeros((self.batch, 0))
+        # Ideal diodes and voltage sources carry whatever current KCL leaves for them.
+        leaving = out["resistors"] @ self.Dr + out["diodes"] @ self.Dd + self.i_value @ self.Di
+        if self.beta_g:
+            leaving = leaving + (self.beta_g * self._branch(self.Mo, self.offset_o, z)) @ self.Do
+        leaving = np.asarray(leaving)
+        if self.has_ideal_diodes:
+            out["ideal_diodes"] = self._ideal_diode_currents(z, leaving)
+            leaving = leaving + out["ideal_diodes"] @ self.Dx
+        out["voltage_sources"] = np.asarray((self.topology.source_current @ np.asarray(leaving).T).T)
+        out["current_sources"] = self.i_value
+        return out
+
+    def _ideal_diode_currents(self, z, leaving):
+        """Currents of conducting ideal diodes: the multipliers of KKT, by least squares on KCL."""
+        vx = self._branch(self.Mx, self.offset_x, z)
+        Mx = self.Mx.toarray()
+        rhs = -np.asarray(leaving @ self.topology.P)  # (B, n_free)
+        out = np.zeros_like(vx)
+        scale = np.abs(vx).max() + 1.0
+        for b in range(self.batch):  # a read-out, not a solver loop
+            on = vx[b] > -1e-9 * scale
+            if on.any():
+                out[b, on] = np.linalg.lstsq(Mx[on].T, rhs[b], rcond=None)[0]
+        return out
