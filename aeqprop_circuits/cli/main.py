@@ -1,0 +1,221 @@
+"""The `aeqprop` command: check | solve | train | plot | gradcheck | reproduce | sweep | bench.
+
+Every user error (bad netlist, bad option, missing data or ngspice, diverging phase) ends
+in a one-line message and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+
+import click
+import numpy as np
+
+from ..errors import AeqpropError, DivergenceError
+
+EXIT_DIVERGED = 3
+
+
+def user_errors(command):
+    """Turn package errors into `Error: message` on stderr and exit code 1 (3 for divergence)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except DivergenceError as err:
+            click.echo(f"Error: diverged: {err}", err=True)
+            sys.exit(EXIT_DIVERGED)
+        except AeqpropError as err:
+            click.echo(f"Error: {err}", err=True)
+            sys.exit(1)
+        except (OSError, ValueError) as err:
+            click.echo(f"Error: {err}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="aeqprop-circuits")
+def main():
+    """Simulate and train physical learning machines described as SPICE netlists."""
+
+
+# --- circuits ---------------------------------------------------------------------------------
+@main.command()
+@click.argument("netlist")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@user_errors
+def check(netlist, as_json):
+    """Validate a netlist (or drn: spec) and summarise it."""
+    from ..circuit.topology import build_topology
+    from ..models import load_circuit
+
+    circuit = load_circuit(netlist)
+    build_topology(circuit)  # floating nodes, source loops
+    summary = circuit.summary()
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"{netlist}: ok — {summary['title']}")
+    for key in ("nodes", "resistors", "diodes", "ideal_diodes", "voltage_sources", "current_sources", "trainable"):
+        click.echo(f"  {key.replace('_', ' '):16s} {summary[key]}")
+    click.echo(f"  {'inputs':16s} {', '.join(summary['inputs']) or '-'}")
+    click.echo(f"  {'outputs':16s} {', '.join(summary['outputs']) or '-'}")
+
+
+def _parse_settings(settings, circuit):
+    values = circuit.sources.value.copy()
+    names = {name: k for k, name in enumerate(circuit.sources.names)}
+    for item in settings:
+        name, _, value = item.partition("=")
+        if name.lower() not in names or not value:
+            raise AeqpropError(f"--set {item}: expected SOURCE=VALUE with a source of the netlist "
+                               f"({', '.join(circuit.sources.names)})")
+        from ..netlist.parser import parse_value
+
+        values[names[name.lower()]] = parse_value(value)
+    return values[None, :]
+
+
+@main.command()
+@click.argument("netlist")
+@click.option("--solver", default="auto", show_default=True,
+              type=click.Choice(["auto", "newton", "coordinate", "qp", "spice"]))
+@click.option("--set", "settings", multiple=True, metavar="SOURCE=VALUE", help="Override a source value.")
+@click.option("--json", "as_json", is_flag=True, help="Print the operating point as JSON.")
+@user_errors
+def solve(netlist, solver, settings, as_json):
+    """DC operating point of a netlist."""
+    from ..models import load_circuit
+    from ..solvers import solve as solve_circuit
+
+    circuit = load_circuit(netlist)
+    result = solve_circuit(circuit, sources=_parse_settings(settings, circuit), method=solver)
+    named = ~circuit.internal
+    nodes = {name: float(result.potentials[0, i]) for i, name in enumerate(circuit.node_names)
+             if named[i] and i > 0}
+    currents = {}
+    groups = {"resistors": circuit.resistors.names, "diodes": circuit.diodes.names,
+              "ideal_diodes": circuit.ideal_diodes.names}
+    for group, names in groups.items():
+        currents.update({n: float(i) for n, i in zip(names, result.currents.get(group, np.zeros((1, 0)))[0])})
+    src = circuit.sources
+    currents.update({n: float(i) for n, i in zip(np.array(src.names)[src.is_voltage],
+                                                 result.currents["voltage_sources"][0])})
+    currents.update({n: float(i) for n, i in zip(np.array(src.names)[~src.is_voltage],
+                                                 result.currents["current_sources"][0])})
+    if as_json:
+        click.echo(json.dumps({"nodes": nodes, "currents": currents, "energy": float(result.energy[0]),
+                               "solver": result.solver, "iterations": result.iterations,
+                               "residual": result.residual, "success": result.success}))
+    else:
+        click.echo(f"{netlist}: {result.message} ({result.solver}, {result.iterations} iterations, "
+                   f"KCL residual {result.residual:.2e} A, co-content {result.energy[0]:.6g} W)")
+        click.echo(f"{'node':>20s} {'volts':>16s}")
+        for name, v in nodes.items():
+            click.echo(f"{name:>20s} {v:16.9g}")
+        click.echo(f"{'element':>20s} {'amperes':>16s}")
+        for name, i in currents.items():
+            click.echo(f"{name:>20s} {i:16.9g}")
+    if not result.success:
+        click.echo(f"Error: {result.message}", err=True)
+        sys.exit(2)
+
+
+# --- learning ---------------------------------------------------------------------------------
+ALGORITHM_HELP = ("p-ep n-ep c-ep multi-point-ep p-cpl n-cpl c-cpl cl aeqprop-optimistic aeqprop-pessimistic "
+                  "aeqprop-centered exact-gradient (and tbp, rbp for Hopfield models)")
+
+
+@main.command()
+@click.argument("model", required=False)
+@click.option("--model", "model_option", help="Model spec instead of a netlist (drn:1568-100-10, hopfield:...).")
+@click.option("--data", default="iris", show_default=True, help="iris|wine|digits|fmnist|mnist:DIR|regression|FILE.csv")
+@click.option("--algorithm", default="c-ep", show_default=True, help=ALGORITHM_HELP)
+@click.option("--beta", type=float, default=None, help="Nudge strength (normalised units). [default: preset]")
+@click.option("--epsilon", type=float, default=None, help="Knob coupling of Aeqprop; its step is epsilon*beta.")
+@click.option("--lr", type=float, default=None, help="Learning rate of the EP/CL/CpL/exact rules.")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--solver", default="auto", show_default=True,
+              type=click.Choice(["auto", "newton", "coordinate", "qp", "spice"]))
+@click.option("--controller", default="proportional", show_default=True, type=click.Choice(["proportional", "oracle"]))
+@click.option("--preset", default=None, help="Named hyperparameters (see docs/training.md).")
+@click.option("--max-train", type=int, default=None, help="Use only the first N training samples.")
+@click.option("--trace-every", type=int, default=None, help="Lyapunov trace every N steps (0: off).")
+@click.option("--out", default=None, help="Run directory (a fresh name is chosen if it exists).")
+@click.option("--resume", default=None, help="Continue the run in this directory.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def train(model, model_option, resume, quiet, **given):
+    """Train a netlist (or model spec) on a dataset with one of the operator loops."""
+    from ..runs.session import run_training
+
+    run_training(model_option or model, resume, quiet, given, echo=click.echo)
+
+
+@main.command()
+@click.argument("run_dir")
+@user_errors
+def plot(run_dir):
+    """Write PNG plots of a run: metrics per epoch, Lyapunov trace, a relaxation's energy."""
+    from ..runs.plots import plot_run
+
+    for path in plot_run(run_dir):
+        click.echo(path)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--algorithm", default="c-ep", show_default=True, help=ALGORITHM_HELP)
+@click.option("--beta", type=float, default=0.1, show_default=True)
+@click.option("--epsilon", type=float, default=0.01, show_default=True)
+@click.option("--controller", default="oracle", show_default=True, type=click.Choice(["proportional", "oracle"]))
+@click.option("--data", default="iris", show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--solver", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def gradcheck(model, algorithm, beta, epsilon, controller, data, batch_size, seed, solver, as_json):
+    """Compare an algorithm's gradient estimate with the exact gradient on one batch."""
+    from ..data.datasets import load_dataset
+    from ..learning.algorithms import get_algorithm
+    from ..models import load_system
+
+    system = load_system(model, solver=solver, seed=seed)
+    dataset = load_dataset(data, seed=seed)
+    x, labels = dataset.x_train[:batch_size], dataset.y_train[:batch_size]
+    target = dataset.targets(labels, system.n_outputs)
+    options = {"epsilon": epsilon, "controller": controller} if algorithm.startswith("aeqprop") else {}
+    estimate = get_algorithm(algorithm, beta=beta, **options).estimate(system, x, target).gradient
+    exact = get_algorithm("exact-gradient").estimate(system, x, target).gradient
+    norm = np.linalg.norm(exact) * np.linalg.norm(estimate)
+    cosine = float(estimate @ exact / norm) if norm > 0 else math.nan
+    relative = float(np.linalg.norm(estimate - exact) / max(np.linalg.norm(exact), 1e-300))
+    if as_json:
+        click.echo(json.dumps({"algorithm": algorithm, "beta": beta, "cosine": cosine, "relative_error": relative}))
+    else:
+        click.echo(f"{algorithm} (beta={beta}) vs exact gradient on {len(x)} samples of {data}: "
+                   f"cosine {cosine:.6f}, relative error {relative:.3e}")
+
+
+def _register_optional_commands():
+    """Commands living next to their subject (reproductions, sweeps, benchmarks), when present."""
+    import importlib
+
+    for module, name in (("..reproduce.cli", "reproduce"), ("..sweep.cli", "sweep"), ("..bench_cli", "bench")):
+        try:
+            command = getattr(importlib.import_module(module, __package__), name)
+        except (ImportError, AttributeError):
+            continue
+        main.add_command(command, name)
+
+
+_register_optional_commands()

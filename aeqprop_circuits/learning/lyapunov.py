@@ -1,0 +1,46 @@
+"""The Lyapunov function of an Aeqprop step (Scellier et al., Theorems 2 and 3).
+
+L_{b1;b2}(theta) = [F(b2, theta) - F(b1, theta)] / (b2 - b1), F(b, theta) = min_s E + b C:
+two settles, no quadrature. It never increases across an Aeqprop step with nudges (b1, b2),
+for any epsilon and beta; and L_{0;b} <= C(s_0) <= L_{-b;0} bounds the loss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DivergenceError
+from ..physics.system import Phase, PhysicalSystem
+
+
+def free_energy(system: PhysicalSystem, inputs, target, beta: float, start=None):
+    """F(beta, theta) averaged over the batch, and the equilibrium it was measured at."""
+    state = system.settle(Phase(inputs, beta, target), start=start)
+    return float(np.mean(system.energy(state))), state
+
+
+def lyapunov(system: PhysicalSystem, inputs, target, beta_1: float, beta_2: float, start=None,
+             known: dict | None = None) -> float:
+    """L_{beta_1;beta_2} of the current parameters; `known` caches F values by beta."""
+    known = {} if known is None else known
+    for beta in (beta_1, beta_2):
+        if beta not in known:
+            known[beta] = free_energy(system, inputs, target, beta, start)[0]
+    return (known[beta_2] - known[beta_1]) / (beta_2 - beta_1)
+
+
+def step_trace(system: PhysicalSystem, inputs, target, beta_1: float, beta_2: float, bounds: bool = True) -> dict:
+    """Loss, Lyapunov value and (optionally) its bounds, for the current parameters on one batch."""
+    f0, free = free_energy(system, inputs, target, 0.0)
+    known = {0.0: f0}
+    record = {"loss": float(np.mean(system.cost(free, target))),
+              "lyapunov": lyapunov(system, inputs, target, beta_1, beta_2, free, known)}
+    if bounds:
+        span = beta_2 - beta_1
+        record["lyapunov_lower"] = lyapunov(system, inputs, target, 0.0, span, free, known)
+        try:
+            record["lyapunov_upper"] = lyapunov(system, inputs, target, -span, 0.0, free, known)
+        except DivergenceError:  # the negatively nudged phase has no minimum: no upper bound
+            record["lyapunov_upper"] = None
+    record["outputs"] = system.outputs(free)
+    return record

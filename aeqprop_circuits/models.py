@@ -1,0 +1,37 @@
+"""From what a user names on the command line to a PhysicalSystem.
+
+A model is a netlist file (`iris.cir`), a deep-resistive-network spec (`drn:1568-100-10`)
+or a Hopfield spec handled by `aeqprop_circuits.hopfield` (`hopfield:784-2048-10`, ...).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import AeqpropError
+
+
+def load_circuit(model: str, seed: int = 0, **options):
+    """A compiled Circuit from a netlist path or a drn: spec."""
+    if model.startswith("drn:"):
+        from .circuit.builder import deep_resistive_network, parse_drn_spec
+
+        return deep_resistive_network(parse_drn_spec(model), seed=seed, **options)
+    if not os.path.exists(model):
+        raise AeqpropError(f"{model}: no such netlist file (or model spec like drn:1568-100-10)")
+    from .netlist import parse_netlist
+
+    return parse_netlist(model)
+
+
+def load_system(model: str, solver: str = "auto", seed: int = 0, **options):
+    """A PhysicalSystem ready to train."""
+    if model.split(":", 1)[0] in ("hopfield", "conv", "dchn"):
+        try:
+            from .hopfield import build_model
+        except ImportError as err:
+            raise AeqpropError(f"{model}: the Hopfield module is not available ({err})") from None
+        return build_model(model, seed=seed, **options)
+    from .physics.circuit_system import CircuitSystem
+
+    return CircuitSystem(load_circuit(model, seed=seed, **options), solver=solver)

@@ -1,0 +1,113 @@
+"""The training loop: minibatches through an operator loop, metrics and checkpoints into a RunDir."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data.datasets import Dataset
+from ..errors import DivergenceError
+from ..learning.lyapunov import step_trace
+from ..learning.optim import SGD, project
+from ..physics.system import PhysicalSystem
+from .rundir import RunDir
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 10
+    batch_size: int = 10
+    learning_rate: float | np.ndarray = 0.1
+    seed: int = 0
+    target_amplitude: float = 1.0
+    trace_every: int = 1  # Lyapunov/loss trace every N steps (0: never)
+    eval_batch: int = 512
+    progress: bool = True
+    max_train: int | None = None  # subsample the training set (quick runs)
+
+
+def evaluate(system: PhysicalSystem, data: Dataset, inputs, labels, options: TrainOptions) -> tuple[float, float]:
+    """Mean cost and accuracy (nan for regression) of the free phase."""
+    from ..physics.system import Phase
+
+    losses, correct = [], 0
+    for start in range(0, len(inputs), options.eval_batch):
+        x = inputs[start:start + options.eval_batch]
+        y = labels[start:start + options.eval_batch]
+        target = data.targets(y, system.n_outputs, options.target_amplitude)
+        state = system.settle(Phase(x))
+        losses.append(system.cost(state, target))
+        if data.n_classes:
+            correct += int((system.outputs(state)[:, :data.n_classes].argmax(axis=1) == y).sum())
+    loss = float(np.concatenate(losses).mean())
+    return loss, (correct / len(inputs) if data.n_classes else math.nan)
+
+
+def train(system: PhysicalSystem, data: Dataset, algorithm, run: RunDir, options: TrainOptions,
+          start_epoch: int = 0, log=print) -> dict:
+    """Train for options.epochs epochs (resuming after `start_epoch`); returns the last metrics row.
+
+    Raises DivergenceError (after saving what was written) when a phase has no equilibrium
+    or the parameters become non-finite.
+    """
+    optimiser = SGD(options.learning_rate)
+    velocity = optimiser.init(system.parameters)
+    bounds = system.parameter_bounds()
+    x_all, y_all = data.x_train, data.y_train
+    if options.max_train:
+        x_all, y_all = x_all[:options.max_train], y_all[:options.max_train]
+    steps_per_epoch = math.ceil(len(x_all) / options.batch_size)
+    step = start_epoch * steps_per_epoch
+    row = {}
+    if start_epoch == 0:
+        loss, acc = evaluate(system, data, data.x_test, data.y_test, options)
+        log(f"epoch 0: test loss {loss:.4f}" + (f", test accuracy {acc:.3f}" if data.n_classes else ""))
+    for epoch in range(start_epoch + 1, options.epochs + 1):
+        began = time.time()
+        order = np.random.default_rng([options.seed, epoch]).permutation(len(x_all))
+        batches = range(steps_per_epoch)
+        if options.progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, desc=f"epoch {epoch}/{options.epochs}", file=sys.stderr, leave=False)
+        for b in batches:
+            index = order[b * options.batch_size:(b + 1) * options.batch_size]
+            x, labels = x_all[index], y_all[index]
+            target = data.targets(labels, system.n_outputs, options.target_amplitude)
+            step += 1
+            trace = options.trace_every and step % options.trace_every == 0
+            theta = system.parameters
+            estimate = algorithm.estimate(system, x, target)
+            beta_1, beta_2 = estimate.betas
+            before = step_trace(system, x, target, beta_1, beta_2, bounds=False) if trace and beta_2 > beta_1 \
+                else None
+            if estimate.new_parameters is not None:
+                new = project(estimate.new_parameters, bounds)
+            else:
+                delta, velocity = optimiser.update(estimate.gradient, velocity)
+                new = project(theta + delta, bounds)
+            if not np.all(np.isfinite(new)):
+                raise DivergenceError(f"step {step}: parameters became non-finite")
+            system.parameters = new
+            if before is not None:
+                after = step_trace(system, x, target, beta_1, beta_2)
+                run.append_step({
+                    "epoch": epoch, "step": step, "beta1": beta_1, "beta2": beta_2,
+                    "loss_before": before["loss"], "loss_after": after["loss"],
+                    "lyapunov_before": before["lyapunov"], "lyapunov_after": after["lyapunov"],
+                    "lyapunov_lower": after["lyapunov_lower"], "lyapunov_upper": after["lyapunov_upper"],
+                })
+        train_loss, train_acc = evaluate(system, data, x_all, y_all, options)
+        test_loss, test_acc = evaluate(system, data, data.x_test, data.y_test, options)
+        row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss,
+               "test_accuracy": test_acc, "test_error": 1 - test_acc if data.n_classes else math.nan,
+               "seconds": round(time.time() - began, 3)}
+        run.append_metrics(row)
+        run.save_checkpoint(epoch, system.parameters)
+        log(f"epoch {epoch}: train loss {train_loss:.4f}, test loss {test_loss:.4f}"
+            + (f", test accuracy {test_acc:.3f}" if data.n_classes else "") + f" ({row['seconds']:.1f} s)")
+    return row
