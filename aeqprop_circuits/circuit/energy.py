@@ -199,9 +199,20 @@ class Problem:
                 "co-content unbounded below, so there is no equilibrium; use a smaller |beta|")
 
     # --- read-outs ------------------------------------------------------------------------
-    def residual(self, z: np.ndarray) -> float:
-        """Largest KCL violation over free supernodes and samples, amperes."""
-        return float(np.abs(self.gradient(z)).max()) if self.n_free else 0.0
+    def residual(self, z: np.ndarray, currents: dict[str, np.ndarray] | None = None) -> float:
+        """Largest KCL violation over free supernodes and samples, amperes.
+
+        Conducting ideal diodes carry the current the rest of the circuit leaves for them (their
+        KKT multipliers), so it enters the balance: `currents` from `branch_currents(z)`, computed
+        here when not given. Without them a clipped node would show its diode current as residual.
+        """
+        if not self.n_free:
+            return 0.0
+        grad = self.gradient(z)
+        if self.has_ideal_diodes:
+            ideal = (self.branch_currents(z) if currents is None else currents)["ideal_diodes"]
+            grad = grad + np.asarray(ideal @ self.Mx)
+        return float(np.abs(grad).max())
 
     def branch_currents(self, z: np.ndarray) -> dict[str, np.ndarray]:
         """Per-group branch currents (B, n_elements), SPICE sign: from first node to second."""

@@ -59,10 +59,11 @@ def solve(circuit: Circuit, inputs: np.ndarray | None = None, *, sources: np.nda
 
 def result_from(problem: Problem, z, iterations, success, message, name) -> SolveResult:
     energy = problem.energy(z)
-    residual = problem.residual(z)
+    currents = problem.branch_currents(z)
+    residual = problem.residual(z, currents)
     if not np.all(np.isfinite(z)) or not np.all(np.isfinite(energy)):
         success, message = False, f"{message}; non-finite potentials or energy"
-    return SolveResult(potentials=problem.potentials(z), currents=problem.branch_currents(z), energy=energy,
+    return SolveResult(potentials=problem.potentials(z), currents=currents, energy=energy,
                        free=z, iterations=int(iterations), residual=residual, success=bool(success),
                        message=message, solver=name)
 
