@@ -9,6 +9,8 @@ system is solved exactly, accepted only if the multipliers come out non-negative
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
@@ -46,7 +48,10 @@ def qp(problem: Problem, x0=None, tol: float = 1e-10, maxiter: int = 200, callba
         return z, solution.iterations, False, "conflicting constraints: the ideal diodes cannot all be satisfied"
     if "Solved" not in status:
         return z, solution.iterations, False, f"QP solver stopped: {status}"
-    polished = polish_active_set(problem, z, H, c)
+    # Interior-point iterates: a diode conducts when its multiplier exceeds its slack (both in
+    # volts after the scaling above).
+    conducting = (np.asarray(solution.z) > np.asarray(solution.s)).reshape(B, -1)
+    polished = polish_active_set(problem, z, H, c, guess=conducting)
     if callback is not None:
         try:
             callback(problem.energy(z if polished is None else polished))
@@ -57,24 +62,46 @@ def qp(problem: Problem, x0=None, tol: float = 1e-10, maxiter: int = 200, callba
     return polished, solution.iterations, True, "QP solved, active set polished exactly"
 
 
-def polish_active_set(problem: Problem, z, H, c, tol: float = 1e-7):
-    """Solve the KKT system with conducting diodes as equalities; None if the result is not optimal."""
+def polish_active_set(problem: Problem, z, H, c, guess=None, tol: float = 1e-7, rounds: int = 20):
+    """Solve the KKT system with conducting diodes as equalities; None if no optimal set is found.
+
+    Near a knee (a diode about to conduct: multiplier and slack both ~0) an interior-point
+    answer is only accurate to about the square root of its tolerance (~1e-5 V), so which
+    diodes conduct is a guess (`guess`, (B, m) bool, else the diodes within `tol` of
+    conducting). Primal-dual active-set rounds correct it: diodes that come out forward-biased
+    join the set, diodes with a negative multiplier leave it, until the KKT conditions hold.
+    """
     B, n = z.shape
     v = problem._branch(problem.Mx, problem.offset_x, z)
     scale = 1.0 + np.abs(problem.potentials(z)).max()
-    active = v > -tol * scale  # (B, m)
+    active = (v > -tol * scale if guess is None else np.asarray(guess, dtype=bool)).ravel().copy()
     eye = sp.identity(B, format="csr")
-    A = sp.kron(eye, problem.Mx, format="csr")[active.ravel()]
-    kkt = sp.bmat([[sp.kron(eye, H), A.T], [A, None]], format="csc")
-    rhs = np.concatenate([-c.ravel(), -problem.offset_x.ravel()[active.ravel()]])
-    try:
-        x = spla.spsolve(kkt, rhs)
-    except RuntimeError:
-        return None
-    if not np.all(np.isfinite(x)):
-        return None
-    z_new, multipliers = x[:B * n].reshape(B, n), x[B * n:]
-    v_new = problem._branch(problem.Mx, problem.offset_x, z_new)
-    feasible = np.all(v_new <= 1e-9 * scale)
-    dual_ok = np.all(multipliers >= -1e-9 * (np.abs(c).max() + 1e-300))
-    return z_new if feasible and dual_ok else None
+    H_batch = sp.csc_matrix(sp.kron(eye, H))
+    A_all = sp.kron(eye, problem.Mx, format="csr")
+    bound = -problem.offset_x.ravel()  # A_all z <= bound
+    v_tol = 1e-9 * scale
+    i_tol = 1e-9 * (np.abs(c).max() + 1e-300)
+    for _ in range(rounds):
+        A = A_all[active]
+        if A.shape[0]:
+            kkt = sp.bmat([[H_batch, A.T], [A, None]], format="csc")
+            rhs = np.concatenate([-c.ravel(), bound[active]])
+        else:
+            kkt, rhs = H_batch, -c.ravel()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", spla.MatrixRankWarning)
+                x = spla.spsolve(kkt, rhs)
+        except RuntimeError:
+            return None
+        if not np.all(np.isfinite(x)):
+            return None  # dependent constraints (e.g. parallel ideal diodes): keep the QP answer
+        z_new = x[:B * n].reshape(B, n)
+        multipliers = np.zeros(len(active))
+        multipliers[active] = x[B * n:]
+        forward = ~active & (A_all @ z_new.ravel() - bound > v_tol)
+        reverse = active & (multipliers < -i_tol)
+        if not forward.any() and not reverse.any():
+            return z_new
+        active = (active | forward) & ~reverse
+    return None
