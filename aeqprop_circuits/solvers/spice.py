@@ -324,6 +324,13 @@ def spice(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | None 
     kcl = np.abs(problem.gradient(z)).max(axis=1) if problem.n_free else np.zeros(B)
     scale = np.max([np.abs(np.nan_to_num(a)).max(axis=1, initial=0.0) for a in currents.values()], axis=0)
     allowed = 10.0 * float(merged.get("reltol", 1e-3)) * scale + 10.0 * float(merged.get("abstol", 1e-12))
+    # ... and no less than what rounding ngspice's voltages to doubles costs in KCL
+    v_scale = np.abs(np.nan_to_num(V)).max(axis=1, initial=1.0)
+    g_scale = max(np.abs(problem.g).max(initial=0.0), 1e-300)
+    if problem.has_diodes:
+        g_scale = max(g_scale, float(np.nan_to_num(problem._diode(problem._branch(
+            problem.Md, problem.offset_d, z))[2]).max(initial=0.0)))
+    allowed = allowed + 256 * np.finfo(float).eps * v_scale * g_scale
     for b in np.flatnonzero(ok & ~(kcl <= allowed)):
         ok[b] = False
         messages.append(f"sample {b}: ngspice's point violates KCL by {kcl[b]:.3g} A (allowed "
