@@ -58,8 +58,8 @@ def divider() -> Circuit:
 
 def diode_with_series_resistance(isat=2.5e-14, emission=1.7, rs=12.0) -> Circuit:
     """vin -- r1 -- a -- D(IS, N, RS) -- ground; RS compiled through an internal node, as SPICE does."""
-    return Circuit("diode", ("0", "in", "a", "d1_internal"),
-                   Resistors(("r1", "rd1_series"), [(1, 2), (2, 3)], [1e-3, 1.0 / rs]),
+    return Circuit("diode", ("0", "in", "a", "d1#rs"),
+                   Resistors(("r1", "rs#d1"), [(1, 2), (2, 3)], [1e-3, 1.0 / rs]),
                    Diodes(("d1",), [(3, 0)], [isat], [emission]), _no_elements(IdealDiodes),
                    Sources(("vin",), [(1, 0)], [1.0], [True]), internal=[False, False, False, True])
 

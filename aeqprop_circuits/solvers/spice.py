@@ -134,6 +134,12 @@ def _fresh_name(prefix: str, taken: set[str]) -> str:
     return name
 
 
+def _spice_name(name: str, letter: str) -> str:
+    """An element's name as the writer gives it to ngspice (kind letter first), lower case."""
+    name = name.lower()
+    return name if name[:1] == letter else f"{letter}_{name}"
+
+
 def _format(value: float) -> str:
     return repr(float(value))
 
@@ -151,7 +157,7 @@ def netlist_text(circuit: Circuit, sources_row: np.ndarray, conductance: np.ndar
     c = circuit if conductance is None else circuit.with_conductance(np.asarray(conductance, float))
     c = replace(c, sources=replace(c.sources, value=np.asarray(sources_row, float)))
     body = [line for line in write_netlist(c).splitlines()
-            if not re.match(r"\s*\.(end|op|options?)\b", line, flags=re.IGNORECASE)]
+            if not re.match(r"\s*\.(end|op)\b", line, flags=re.IGNORECASE)]
     extra: list[str] = []
     extra_sources: list[str] = []
     if nudge is not None and float(nudge.conductance) != 0.0:
@@ -275,7 +281,7 @@ def spice(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | None 
     merged.update(options or {})
 
     names = [name.lower() for name in circuit.node_names]
-    vnames = [circuit.sources.names[k].lower() for k in problem.topology.voltage_sources]
+    vnames = [_spice_name(circuit.sources.names[k], "v") for k in problem.topology.voltage_sources]
     V = np.zeros((B, circuit.n_nodes))
     i_source = np.zeros((B, len(vnames)))
     fixed = np.asarray((problem.topology.Q @ sources.T).T)  # potentials the sources fix alone
