@@ -15,10 +15,11 @@ from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 
 from ..errors import CircuitError
 from .circuit import Circuit
-from .topology import Topology, build_topology
+from .topology import Topology, build_topology, check_floating
 
 _TOPOLOGIES: dict[int, tuple[Circuit, Topology, dict]] = {}
 
@@ -180,23 +181,51 @@ class Problem:
         return sp.csc_matrix(H)
 
     def check_convex(self) -> None:
-        """Refuse a phase whose co-content is not convex (a negative nudge stronger than the network).
+        """Refuse a phase without a unique equilibrium: CircuitError, before any solver runs.
 
-        The quadratic part K + beta_g Mo^T Mo is positive definite iff I + beta_g Mo K^-1 Mo^T is,
-        a small (n_outputs, n_outputs) test; junctions only add curvature, so this is sufficient.
+        - A resistor set to 0 S is no DC path: the nodes it alone held are floating.
+        - A negative nudge (or a negative conductance) stronger than the network makes the
+          co-content unbounded below. With K the Hessian of the network's quadratic part,
+          K + beta_g Mo^T Mo is positive definite iff I + beta_g Mo K^-1 Mo^T is, a small
+          (n_outputs, n_outputs) test; junctions only add curvature, so this is sufficient.
+          Negative conductances are tested by the signs of a symmetric LDL^T of the whole
+          quadratic part.
         """
-        if self.beta_g >= 0 or self.n_free == 0:
+        if self.n_free == 0:
             return
-        K = self.Mr.T @ sp.diags(self.g) @ self.Mr
+        g = self.g
+        if (g == 0).any():
+            check_floating(self.circuit, self.topology, conducting=g != 0)
+        if self.beta_g >= 0 and (g >= 0).all():
+            return
+        K = self.Mr.T @ sp.diags(g) @ self.Mr
         if self.has_diodes:
             K = K + self.gmin * (self.Md.T @ self.Md)
-        lu = sp.linalg.splu(sp.csc_matrix(K))
-        S = self.Mo @ lu.solve(self.Mo.T.toarray())
-        smallest = np.linalg.eigvalsh(np.eye(len(S)) + self.beta_g * 0.5 * (S + S.T)).min()
-        if smallest <= 1e-12:
-            raise CircuitError(
-                f"non-convex phase: the negative nudge (conductance {self.beta_g:.3g} S) makes the "
-                "co-content unbounded below, so there is no equilibrium; use a smaller |beta|")
+        if (g >= 0).all():
+            cause, advice = f"the negative nudge (conductance {self.beta_g:.3g} S)", "; use a smaller |beta|"
+        else:
+            k = int(np.argmin(g))
+            cause, advice = f"negative conductance {g[k]:.3g} S of {self.circuit.resistors.names[k]}", ""
+        try:
+            if (g >= 0).all():
+                lu = spla.splu(sp.csc_matrix(K))
+                S = self.Mo @ lu.solve(self.Mo.T.toarray())
+                smallest = np.linalg.eigvalsh(np.eye(len(S)) + self.beta_g * 0.5 * (S + S.T)).min()
+                positive = smallest > 1e-12
+            else:
+                # Diagonal pivots only: U = D L^T, and by Sylvester's law of inertia the
+                # quadratic part is positive definite iff every pivot is positive.
+                total = K + self.beta_g * (self.Mo.T @ self.Mo) if self.beta_g else K
+                lu = spla.splu(sp.csc_matrix(total), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                               options={"SymmetricMode": True})
+                pivots = lu.U.diagonal()
+                diagonal_pivots = np.array_equal(lu.perm_r, lu.perm_c)  # else a zero pivot: not definite
+                positive = diagonal_pivots and bool(np.all(pivots > 1e-12 * np.abs(total.diagonal()).max()))
+        except RuntimeError:  # singular: a direction of zero curvature, which the nudge bends down
+            positive = False
+        if not positive:
+            raise CircuitError(f"non-convex phase: {cause} makes the co-content unbounded below, so "
+                               f"there is no equilibrium{advice}")
 
     # --- read-outs ------------------------------------------------------------------------
     def residual(self, z: np.ndarray, currents: dict[str, np.ndarray] | None = None) -> float:

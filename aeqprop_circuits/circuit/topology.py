@@ -118,15 +118,20 @@ def build_topology(circuit: Circuit) -> Topology:
     current = sp.csr_matrix((c_vals, (c_rows, c_cols)), shape=(len(vsrc), n))
 
     topology = Topology(P, Q, free_of_node, current, vsrc)
-    _check_floating(circuit, topology)
+    check_floating(circuit, topology)
     return topology
 
 
-def _check_floating(circuit: Circuit, topology: Topology) -> None:
-    """Every free supernode needs a DC path (resistor or diode) to a fixed potential."""
+def check_floating(circuit: Circuit, topology: Topology, conducting: np.ndarray | None = None) -> None:
+    """Every free supernode needs a DC path (resistor or diode) to a fixed potential.
+
+    `conducting` (n_resistors,) bool keeps only those resistors as paths: a resistor whose
+    conductance is set to 0 S (a trainable one at its lower bound) is no path at all.
+    """
     if topology.n_free == 0:
         return
-    pairs = np.vstack([circuit.resistors.nodes, circuit.diodes.nodes])
+    resistors = circuit.resistors.nodes if conducting is None else circuit.resistors.nodes[conducting]
+    pairs = np.vstack([resistors, circuit.diodes.nodes])
     # Map nodes to supernodes: fixed nodes all collapse into one vertex, the last.
     fixed = topology.n_free
     vertex = np.where(topology.free_of_node >= 0, topology.free_of_node, fixed)
@@ -138,5 +143,6 @@ def _check_floating(circuit: Circuit, topology: Topology) -> None:
         nodes = [circuit.node_names[i] for i in np.flatnonzero(np.isin(topology.free_of_node, floating))
                  if not circuit.internal[i]]
         shown = ", ".join(f"'{name}'" for name in nodes[:8]) + (" ..." if len(nodes) > 8 else "")
+        zero = "" if conducting is None else " of nonzero conductance"
         raise CircuitError(f"floating node{'s' if len(nodes) > 1 else ''} {shown}: no DC path "
-                           "(resistor or diode) to ground or to a voltage source")
+                           f"(resistor{zero} or diode) to ground or to a voltage source")
