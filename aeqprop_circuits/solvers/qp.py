@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..circuit.energy import Problem
-from ..errors import SolverError
+from ..errors import CircuitError, SolverError
 
 
 def qp(problem: Problem, x0=None, tol: float = 1e-10, maxiter: int = 200, callback=None):
@@ -44,8 +44,9 @@ def qp(problem: Problem, x0=None, tol: float = 1e-10, maxiter: int = 200, callba
     solution = clarabel.DefaultSolver(P, q, A, b, [clarabel.NonnegativeConeT(len(b))], settings).solve()
     status = str(solution.status)
     z = np.asarray(solution.x).reshape(B, n)
-    if "Infeasible" in status:
-        return z, solution.iterations, False, "conflicting constraints: the ideal diodes cannot all be satisfied"
+    if "Infeasible" in status:  # no operating point exists: a circuit error, as in `box_bounds`
+        raise CircuitError("conflicting constraints: the ideal diodes cannot all be reverse- or "
+                           "zero-biased at once (sources force some diode forward)")
     if "Solved" not in status:
         return z, solution.iterations, False, f"QP solver stopped: {status}"
     # Interior-point iterates: a diode conducts when its multiplier exceeds its slack (both in
