@@ -40,12 +40,18 @@ def _start(problem: Problem) -> np.ndarray:
 
 def newton(problem: Problem, x0=None, vtol: float = 1e-12, maxiter: int = 200, callback=None):
     B, n = problem.batch, problem.n_free
-    z = _start(problem) if x0 is None else np.array(x0, dtype=np.float64).reshape(B, n)
+    try:
+        z = _start(problem) if x0 is None else np.array(x0, dtype=np.float64).reshape(B, n)
+    except RuntimeError:  # a singular start system: the Newton steps below report it per iteration
+        z = np.zeros((B, n))
     if n == 0:
         return z, 0, True, "no free node"
     energy = problem.energy(z)
     if not problem.has_diodes:  # quadratic: one factorisation serves the whole batch, one step
-        step = spla.splu(problem.linear_hessian).solve(-problem.gradient(z).T).T
+        try:
+            step = spla.splu(problem.linear_hessian).solve(-problem.gradient(z).T).T
+        except RuntimeError:
+            return z, 0, False, "singular conductance matrix: the circuit has no unique operating point"
         z = z + step
         if callback is not None:
             _call(callback, problem.energy(z))
