@@ -51,10 +51,31 @@ def solve(circuit: Circuit, inputs: np.ndarray | None = None, *, sources: np.nda
 
         return spice(circuit, sources=sources, conductance=conductance, nudge=nudge, **options)
     problem = Problem(circuit, sources, conductance, nudge)
-    problem.check_convex()
     name = choose_method(problem) if method == "auto" else method
+    bad = [what for what, values in (("source values", problem.sources), ("conductances", problem.g),
+                                      ("nudge target", problem.offset_o), ("x0", x0))
+           if values is not None and not np.all(np.isfinite(values))]
+    if bad:  # a diverged learning run, say: report it, never iterate on NaN
+        return failed_result(problem, f"non-finite {' and '.join(bad)} given: nothing solved", name)
+    problem.check_convex()
     z, iterations, success, message = METHODS[name](problem, x0=x0, callback=callback, **options)
     return result_from(problem, z, iterations, success, message, name)
+
+
+def failed_result(problem: Problem, message: str, name: str) -> SolveResult:
+    """A result with success=False and NaN everywhere, for inputs no solver should touch."""
+    B, c = problem.batch, problem.circuit
+    nan = np.full
+    vsrc = int(c.sources.is_voltage.sum())
+    currents = {"resistors": nan((B, len(c.resistors.names)), np.nan),
+                "diodes": nan((B, len(c.diodes.names)), np.nan),
+                "voltage_sources": nan((B, vsrc), np.nan),
+                "current_sources": nan((B, len(c.sources.names) - vsrc), np.nan)}
+    if problem.has_ideal_diodes:
+        currents["ideal_diodes"] = nan((B, len(c.ideal_diodes.names)), np.nan)
+    return SolveResult(potentials=nan((B, c.n_nodes), np.nan), currents=currents, energy=nan(B, np.nan),
+                       free=nan((B, problem.n_free), np.nan), iterations=0, residual=float("nan"),
+                       success=False, message=message, solver=name)
 
 
 def result_from(problem: Problem, z, iterations, success, message, name) -> SolveResult:
