@@ -940,7 +940,7 @@ def _learning(annotations: list[_Annotation], flat: _Flattener) -> Learning:
     conductance = np.asarray(flat.r_g, dtype=np.float64)
     for k in trainable:
         lo, hi, pos = ranges[int(k)]
-        g = conductance[k]
+        g = float(conductance[k])
         if not lo <= g <= hi:
             where = flat.r_pos[k]
             raise _error(f"learn: resistor {flat.r_names[k]} (line {where.line} of "

@@ -75,12 +75,14 @@ def reciprocal(value: Decimal) -> float:
 def resistance_text(conductance: float) -> str:
     """A resistance (ohm) string that `reciprocal(parse_literal(...))` maps back to exactly `conductance`.
 
-    The shortest float repr of 1/g works for about four values in five; the others get
-    the exact quotient to 25 significant digits, which always does.
+    Round values stay readable ('100000' rather than '99999.99999999999'); the shortest
+    float repr of 1/g works for about four values in five; the others get the exact quotient
+    to 25 significant digits, which always does.
     """
-    short = repr(1.0 / conductance)
-    if reciprocal(Decimal(short)) == conductance:
-        return short
+    resistance = 1.0 / conductance
+    for text in (f"{resistance:.15g}", repr(resistance)):
+        if reciprocal(Decimal(text)) == conductance:
+            return text
     with localcontext() as ctx:
         ctx.prec = 25
         return str(Decimal(1) / Decimal(conductance))
