@@ -71,7 +71,7 @@ def deep_resistive_network(sizes: list[int] | tuple[int, ...], *, seed: int = 0,
             r_nodes.append(np.stack([biased, np.full(len(biased), rail)], axis=1))
             r_g.append(rng.uniform(0.0, g0 / 4.0, size=len(biased)))
             r_names.extend(f"rb{tag}_{names[i]}" for i in biased)
-    conductance = np.concatenate(r_g)
+    conductance = np.clip(np.concatenate(r_g), g_range[0], g_range[1])
     resistors = Resistors(tuple(r_names), np.concatenate(r_nodes), conductance)
 
     # Diodes: node -> v_high rail (conducts when V > v_high), v_low rail -> node (when V < v_low).

@@ -16,7 +16,8 @@ from .rundir import RunDir, default_name, fresh_directory
 from .trainer import TrainOptions, train
 
 # Defaults that train the shipped circuit netlists well (docs/training.md has the runs behind them).
-CIRCUIT_DEFAULTS = {"beta": 0.5, "epsilon": 0.5, "lr": 2.0, "epochs": 10, "batch_size": 10, "trace_every": 1}
+CIRCUIT_DEFAULTS = {"beta": 0.2, "epsilon": 1.0, "lr": 1.0, "epochs": 30, "batch_size": 10, "trace_every": 1,
+                    "target_amplitude": 0.5}
 PRESETS: dict[str, dict] = {}
 
 
@@ -72,7 +73,7 @@ def run_training(model, resume, quiet, given, echo=print) -> str:
                            f"{system.n_inputs} inputs")
     algorithm = algorithm_from_config(config)
     options = TrainOptions(epochs=config["epochs"], batch_size=config["batch_size"], learning_rate=config["lr"],
-                           seed=config["seed"], trace_every=config["trace_every"], progress=not quiet,
+                           seed=config["seed"], target_amplitude=config["target_amplitude"], trace_every=config["trace_every"], progress=not quiet,
                            max_train=config.get("max_train"))
     echo(f"run directory: {run.path}")
     np.seterr(over="ignore")
