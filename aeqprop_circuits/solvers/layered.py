@@ -1,0 +1,448 @@
+"""A dense fast path for layered ideal-diode networks (deep resistive networks from the builder).
+
+The generic solvers see a DRN as sparse matrices over ~10^5-10^6 resistors and pay for
+building them (the `Problem`: incidence products, offsets, the Hessian M^T diag(g) M) on
+every call. Here the circuit's `layers` and its row-major resistor layout are recognised once
+(`layered_structure`) and each call works on views of the conductance vector reshaped into
+dense (fan_in, fan_out) blocks:
+
+- per layer, the total conductance D at each node (row/column sums of the blocks) and the
+  current c injected by fixed nodes (one GEMM: sources @ W, the matrix-vector floor);
+- one hidden layer + an unconstrained output layer (the DRN of the benchmark): the hidden
+  layer is eliminated in closed form, h(o) = clip((c_h + W o) / D_h, lo, hi), and the output
+  potentials minimise the convex piecewise-quadratic F(o) = min_h E(h, o) by semi-smooth
+  Newton (generalised Hessian D_o - W^T diag(free / D_h) W, O x O per sample) with an Armijo
+  line search. When the set of clipped hidden nodes stops changing, the step is exact, so the
+  answer is exact to rounding (the nudge, a term in the outputs only, fits in F as well);
+- deeper networks: exact block coordinate descent over the layers (each block update one
+  GEMM + clip), as `coordinate` does, but on the dense blocks.
+
+Energy, KCL residual and branch currents are those of the generic `Problem`; they are
+computed only when read (`SolveResult.currents` is a lazy mapping here, since a DRN at
+H = 1024 has 1.6 10^6 resistors per sample).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from ..circuit.circuit import Circuit
+from ..circuit.energy import Nudge, Problem, structure
+from ..errors import CircuitError
+from .result import SolveResult
+
+_STRUCTURES: dict[int, tuple[Circuit, object]] = {}
+
+
+@dataclass(frozen=True, eq=False)
+class Block:
+    """Resistors conductance[start:stop] joining rows[i] of group `a` to cols[j] of group `b`, row-major.
+
+    Groups are -1 (fixed nodes; positions index the fixed-node list) or a layer number
+    (positions index that layer's nodes).
+    """
+
+    a: int
+    rows: np.ndarray
+    b: int
+    cols: np.ndarray
+    start: int
+    stop: int
+
+    def weights(self, g: np.ndarray) -> np.ndarray:
+        return g[self.start:self.stop].reshape(len(self.rows), len(self.cols))
+
+
+@dataclass(frozen=True, eq=False)
+class LayeredStructure:
+    fixed_nodes: np.ndarray  # node indices at fixed potential (ground's supernode)
+    fixed_map: object  # sparse (n_fixed, n_sources): potentials of the fixed nodes from source values
+    layers: tuple[np.ndarray, ...]  # node indices per layer
+    free: tuple[np.ndarray, ...]  # free-variable index of each layer node
+    blocks: tuple[Block, ...]
+    # bounds from ideal diodes to fixed nodes: (layer, position, fixed position, is_upper)
+    bounds: tuple[tuple[int, np.ndarray, np.ndarray, bool], ...]
+    bounded: tuple[bool, ...]  # per layer: has any ideal-diode bound
+
+
+def layered_structure(circuit: Circuit) -> LayeredStructure | None:
+    """The dense-block view of a layered circuit, or None when it does not fit (computed once)."""
+    cached = _STRUCTURES.get(id(circuit))
+    if cached is not None and cached[0] is circuit:
+        return cached[1]
+    found = _find_structure(circuit)
+    if len(_STRUCTURES) > 16:
+        _STRUCTURES.clear()
+    _STRUCTURES[id(circuit)] = (circuit, found)
+    return found
+
+
+def _find_structure(circuit: Circuit) -> LayeredStructure | None:
+    if circuit.layers is None or len(circuit.diodes.names) or (~circuit.sources.is_voltage).any():
+        return None
+    topo, _ = structure(circuit)
+    n = circuit.n_nodes
+    group = np.full(n, -2)
+    fixed_nodes = np.flatnonzero(topo.free_of_node < 0)
+    group[fixed_nodes] = -1
+    position = np.zeros(n, dtype=np.int64)
+    position[fixed_nodes] = np.arange(len(fixed_nodes))
+    layers = tuple(np.asarray(layer, dtype=np.int64) for layer in circuit.layers)
+    for k, layer in enumerate(layers):
+        group[layer] = k
+        position[layer] = np.arange(len(layer))
+    free = tuple(topo.free_of_node[layer] for layer in layers)
+    if (group == -2).any() or sum(len(f) for f in free) != topo.n_free \
+            or len(np.unique(np.concatenate(free))) != topo.n_free or min(f.min() for f in free) < 0:
+        return None  # nodes outside the layers, or layer nodes tied by voltage sources
+
+    pairs = circuit.resistors.nodes
+    ga, gb = group[pairs[:, 0]], group[pairs[:, 1]]
+    if ((ga >= 0) & (gb >= 0) & (np.abs(ga - gb) != 1)).any():
+        return None  # a resistor inside a layer or skipping one
+    # Runs of resistors with the same pair of groups, each checked to be a full row-major grid.
+    change = np.flatnonzero((np.diff(ga) != 0) | (np.diff(gb) != 0)) + 1
+    blocks = []
+    for start, stop in zip(np.r_[0, change], np.r_[change, len(pairs)]):
+        if ga[start] == -1 and gb[start] == -1:
+            continue  # between fixed nodes: no effect on the free potentials
+        block = _grid(pairs[start:stop], start, ga[start], gb[start], position)
+        if block is None:
+            return None
+        blocks.append(block)
+
+    ideal = circuit.ideal_diodes
+    gx_a, gx_b = group[ideal.nodes[:, 0]], group[ideal.nodes[:, 1]]
+    if ((gx_a >= 0) & (gx_b >= 0)).any():
+        return None
+    bounds = []
+    bounded = [False] * len(layers)
+    for k in range(len(layers)):
+        upper = (gx_a == k) & (gx_b == -1)  # anode on the layer: V <= V[cathode]
+        lower = (gx_b == k) & (gx_a == -1)  # cathode on the layer: V >= V[anode]
+        if upper.any():
+            bounds.append((k, position[ideal.nodes[upper, 0]], position[ideal.nodes[upper, 1]], True))
+        if lower.any():
+            bounds.append((k, position[ideal.nodes[lower, 1]], position[ideal.nodes[lower, 0]], False))
+        bounded[k] = bool(upper.any() or lower.any())
+    fixed_map = topo.Q[fixed_nodes].tocsr()
+    return LayeredStructure(fixed_nodes, fixed_map, layers, free, tuple(blocks), tuple(bounds),
+                            tuple(bounded))
+
+
+def _grid(pairs: np.ndarray, start: int, a: int, b: int, position: np.ndarray) -> Block | None:
+    first, second = pairs[:, 0], pairs[:, 1]
+    n_cols = int(np.argmax(first != first[0])) or len(first)
+    if len(first) % n_cols:
+        return None
+    rows, cols = first[::n_cols], second[:n_cols]
+    expected = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
+    if not np.array_equal(expected, pairs) or len(np.unique(rows)) != len(rows) \
+            or len(np.unique(cols)) != len(cols):
+        return None
+    return Block(int(a), position[rows], int(b), position[cols], start, start + len(pairs))
+
+
+class _Unsupported(Exception):
+    """The circuit is layered, but not in a way this fast path handles."""
+
+
+class LazyCurrents(Mapping):
+    """Branch currents per group, computed by the generic `Problem` on first access."""
+
+    def __init__(self, problem_factory, z):
+        self._factory, self._z = problem_factory, z
+
+    @cached_property
+    def _currents(self) -> dict:
+        return self._factory().branch_currents(self._z)
+
+    def __getitem__(self, key):
+        return self._currents[key]
+
+    def __iter__(self):
+        return iter(self._currents)
+
+    def __len__(self):
+        return len(self._currents)
+
+
+def layered(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | None = None,
+            nudge: Nudge | None = None, x0: np.ndarray | None = None, vtol: float = 1e-13,
+            maxiter: int = 10_000, callback=None, lazy: bool = True) -> SolveResult | None:
+    """Operating points of a layered ideal-diode network on dense blocks; None if it is not one.
+
+    Same arguments and result as `solve(..., method="coordinate")` (x0 is accepted but the
+    Newton path does not need it). With `lazy=True` the energy and residual are computed from
+    the dense blocks and the currents only when read.
+    """
+    st = layered_structure(circuit)
+    if st is None:
+        return None
+    n_layers = len(st.layers)
+    newton_path = n_layers == 2 and not st.bounded[1]
+    if nudge is not None and float(nudge.conductance) != 0.0 and not newton_path:
+        return None  # a nudge couples o+ and o- inside the output layer: not a block update
+    s = np.atleast_2d(np.asarray(sources, dtype=np.float64))
+    B = len(s)
+    g = circuit.resistors.conductance if conductance is None else np.asarray(conductance, dtype=np.float64)
+    topo, _ = structure(circuit)
+    fixed = np.asarray(st.fixed_map @ s.T).T  # (B, n_fixed) potentials of fixed nodes
+
+    sizes = [len(layer) for layer in st.layers]
+    D = [np.zeros(m) for m in sizes]
+    c = [np.zeros((B, m)) for m in sizes]
+    couplings = []  # (k, m, W oriented (n_k, n_m), positions in k, positions in m)
+    sums = []  # per block: row sums, column sums, and the fixed side's current (B, n of the free side)
+    for blk in st.blocks:
+        W = blk.weights(g)
+        injected = None
+        if blk.a == -1:
+            # The one pass over the big input block every solve needs: its column sums and the
+            # current the sources inject, as one GEMM.
+            # (Small batches also take the sources' squares along, for the energy.)
+            Vf = fixed[:, blk.rows]
+            squares = B <= 8
+            stacked = np.vstack([Vf, np.ones(len(blk.rows))] + ([Vf * Vf] if squares else [])) @ W
+            injected, col_sum = stacked[:B], stacked[B]
+            row_sum = (stacked[B + 1:], ) if squares else None  # (Va^2 @ W) in a tuple: see _energy
+            D[blk.b][blk.cols] += col_sum
+            c[blk.b][:, blk.cols] += injected
+        elif blk.b == -1:
+            row_sum, col_sum = W.sum(axis=1), W.sum(axis=0)
+            D[blk.a][blk.rows] += row_sum
+            injected = fixed[:, blk.cols] @ W.T
+            c[blk.a][:, blk.rows] += injected
+        else:
+            row_sum, col_sum = W.sum(axis=1), W.sum(axis=0)
+            D[blk.a][blk.rows] += row_sum
+            D[blk.b][blk.cols] += col_sum
+            couplings.append((blk.a, blk.b, W, blk.rows, blk.cols))
+        sums.append((row_sum, col_sum, injected))
+    lo = [np.full((B, m), -np.inf) for m in sizes]
+    hi = [np.full((B, m), np.inf) for m in sizes]
+    for k, pos, fpos, upper in st.bounds:
+        bound, combine = (hi[k], np.minimum) if upper else (lo[k], np.maximum)
+        if len(np.unique(pos)) == len(pos):  # one diode per node and side (the DRN): no ufunc.at
+            bound[:, pos] = combine(bound[:, pos], fixed[:, fpos])
+        else:
+            combine.at(bound.T, pos, fixed[:, fpos].T)
+    for k in range(n_layers):
+        if (D[k] <= 0).any():
+            raise CircuitError("non-convex phase: a node has no positive conductance to the rest "
+                               "of the circuit (negative conductance?)")
+        if (lo[k] > hi[k] + 1e-12).any():
+            raise CircuitError("conflicting constraints: ideal diodes hold a node both above and below")
+
+    def energy_of(V):
+        return _energy(V, fixed, st, g, sums, nudge, circuit)
+
+    try:
+        if newton_path:
+            V, iterations, success, message = _eliminate_and_newton(D, c, lo, hi, couplings, circuit, st,
+                                                                    nudge, fixed, B, vtol, maxiter, callback)
+        else:
+            V, iterations, success, message = _sweeps(D, c, lo, hi, couplings, B, vtol, maxiter, callback,
+                                                      energy_of)
+    except _Unsupported:
+        return None
+
+    z = np.zeros((B, topo.n_free))
+    for k in range(n_layers):
+        z[:, st.free[k]] = V[k]
+
+    def problem() -> Problem:
+        return Problem(circuit, s, conductance, nudge)
+
+    if lazy:
+        potentials = _full(V, fixed, st, circuit.n_nodes)
+        energy = _energy(V, fixed, st, g, sums, nudge, circuit)
+        residual = _residual(V, D, c, lo, hi, couplings, nudge, circuit, st, potentials)
+        currents = LazyCurrents(problem, z)
+    else:
+        p = problem()
+        energy, residual = p.energy(z), p.residual(z)
+        currents, potentials = p.branch_currents(z), p.potentials(z)
+    return SolveResult(potentials=potentials, currents=currents, energy=energy, free=z,
+                       iterations=int(iterations), residual=residual, success=bool(success),
+                       message=message, solver="layered")
+
+
+def _neighbour_sum(k, V, couplings, B, m):
+    """Current into layer k's nodes from its neighbouring layers, sum_j g_ij V_j, (B, m)."""
+    total = np.zeros((B, m))
+    for a, b, W, rows, cols in couplings:
+        if a == k:
+            total[:, rows] += V[b][:, cols] @ W.T
+        elif b == k:
+            total[:, cols] += V[a][:, rows] @ W
+    return total
+
+
+def _sweeps(D, c, lo, hi, couplings, B, vtol, maxiter, callback, energy_of):
+    V = [np.clip(ck / Dk, lk, hk) for ck, Dk, lk, hk in zip(c, D, lo, hi)]
+    for sweep in range(1, maxiter + 1):
+        change = 0.0
+        for k in range(len(V)):
+            new = np.clip((c[k] + _neighbour_sum(k, V, couplings, B, len(D[k]))) / D[k], lo[k], hi[k])
+            change = max(change, float(np.abs(new - V[k]).max(initial=0.0)))
+            V[k] = new
+        if callback is not None:
+            try:
+                callback(energy_of(V))
+            except StopIteration:
+                return V, sweep, False, "stopped by callback"
+        if change <= vtol * (1.0 + max(float(np.abs(v).max(initial=0.0)) for v in V)):
+            return V, sweep, True, "converged: block updates below tolerance"
+    return V, maxiter, False, f"no convergence in {maxiter} sweeps"
+
+
+def _eliminate_and_newton(D, c, lo, hi, couplings, circuit, st, nudge, fixed, B, vtol, maxiter, callback):
+    """One hidden layer h (box-bounded) eliminated in closed form; semi-smooth Newton on the outputs o."""
+    (_, _, W, rows, cols), = couplings  # hidden (layer 0) rows, outputs (layer 1) cols
+    Dh, Do = D[0][rows], D[1][cols]
+    ch, co = c[0][:, rows], c[1][:, cols]
+    lo_h, hi_h = lo[0][:, rows], hi[0][:, rows]
+    O = len(Do)
+    # The nudge beta/2 |A o + a - y|^2 on the outputs, A the (n_outputs, O) signed selection.
+    beta = 0.0 if nudge is None else float(nudge.conductance)
+    A = np.zeros((circuit.n_outputs, O))
+    offset = np.zeros((B, circuit.n_outputs))
+    if beta:
+        where = np.full(circuit.n_nodes, -1)
+        where[st.layers[1][cols]] = np.arange(O)
+        fixed_where = np.full(circuit.n_nodes, -1)
+        fixed_where[st.fixed_nodes] = np.arange(len(st.fixed_nodes))
+        for j, (p, n) in enumerate(circuit.learning.outputs):
+            for node, sign in ((p, 1.0), (n, -1.0)):
+                if node == 0:
+                    continue
+                if where[node] >= 0:
+                    A[j, where[node]] += sign
+                elif fixed_where[node] >= 0:
+                    offset[:, j] += sign * fixed[:, fixed_where[node]]
+                else:
+                    raise _Unsupported("output node outside the output layer")
+        offset = offset - np.broadcast_to(np.asarray(nudge.target, float), offset.shape)
+    base = np.diag(Do) + beta * (A.T @ A)
+    # Convexity: the generalised Hessian is smallest with every hidden node free.
+    if beta < 0 and np.linalg.eigvalsh(base - (W.T / Dh) @ W).min() <= 1e-12 * np.abs(base).max():
+        raise CircuitError(f"non-convex phase: the negative nudge (conductance {beta:.3g} S) makes the "
+                           "co-content unbounded below, so there is no equilibrium; use a smaller |beta|")
+
+    def hidden(o):
+        return np.clip((ch + o @ W.T) / Dh, lo_h, hi_h)
+
+    def value_and_gradient(o):
+        h = hidden(o)
+        r = o @ A.T + offset
+        value = (0.5 * Do * o * o - co * o).sum(1) + (0.5 * Dh * h * h - ch * h - h * (o @ W.T)).sum(1) \
+            + 0.5 * beta * (r * r).sum(1)
+        gradient = Do * o - co - h @ W + beta * (r @ A)
+        return value, gradient, h
+
+    o = (co + hidden(np.zeros((B, O))) @ W) / Do  # one block sweep as the start
+    value, gradient, h = value_and_gradient(o)
+    message = f"no convergence in {maxiter} Newton iterations"
+    for iteration in range(1, maxiter + 1):
+        free = ((h > lo_h) & (h < hi_h)).astype(float)
+        S = base[None] - (W.T[None] * (free / Dh)[:, None, :]) @ W  # (B, O, O)
+        step = -np.linalg.solve(S, gradient[..., None])[..., 0]
+        slope = (gradient * step).sum(1)
+        alpha = np.ones(B)
+        pending = np.ones(B, dtype=bool)
+        for _ in range(60):
+            trial = o + alpha[:, None] * step
+            v_trial, g_trial, h_trial = value_and_gradient(trial)
+            ok = v_trial <= value + 1e-4 * alpha * slope + 4e-16 * np.abs(value) + 1e-300
+            accept = pending & ok
+            o[accept], value[accept], gradient[accept], h[accept] = (
+                trial[accept], v_trial[accept], g_trial[accept], h_trial[accept])
+            pending &= ~ok
+            if not pending.any():
+                break
+            alpha[pending] *= 0.5
+        if callback is not None:
+            try:
+                callback(value.copy())
+            except StopIteration:
+                return [h, o], iteration, False, "stopped by callback"
+        if np.abs(step).max() <= vtol * (1.0 + np.abs(o).max()):
+            message = "converged: exact Newton step on the outputs, hidden layer in closed form"
+            break
+    else:
+        return _as_layers(h, o, rows, cols, D), maxiter, False, message
+    return _as_layers(h, o, rows, cols, D), iteration, True, message
+
+
+def _as_layers(h, o, rows, cols, D):
+    Vh, Vo = np.empty_like(h), np.empty_like(o)
+    Vh[:, rows], Vo[:, cols] = h, o
+    return [Vh, Vo]
+
+
+def _full(V, fixed, st, n_nodes):
+    """All node potentials (B, n_nodes) from the fixed ones and the layers'."""
+    full = np.zeros((len(fixed), n_nodes))
+    full[:, st.fixed_nodes] = fixed
+    for k, layer in enumerate(st.layers):
+        full[:, layer] = V[k]
+    return full
+
+
+def _nudge_residual(full, nudge, circuit):
+    """beta (V_p - V_n - y) per output (B, n_outputs), or None without a nudge."""
+    if nudge is None or not float(nudge.conductance):
+        return None
+    p, n = circuit.learning.outputs.T
+    return float(nudge.conductance) * (full[:, p] - full[:, n] - np.asarray(nudge.target, float))
+
+
+def _energy(V, fixed, st, g, sums, nudge, circuit):
+    """Total co-content (B,): sum g (Va - Vb)^2 / 2 = (Va^2 rows + Vb^2 cols) / 2 - Va W Vb per block."""
+    e = np.zeros(len(fixed))
+    for blk, (row_sum, col_sum, injected) in zip(st.blocks, sums):
+        Va = fixed[:, blk.rows] if blk.a == -1 else V[blk.a][:, blk.rows]
+        Vb = fixed[:, blk.cols] if blk.b == -1 else V[blk.b][:, blk.cols]
+        if row_sum is None:
+            row_sum = blk.weights(g).sum(axis=1)
+        if isinstance(row_sum, tuple):  # the input block's Va^2 @ W, from the stacked GEMM
+            e += 0.5 * (row_sum[0].sum(1) + (Vb * Vb) @ col_sum) - (injected * Vb).sum(1)
+            continue
+        if blk.a == -1:
+            cross = (injected * Vb).sum(1)
+        elif blk.b == -1:
+            cross = (injected * Va).sum(1)
+        else:
+            cross = ((Va @ blk.weights(g)) * Vb).sum(1)
+        e += 0.5 * ((Va * Va) @ row_sum + (Vb * Vb) @ col_sum) - cross
+    full = _full(V, fixed, st, circuit.n_nodes)
+    pulled = _nudge_residual(full, nudge, circuit)
+    if pulled is not None:
+        p, n = circuit.learning.outputs.T
+        r = full[:, p] - full[:, n] - np.asarray(nudge.target, float)
+        e += 0.5 * (pulled * r).sum(1)
+    return e
+
+
+def _residual(V, D, c, lo, hi, couplings, nudge, circuit, st, full) -> float:
+    """Largest KCL violation at free nodes, amperes; at a clipped node the ideal diode takes
+    any imbalance in its conducting direction, so only the other direction counts."""
+    B = len(c[0])
+    pulled = _nudge_residual(full, nudge, circuit)
+    extra = np.zeros((B, circuit.n_nodes))
+    if pulled is not None:
+        p, n = circuit.learning.outputs.T
+        np.add.at(extra.T, p, pulled.T)
+        np.add.at(extra.T, n, -pulled.T)
+    worst = 0.0
+    for k in range(len(V)):
+        grad = D[k] * V[k] - c[k] - _neighbour_sum(k, V, couplings, B, len(D[k])) + extra[:, st.layers[k]]
+        grad = np.where(V[k] >= hi[k], np.maximum(grad, 0.0), grad)  # held up: grad <= 0 is fine
+        grad = np.where(V[k] <= lo[k], np.minimum(grad, 0.0), grad)  # held down: grad >= 0 is fine
+        worst = max(worst, float(np.abs(grad).max(initial=0.0)))
+    return worst
