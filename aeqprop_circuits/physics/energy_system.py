@@ -351,32 +351,61 @@ class EnergySystem(PhysicalSystem):
         rate_s = np.full(B, self.state_rate) if fresh else np.array(start.state_rate)
         rate_theta = initial_theta_rate if fresh else np.array(start.theta_rate)
         accepted_theta = np.zeros((B, 1)) if replicated else 0.0
-        rng = self.rng
+        rng, group, energy = self.rng, self._group_mean, self._energy
+        parameter_gradient = self._parameter_gradient
+        beta = self.nudge(phase)
+        nudged = phase.clamp is None and bool(np.any(beta != 0.0))
+        beta_column = np.reshape(beta, (-1, 1)) if nudged else 0.0
+        out, target = self.output_index, phase.target
+        inverse_epsilon = 1.0 / np.asarray(epsilon, dtype=np.float64)
+
+        def phase_energy(theta, s):
+            e = energy(theta, x, s)
+            return e + beta * self._cost(s[:, out], target) if nudged else e
+
+        def state_force(theta, s):
+            g = self._state_gradient(theta, x, s)
+            if phase.clamp is not None:
+                g = g.copy()
+                g[:, out] = 0.0
+            elif nudged:
+                g = g.copy()
+                g[:, out] += beta_column * self._cost_gradient(s[:, out], target)
+            return g
+
+        def coupling(theta):
+            return 0.5 * np.sum((knobs - theta) ** 2 * inverse_epsilon, axis=-1)
+
         with np.errstate(all="ignore"):
-            e = self.phase_energy(theta, x, s, phase)
+            e = phase_energy(theta, s)
+            held = coupling(theta)
             for _ in range(steps):
                 # (14): s <- s - eta_s dE/ds (+ beta dC/ds), per sample
-                s_new = s - rate_s[:, None] * self._phase_state_gradient(theta, x, s, phase)
-                e_new = self.phase_energy(theta, x, s_new, phase)
+                s_new = s - rate_s[:, None] * state_force(theta, s)
+                e_new = phase_energy(theta, s_new)
                 factor, accept = _adapt(e, e_new, rng)
-                s = np.where(accept[:, None], s_new, s)
-                e = np.where(accept, e_new, e)
+                if accept.all():
+                    s, e = s_new, e_new
+                else:
+                    s, e = np.where(accept[:, None], s_new, s), np.where(accept, e_new, e)
                 rate_s = rate_s * factor
                 # (15): theta <- theta + eta_theta (u - theta)/epsilon - eta_theta dE/dtheta
-                total = self._group_mean(e) + self._coupling(theta, knobs, epsilon)
-                force = self._group_mean(self._parameter_gradient(theta, x, s)) + (theta - knobs) / epsilon
+                force = group(parameter_gradient(theta, x, s)) + (theta - knobs) * inverse_epsilon
                 theta_new = self._clip(theta - rate_theta * force)
-                e_theta = self.phase_energy(theta_new, x, s, phase)
-                total_new = self._group_mean(e_theta) + self._coupling(theta_new, knobs, epsilon)
-                factor, accept = _adapt(total, total_new, rng)
+                e_theta = phase_energy(theta_new, s)
+                held_new = coupling(theta_new)
+                factor, accept = _adapt(group(e) + held, group(e_theta) + held_new, rng)
                 if replicated:
-                    theta = np.where(accept[:, None], theta_new, theta)
-                    e = np.where(accept, e_theta, e)
+                    if accept.all():
+                        theta, e, held = theta_new, e_theta, held_new
+                    else:
+                        theta = np.where(accept[:, None], theta_new, theta)
+                        e, held = np.where(accept, e_theta, e), np.where(accept, held_new, held)
                     rate_theta = rate_theta * factor[:, None]
                     accepted_theta = accept[:, None].astype(float)
                 else:
                     if accept:
-                        theta, e = theta_new, e_theta
+                        theta, e, held = theta_new, e_theta, held_new
                     rate_theta = rate_theta * factor
                     accepted_theta = float(accept)
         state = EnergyState(s, theta, phase, x, rate_s, rate_theta, rate_theta * accepted_theta)
@@ -390,12 +419,15 @@ def _slack(energy):
 def _adapt(old, new, rng):
     """(step-size factor, accepted): x1.05 and accept if the energy went down, x0.5 and cancel if
     it went up (or is NaN), x or / 1.05 at random (and accept) if it is unchanged."""
-    old, new = np.asarray(old, dtype=np.float64), np.asarray(new, dtype=np.float64)
+    change = new - old
     slack = _slack(old)
-    down = new < old - slack
-    same = np.abs(new - old) <= slack
-    coin = np.where(rng.random(old.shape) < 0.5, GROW, 1.0 / GROW)
-    return np.where(down, GROW, np.where(same, coin, SHRINK)), down | same
+    down = change < -slack
+    same = np.abs(change) <= slack
+    factor = np.where(down, GROW, SHRINK)
+    if np.any(same):
+        coin = np.where(rng.random(np.shape(old)) < 0.5, GROW, 1.0 / GROW)
+        factor = np.where(same, coin, factor)
+    return factor, down | same
 
 
 # --- the linear regression of Sec. 5.2 ------------------------------------------------------
@@ -427,26 +459,40 @@ def linear_regression_system(features=fourier_features, parameters=None, *, stat
     coupling is (the paper's "as long as beta < 2"). The free state is
     s = theta . phi / (1 + 2 state_penalty), which is the model. `features` maps z (B, 1) to
     phi (B, P) (default: Fourier features up to frequency 10, P = 21); theta starts at zero.
+    With replicas=R, state_penalty may be one value per device (R,).
     """
     size = features(np.zeros((1, 1))).shape[1]
     if parameters is None:
         parameters = np.zeros((replicas, size) if replicas else size)
-    c = float(state_penalty)
+    c = np.asarray(state_penalty, dtype=np.float64)  # a scalar, or per replica (R,)
+    if c.ndim and not replicas:
+        raise AeqpropError("state_penalty: one value per replica needs replicas=R")
     stiffness = 1.0 + 2.0 * c
 
+    recent: list = []  # (theta, phi, theta . phi) of the last two calls: a relaxation reuses them
+
+    def predict(theta, phi):
+        for known_theta, known_phi, value in recent:
+            if known_theta is theta and known_phi is phi:
+                return value
+        value = _predict(theta, phi)
+        recent.insert(0, (theta, phi, value))
+        del recent[2:]
+        return value
+
     def energy(theta, phi, s):
-        return 0.5 * (s[:, 0] - _predict(theta, phi)) ** 2 + c * s[:, 0] ** 2
+        return 0.5 * (s[:, 0] - predict(theta, phi)) ** 2 + c * s[:, 0] ** 2
 
     def state_gradient(theta, phi, s):
-        return (stiffness * s[:, 0] - _predict(theta, phi))[:, None]
+        return (stiffness * s[:, 0] - predict(theta, phi))[:, None]
 
     def parameter_gradient(theta, phi, s):
-        return -(s[:, 0] - _predict(theta, phi))[:, None] * phi
+        return -(s[:, 0] - predict(theta, phi))[:, None] * phi
 
     def solve_state(theta, phi, beta, target):  # beta: a scalar or per sample (B,)
         if np.any(stiffness + beta <= 0):
             raise DivergenceError(f"E + beta C is unbounded below for beta={np.min(beta):g} "
-                                  f"(needs beta > {-stiffness:g})")
+                                  f"(needs beta > {-np.max(stiffness):g})")
         pull = 0.0 if np.all(beta == 0) else beta * np.asarray(target)[:, 0]
         return ((_predict(theta, phi) + pull) / (stiffness + beta))[:, None]
 
