@@ -1,4 +1,4 @@
-"""Hopfield networks: exact block updates, monotone relaxation, conv = dense, EP -> rbp, tbp = rbp, float16."""
+"""Hopfield networks: exact block updates, monotone relaxation, conv = dense, EP -> rbp, tbp = rbp, fp16."""
 
 from __future__ import annotations
 
@@ -7,8 +7,17 @@ import pytest
 from scipy.optimize import minimize
 
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
-from aeqprop_circuits.hopfield import (PRESETS, Conv, Dense, HopfieldNetwork, HopfieldState, build_model,
-                                       preset_rates, rbp_gradient, tbp_gradient)
+from aeqprop_circuits.hopfield import (
+    PRESETS,
+    Conv,
+    Dense,
+    HopfieldNetwork,
+    HopfieldState,
+    build_model,
+    preset_rates,
+    rbp_gradient,
+    tbp_gradient,
+)
 from aeqprop_circuits.physics.system import Phase, PhysicalSystem
 
 
@@ -116,7 +125,8 @@ def test_conv_interaction_equals_its_dense_matrix_equivalent(pool):
     k, pad = 3, 1
     padded = np.pad(pre, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     w4 = weight.reshape(k, k, 2, 3)
-    z = sum(np.einsum("bhwc,cd->bhwd", padded[:, i:i + 6, j:j + 6, :], w4[i, j]) for i in range(k) for j in range(k))
+    z = sum(np.einsum("bhwc,cd->bhwd", padded[:, i:i + 6, j:j + 6, :], w4[i, j])
+            for i in range(k) for j in range(k))
     if pool == "avg":
         z = z.reshape(4, 3, 2, 3, 2, 3).mean(axis=(2, 4))
     assert np.allclose(conv.forward(pre, weight), z)
@@ -147,7 +157,7 @@ def test_max_pooling_backward_is_the_transpose_for_fixed_routing():
     assert np.allclose(forward, full)
 
 
-def finite_difference_loss_gradient(net, x, y, indices, h=1e-6):
+def finite_difference_loss_gradient(net, x, y, indices, start, h=1e-6):
     theta = net.parameters
     grad = np.zeros(len(indices))
     for n, i in enumerate(indices):
@@ -155,7 +165,7 @@ def finite_difference_loss_gradient(net, x, y, indices, h=1e-6):
             shifted = theta.copy()
             shifted[i] += sign * h
             net.parameters = shifted
-            grad[n] += sign * net.cost(net.settle(Phase(x)), y).mean() / (2 * h)
+            grad[n] += sign * net.cost(net.settle(Phase(x), start=start), y).mean() / (2 * h)
     net.parameters = theta
     return grad
 
@@ -167,10 +177,10 @@ def test_rbp_equals_the_finite_difference_gradient_of_the_free_phase_cost(make):
     free = net.settle(Phase(x, 0.0, y))
     grad, info = rbp_gradient(net, free, y, tolerance=1e-13)
     assert info["residual"] < 1e-12
-    indices = np.random.default_rng(0).choice(net.n_parameters, 40, replace=False)
+    indices = np.random.default_rng(0).choice(net.n_parameters, 30, replace=False)
     indices = np.union1d(indices, np.argsort(-np.abs(grad))[:10])  # include the largest components
     grad = grad[indices]
-    reference = finite_difference_loss_gradient(net, x, y, indices)
+    reference = finite_difference_loss_gradient(net, x, y, indices, free)
     assert np.abs(reference).max() > 1e-2  # the test would be vacuous with every unit saturated
     assert np.allclose(grad, reference, atol=1e-6 * np.abs(reference).max() + 1e-8)
 
@@ -252,7 +262,7 @@ def test_joint_relaxation_with_knobs_decreases_the_joint_energy_and_agrees_with_
         return value
 
     state, moved = net.settle_with_knobs(phase, knobs, epsilon, theta=theta, steps=1)
-    reference_state, reference = PhysicalSystem.settle_with_knobs(net, phase, knobs, epsilon, theta=theta, steps=60)
+    _, reference = PhysicalSystem.settle_with_knobs(net, phase, knobs, epsilon, theta=theta, steps=60)
     assert np.array_equal(net.parameters, theta)  # the system's own theta is untouched
     start = net.settle(phase)
     assert joint(state, moved) <= joint(start, theta) + 1e-12

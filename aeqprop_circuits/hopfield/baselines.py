@@ -87,7 +87,7 @@ def rbp_gradient(net: HopfieldNetwork, state: HopfieldState, target, max_iterati
     lam = [np.zeros_like(s) for s in state.layers]
     order = net._order(state.phase)
     residual, it = float("inf"), 0
-    for it in range(1, max_iterations + 1):
+    for it in range(1, max_iterations + 1):  # noqa: B007 (it is reported)
         previous = list(lam)
         for k in order:
             h = source[k]
@@ -127,7 +127,10 @@ def tbp_gradient(net: HopfieldNetwork, state: HopfieldState, target, iterations:
         for k in order:
             inter = net.interactions[k]
             pre = x if k == 0 else layers[k - 1]
-            route_f = route_input if k == 0 else (inter.routing(pre, weights[k]) if inter.has_routing else None)
+            if k == 0:
+                route_f = route_input
+            else:
+                route_f = inter.routing(pre, weights[k]) if inter.has_routing else None
             h = inter.forward(pre, weights[k], routing=route_f) + biases[k]
             above, route_b = None, None
             if k < n - 1:

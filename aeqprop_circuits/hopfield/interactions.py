@@ -132,7 +132,7 @@ class Conv:
         return cols @ weight
 
     def routing(self, pre, weight):
-        """Index of the maximum of each pooling window of W * pre, (B, Ho, Wo, C) ints; None unless max pooling."""
+        """Index of the maximum in each pooling window of W * pre, (B, Ho, Wo, C); None unless max pooling."""
         if self.pool != "max":
             return None
         return self._routing_of(self._convolve(pre, weight))

@@ -135,7 +135,8 @@ def parse_spec(spec: str, width: float = 1.0, input_padding: int = 0):
         elif token.isdigit():
             inter = Dense(shape, max(1, int(round(int(token) * scale))))
         else:
-            raise AeqpropError(f"model spec '{spec}': layer '{token}' is neither N nor <C>c<k>[p<pad>][avg|max|none]")
+            raise AeqpropError(f"model spec '{spec}': layer '{token}' is neither N nor "
+                               "<C>c<k>[p<pad>][avg|max|none]")
         interactions.append(inter)
         shape = inter.post_shape
     if len(interactions[-1].post_shape) != 1:

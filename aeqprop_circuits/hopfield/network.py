@@ -177,8 +177,8 @@ class HopfieldNetwork(PhysicalSystem):
         else:
             values = list(values)
             if len(values) != len(self.groups):
-                raise ValueError(f"expected {len(self.groups)} values (groups {[n for n, _ in self.groups]}), "
-                                 f"got {len(values)}")
+                names = [n for n, _ in self.groups]
+                raise ValueError(f"expected {len(self.groups)} values (groups {names}), got {len(values)}")
             for v, (_, sl) in zip(values, self.groups):
                 out[sl] = v
         return out
@@ -462,7 +462,8 @@ class HopfieldNetwork(PhysicalSystem):
                 converged = True
                 break
         theta = knobs - eps * self._energy_gradient(state_layers, x, weights)
-        state = HopfieldState(layers=state_layers, phase=phase, iterations=it, converged=converged, change=change)
+        state = HopfieldState(layers=state_layers, phase=phase, iterations=it, converged=converged,
+                              change=change)
         return state, theta
 
     def _energy_gradient_partial(self, layers, x, weights, skip_w1):
