@@ -109,15 +109,21 @@ class Aeqprop:
 
 
 def operate(handle: KnobHandle, controller, inputs, target, beta_1, beta_2, relax_rounds) -> np.ndarray:
-    """The Aeqprop procedure (paper Sec. 2), as an operator performs it on the bench.
+    """The Aeqprop procedure (paper Sec. 2 and App. C), as an operator performs it on the bench.
 
-    Only the handle is touched: set inputs, hold theta by the knobs at nudge beta_1, clamp the
-    knobs, move the nudge to beta_2, let the physics relax, read theta.
+    Only the handle is touched: set inputs, hold theta by the knobs without nudge, then (for
+    the pessimistic and centered variants) keep holding while the nudge moves to beta_1;
+    clamp the knobs, move the nudge to beta_2, let the physics relax, read theta. Holding at
+    beta = 0 first means the knobs are already right when a negative nudge comes on, so the
+    negatively nudged phase never sees the controller's transient.
     """
     theta_previous = handle.read_parameters()
     handle.set_inputs(inputs)
-    handle.set_nudge(beta_1, target)
-    controller.hold(handle, theta_previous, Phase(inputs, beta_1, target))
+    handle.set_nudge(0.0, target)
+    controller.hold(handle, theta_previous, Phase(inputs, 0.0, target))
+    if beta_1 != 0.0:
+        handle.set_nudge(beta_1, target)
+        controller.hold(handle, theta_previous, Phase(inputs, beta_1, target))
     handle.set_nudge(beta_2, target)  # knobs stay where the controller left them
     handle.relax(relax_rounds)
     return handle.read_parameters()
