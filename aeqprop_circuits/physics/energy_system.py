@@ -422,6 +422,8 @@ def _adapt(old, new, rng):
     change = new - old
     slack = _slack(old)
     down = change < -slack
+    if down.all():
+        return np.full(np.shape(old), GROW), down
     same = np.abs(change) <= slack
     factor = np.where(down, GROW, SHRINK)
     if np.any(same):

@@ -110,6 +110,17 @@ def _lyapunov(system, inputs, target, span: np.ndarray) -> np.ndarray:
 def simulate(runs: list[Run], grid_points: int = 501, controller: str = "proportional", rounds: int = 50,
              relax_rounds: int = 50, divergence_threshold: float = 1e6, progress: bool = True) -> Traces:
     """Run every run of the list as one batch of replicas (Aeqprop variants) plus one of SGD."""
+    try:  # tiny matrices: a multithreaded BLAS only spins on a shared machine
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        threadpool_limits = None
+    if threadpool_limits is None:
+        return _simulate(runs, grid_points, controller, rounds, relax_rounds, divergence_threshold, progress)
+    with threadpool_limits(1):
+        return _simulate(runs, grid_points, controller, rounds, relax_rounds, divergence_threshold, progress)
+
+
+def _simulate(runs, grid_points, controller, rounds, relax_rounds, divergence_threshold, progress) -> Traces:
     from tqdm import tqdm
 
     steps = max(run.samples for run in runs)
