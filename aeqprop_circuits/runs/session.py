@@ -73,7 +73,8 @@ def run_training(model, resume, quiet, given, echo=print) -> str:
                            f"{system.n_inputs} inputs")
     algorithm = algorithm_from_config(config)
     options = TrainOptions(epochs=config["epochs"], batch_size=config["batch_size"], learning_rate=config["lr"],
-                           seed=config["seed"], target_amplitude=config["target_amplitude"], trace_every=config["trace_every"], progress=not quiet,
+                           seed=config["seed"], target_amplitude=config["target_amplitude"],
+                           trace_every=config["trace_every"], progress=not quiet,
                            max_train=config.get("max_train"))
     echo(f"run directory: {run.path}")
     np.seterr(over="ignore")
