@@ -150,7 +150,7 @@ class CircuitSystem(PhysicalSystem):
         else:
             free = np.ones_like(z, dtype=bool)
         H = problem.hessian(z) / self.g0  # normalised energy
-        dC_dz = np.asarray(((self.outputs(state) - target) @ problem.Mo)).ravel() * free.ravel()
+        dC_dz = np.asarray((self.outputs(state) - target) @ problem.Mo).ravel() * free.ravel()
         keep = sp.diags(free.ravel().astype(float))
         system = keep @ H @ keep + sp.diags((~free).ravel().astype(float))
         lam = spla.spsolve(sp.csc_matrix(system), dC_dz).reshape(B, n)
