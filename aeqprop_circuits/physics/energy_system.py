@@ -243,8 +243,8 @@ class EnergySystem(PhysicalSystem):
             return float(np.sum(self.phase_energy(theta, x, s, phase))), \
                 self._phase_state_gradient(theta, x, s, phase).ravel()
 
-        def report(intermediate):
-            callback(self.phase_energy(theta, x, intermediate.x.reshape(B, n), phase))
+        def report(intermediate_result):  # scipy passes an OptimizeResult under this name
+            callback(self.phase_energy(theta, x, intermediate_result.x.reshape(B, n), phase))
 
         result = minimize(fun, s0.ravel(), jac=True, method="L-BFGS-B",
                           callback=None if callback is None else report,
