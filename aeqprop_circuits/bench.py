@@ -29,6 +29,19 @@ from .errors import SolverError
 
 N_INPUTS, N_OUTPUTS = 784, 10
 
+NOTES = """Notes.
+- *layered* is `aeqprop_circuits.solvers.layered.layered` (dense blocks; the hidden layer in closed
+  form, exact semi-smooth Newton on the outputs); *coordinate* is `solve(..., method="coordinate")`
+  (sparse, through `Problem`). Both are exact to rounding; they agree to ~1e-16 V.
+- ngspice times come from the `spice` solver (PySpice shared library): *load* is `source` of the
+  netlist file our writer produced (parsing), *.op* is the `run` command alone.
+- With ideal diodes ngspice solves exponential stand-ins (`IdealDiodes.spice_model`, IS = 1e-20 A,
+  N = 0.05): a conducting one drops N Vt ln(I/IS) ~ 40-50 mV at these currents, hence the
+  ~5e-2 V difference; the exponential-diode table is the like-for-like accuracy comparison.
+- Tight options: reltol=1e-12 vntol=1e-15 abstol=1e-18 (`spice.TIGHT_OPTIONS`), run up to H=100.
+- BLAS single-threaded (OPENBLAS_NUM_THREADS=1), on a 2-core machine shared with other jobs:
+  minima over repeats; ngspice runs once per configuration at H=1024."""
+
 
 def _best(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     """(min wall-clock seconds, last result) over `repeats` calls."""
@@ -195,6 +208,7 @@ def markdown(rows: list[dict]) -> str:
                      f"| {r.get('coordinate_iterations', '–')} | {_ms(r.get('coordinate_per_iteration_s'))} "
                      f"| {_ms(r['matvec_floor_s'])} | {r['batch']} | {_ms(r['layered_batch_per_sample_s'])} "
                      f"| {_ms(r['matvec_floor_batch_per_sample_s'])} |")
+    lines += ["", NOTES]
     machine = platform.processor() or platform.machine()
     lines += ["", f"Machine: {machine}, Python {platform.python_version()}, numpy {np.__version__}."]
     return "\n".join(lines) + "\n"

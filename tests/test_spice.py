@@ -27,7 +27,7 @@ from aeqprop_circuits.circuit.circuit import (
     Sources,
 )
 from aeqprop_circuits.circuit.energy import Nudge
-from aeqprop_circuits.errors import SolverError
+from aeqprop_circuits.errors import CircuitError, SolverError
 from aeqprop_circuits.solvers import solve
 from aeqprop_circuits.solvers.spice import _spice_model_parameters, ngspice_available
 
@@ -229,8 +229,39 @@ def test_missing_ngspice_is_a_clear_solver_error(monkeypatch):
 
 
 @needs_ngspice
-def test_ngspice_failure_is_reported_not_raised():
-    """A negative resistor cancelling a positive one: a singular matrix, gmin and source stepping fail."""
-    theirs = solve(divider(), method="spice", conductance=[1e-3, -1e-3])
-    assert not theirs.success
-    assert "singular matrix" in theirs.message
+def test_negative_conductance_is_refused_before_ngspice_runs():
+    """The same diagnosis as the other solvers, not ngspice's gmin stepping on a singular matrix."""
+    with pytest.raises(CircuitError, match="non-convex"):
+        solve(divider(), method="spice", conductance=[1e-3, -1e-3])
+
+
+@needs_ngspice
+def test_ngspice_failure_is_reported_not_raised(monkeypatch):
+    """A sample ngspice does not solve gives success=False, NaN potentials and ngspice's words."""
+    from aeqprop_circuits.solvers import spice as spice_module
+
+    real = spice_module._run_one
+    calls = []
+
+    def second_fails(ng, text):
+        calls.append(text)
+        if len(calls) == 2:
+            return None, "ngspice .op failed: Warning: singular matrix:  check node mid", 0.0, 0.0, 0.0
+        return real(ng, text)
+
+    monkeypatch.setattr(spice_module, "_run_one", second_fails)
+    theirs = solve(divider(), sources=[[1.0], [2.0], [3.0]], method="spice")
+    assert not theirs.success and "sample 1" in theirs.message and "singular matrix" in theirs.message
+    assert np.isnan(theirs.potentials[1]).all() and np.isfinite(theirs.potentials[[0, 2]]).all()
+
+
+@needs_ngspice
+def test_a_point_violating_kcl_is_not_accepted(monkeypatch):
+    """ngspice's transient-op fallback can return a point that is no operating point: KCL decides."""
+    from aeqprop_circuits.solvers import spice as spice_module
+
+    real = spice_module._vectors
+    monkeypatch.setattr(spice_module, "_vectors",
+                        lambda ng: {k: v + (0.1 if k == "mid" else 0.0) for k, v in real(ng).items()})
+    theirs = solve(divider(), method="spice")
+    assert not theirs.success and "violates KCL" in theirs.message
