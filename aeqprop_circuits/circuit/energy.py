@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import scipy.optimize
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
@@ -297,5 +298,10 @@ class Problem:
         for b in range(self.batch):  # a read-out, not a solver loop
             on = vx[b] > -1e-9 * scale
             if on.any():
-                out[b, on] = np.linalg.lstsq(Mx[on].T, rhs[b], rcond=None)[0]
+                current = np.linalg.lstsq(Mx[on].T, rhs[b], rcond=None)[0]
+                if current.min() < -1e-9 * (np.abs(current).max() + 1e-300):
+                    # Non-unique split (anti-parallel or parallel ideal diodes): the minimum-norm
+                    # one circulates current backwards through some diode; take a forward one.
+                    current = scipy.optimize.nnls(Mx[on].T, rhs[b])[0]
+                out[b, on] = current
         return out
