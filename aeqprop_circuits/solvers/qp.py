@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import scipy.optimize
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
@@ -96,7 +97,19 @@ def polish_active_set(problem: Problem, z, H, c, guess=None, tol: float = 1e-7, 
         except RuntimeError:
             return None
         if not np.all(np.isfinite(x)):
-            return None  # dependent constraints (e.g. parallel ideal diodes): keep the QP answer
+            # Dependent constraints (parallel or anti-parallel ideal diodes): the potentials are
+            # still unique but the multipliers are not; accept if some of them are non-negative.
+            if kkt.shape[0] > 4000:
+                return None
+            x = np.linalg.lstsq(kkt.toarray(), rhs, rcond=None)[0]
+            z_new = x[:B * n].reshape(B, n)
+            forward = ~active & (A_all @ z_new.ravel() - bound > v_tol)
+            if forward.any():
+                active |= forward
+                continue
+            pull = -(H_batch @ z_new.ravel() + c.ravel())  # = A^T multipliers at a KKT point
+            _, mismatch = scipy.optimize.nnls(A.T.toarray(), pull)
+            return z_new if mismatch <= i_tol * np.sqrt(len(pull)) else None
         z_new = x[:B * n].reshape(B, n)
         multipliers = np.zeros(len(active))
         multipliers[active] = x[B * n:]
