@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from circuits import make_circuit, voltage
 
 from aeqprop_circuits.circuit.energy import Nudge
 from aeqprop_circuits.errors import AeqpropError, CircuitError, SolverError
 from aeqprop_circuits.solvers import solve
-from circuits import make_circuit, voltage
 
 ALL_METHODS = ["newton", "coordinate", "qp"]
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from circuits import current, grid, make_circuit, voltage
 from scipy.special import lambertw
 
 from aeqprop_circuits.circuit.circuit import THERMAL_VOLTAGE
 from aeqprop_circuits.solvers import solve
-from circuits import current, grid, make_circuit, voltage
 
 RTOL = 1e-9
 LINEAR_METHODS = ["newton", "coordinate", "qp"]  # every solver handles a linear network
