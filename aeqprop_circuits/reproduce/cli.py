@@ -25,10 +25,13 @@ def reproduce():
               help="Points of the [-1, 1] grid the loss is measured on.")
 @click.option("--controller", type=click.Choice(["proportional", "oracle"]), default="proportional",
               show_default=True, help="Homeostatic controller (the paper's Sec. 5.2 uses proportional).")
+@click.option("--dynamics", "knob_dynamics", type=click.Choice(["gradient", "exact"]), default="gradient",
+              show_default=True, help="Knob-coupled relaxation: Sec. 5.1's 50 adaptive gradient steps per "
+                                      "phase, or exact alternating settles (idealised physics).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory (a fresh name is chosen if it exists and is not empty).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def regression(samples, seeds, figures, grid_points, controller, out, quiet):
+def regression(samples, seeds, figures, grid_points, controller, knob_dynamics, out, quiet):
     """Aeqprop paper Sec. 5.2: SGD vs optimistic / pessimistic / centered Aeqprop (Figs. 2, 3)."""
     from ..errors import AeqpropError
     from .regression import reproduce as run_study
@@ -40,7 +43,7 @@ def regression(samples, seeds, figures, grid_points, controller, out, quiet):
         raise click.ClickException(f"--out {out}: {err}") from None
     try:
         result = run_study(directory, figures=figures, seeds=seeds, samples=samples, grid_points=grid_points,
-                           controller=controller, progress=not quiet)
+                           controller=controller, progress=not quiet, knob_dynamics=knob_dynamics)
     except AeqpropError as err:
         raise click.ClickException(str(err)) from None
     records = result["records"]
