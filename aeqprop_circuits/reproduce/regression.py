@@ -193,6 +193,7 @@ def _simulate(runs, grid_points, controller, rounds, relax_rounds, divergence_th
                 if name != "sgd":
                     after[rows, t] = _lyapunov(system, inputs, target, scale)
                 dead = ~alive[rows]
+                current[dead] = np.nan
                 before[rows[dead], t] = np.nan
                 after[rows[dead], t] = np.nan
                 loss[rows, t + 1] = current
@@ -295,7 +296,10 @@ def plot_figure(traces: Traces, number: int, path: str) -> str:
                 if not rows:
                     continue
                 T = traces.runs[rows[0]].samples
-                curves = traces.loss[rows, :T + 1]
+                curves = traces.loss[rows, :T + 1].copy()
+                for k, i in enumerate(rows):  # nothing is drawn after a divergence
+                    if traces.diverged_at[i] >= 0:
+                        curves[k, traces.diverged_at[i]:] = np.nan
                 steps = np.arange(T + 1)
                 n_div = int(np.sum(traces.diverged_at[rows] >= 0))
                 label = LABELS[method] + (f" ({n_div}/{len(rows)} diverged)" if n_div else "")
@@ -437,3 +441,25 @@ def claims_table(records: list[dict]) -> str:
                  f"increases (relative > 1e-9) in {len(rising)}/{len(aeq)} Aeqprop runs, {len(clean)} of them in "
                  f"runs that did not diverge; runs with increases: {detail} |")
     return "\n".join(lines) + "\n"
+
+
+def load_traces(directory: str) -> Traces:
+    """The Traces of a finished study, read back from its figure{n}_traces.npz (to replot)."""
+    runs, loss, before, after, diverged = [], [], [], [], []
+    for name in sorted(os.listdir(directory)):
+        if not (name.startswith("figure") and name.endswith("_traces.npz")):
+            continue
+        number = int(name[len("figure"):-len("_traces.npz")])
+        with np.load(os.path.join(directory, name)) as data:
+            for index in np.ndindex(*data["diverged_at"].shape):
+                m, e, b, s = index
+                T = data["loss"].shape[-1] - 1
+                runs.append(Run(number, str(data["methods"][m]), float(data["epsilons"][e]), float(data["betas"][b]),
+                                int(data["seeds"][s]), T, FIGURES[number].state_penalty))
+                loss.append(data["loss"][index])
+                before.append(data["lyapunov_before"][index])
+                after.append(data["lyapunov_after"][index])
+                diverged.append(int(data["diverged_at"][index]))
+    width = max(len(row) for row in loss)
+    pad = lambda rows, n: np.array([np.pad(r, (0, n - len(r)), constant_values=np.nan) for r in rows])  # noqa: E731
+    return Traces(runs, pad(loss, width), pad(before, width - 1), pad(after, width - 1), np.array(diverged))
