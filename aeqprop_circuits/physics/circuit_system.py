@@ -99,7 +99,7 @@ class CircuitSystem(PhysicalSystem):
             raise DivergenceError(f"phase with beta={phase.beta:g}: {err}") from None
         if not result.success:
             raise DivergenceError(f"phase with beta={phase.beta:g} did not settle: {result.message}")
-        return _Equilibrium(result, phase, circuit, sources, nudge)
+        return _Equilibrium(result, phase, circuit, sources, nudge, self.parameters)
 
     def outputs(self, state) -> np.ndarray:
         V = state.potentials
@@ -164,8 +164,9 @@ class CircuitSystem(PhysicalSystem):
 class _Equilibrium:
     """A settled phase: the solver's result plus what is needed to differentiate through it."""
 
-    def __init__(self, result: SolveResult, phase: Phase, circuit: Circuit, sources, nudge):
+    def __init__(self, result: SolveResult, phase: Phase, circuit: Circuit, sources, nudge, theta):
         self.result, self.phase, self.circuit, self.sources, self.nudge = result, phase, circuit, sources, nudge
+        self.theta = theta  # the parameters this equilibrium was settled for
 
     @property
     def potentials(self):

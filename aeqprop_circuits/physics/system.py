@@ -114,22 +114,25 @@ class PhysicalSystem(ABC):
                           theta: np.ndarray | None = None, steps: int = 1) -> tuple[State, np.ndarray]:
         """`steps` rounds of the joint relaxation of (s, theta) with the knobs clamped.
 
-        One round: s settles for theta held fixed, then theta relaxes for s held fixed (fast
+        One round: theta relaxes for s held fixed, then s settles for the new theta (fast
         electrical / neural dynamics, slower parameter dynamics). Each round is an exact
-        block-coordinate step on E + beta C + |knobs - theta|^2 / 2 epsilon, so the joint energy
-        never increases. Returns (state, theta); self.parameters is left unchanged.
+        block-coordinate step on E + beta C + |knobs - theta|^2 / 2 epsilon, so the joint
+        energy never increases. `start` is reused as the equilibrium when it was settled for
+        this very phase and theta (states exposing `.phase` and `.theta`), so a round costs one
+        settle. Returns (state, theta); self.parameters is left unchanged.
         Systems override this when they have a faster joint relaxation.
         """
         saved = self.parameters
         theta = saved if theta is None else theta
-        state = start
+        settled = (start is not None and getattr(start, "phase", None) is phase
+                   and np.array_equal(getattr(start, "theta", None), theta))
         try:
+            self.parameters = theta
+            state = start if settled else self.settle(phase, start=start)
             for _ in range(steps):
+                theta = self.relax_parameters(state, knobs, epsilon)
                 self.parameters = theta
                 state = self.settle(phase, start=state)
-                theta = self.relax_parameters(state, knobs, epsilon)
-            self.parameters = theta
-            state = self.settle(phase, start=state)
         finally:
             self.parameters = saved
         return state, theta
