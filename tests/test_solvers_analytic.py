@@ -171,7 +171,10 @@ def laplacian_resistance(n: int, a: str, b: str, resistance: float = 1.0) -> flo
         L[[i, j], [i, j]] += 1.0 / value
         L[i, j] -= 1.0 / value
         L[j, i] -= 1.0 / value
-    Lp = np.linalg.pinv(L, hermitian=True)
+    # Pseudo-inverse of a connected graph's Laplacian: (L + J/N)^-1 - J/N, J the all-ones matrix.
+    J = np.full_like(L, 1.0 / len(L))
+    Lp = np.linalg.inv(L + J) - J
+    assert np.allclose(L @ Lp @ L, L, atol=1e-9)  # it is the pseudo-inverse
     i, j = index[a], index[b]
     return float(Lp[i, i] + Lp[j, j] - 2 * Lp[i, j])
 

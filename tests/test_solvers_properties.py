@@ -119,7 +119,7 @@ def close_volts(a, b, tol=1e-9):
 
 # --- KCL ------------------------------------------------------------------------------------
 
-@settings(max_examples=40, **SETTINGS)
+@settings(max_examples=30, **SETTINGS)
 @given(seed=seeds, n_free=st.integers(1, 10))
 def test_kcl_residual_is_tiny_on_random_networks(seed, n_free):
     elements, _ = random_network(seed, n_free=n_free)
@@ -155,7 +155,7 @@ def assert_monotone(trace, final):
     assert (final <= trace[-1] + slack).all()
 
 
-@settings(max_examples=30, **SETTINGS)
+@settings(max_examples=25, **SETTINGS)
 @given(seed=seeds, n_free=st.integers(1, 8))
 def test_newton_energy_never_increases_over_iterations(seed, n_free):
     elements, _ = random_network(seed, n_free=n_free)
@@ -307,7 +307,7 @@ def test_coordinate_matches_active_set_enumeration_on_box_type_networks(seed, n_
 
 # --- batches and warm starts ----------------------------------------------------------------
 
-@settings(max_examples=20, **SETTINGS)
+@settings(max_examples=15, **SETTINGS)
 @given(seed=seeds, n_free=st.integers(1, 8), ideal=st.booleans())
 def test_batched_solve_equals_per_sample_solves(seed, n_free, ideal):
     elements, _ = random_network(seed, n_free=n_free, diodes=not ideal, ideal="box" if ideal else None)
@@ -324,7 +324,7 @@ def test_batched_solve_equals_per_sample_solves(seed, n_free, ideal):
             assert abs(batch.energy[b] - single.energy[0]) <= 1e-9 * abs(single.energy[0]) + 1e-18
 
 
-@settings(max_examples=20, **SETTINGS)
+@settings(max_examples=15, **SETTINGS)
 @given(seed=seeds, n_free=st.integers(2, 8))
 def test_newton_warm_start_reaches_the_same_point_in_fewer_iterations(seed, n_free):
     elements, _ = random_network(seed, n_free=n_free)
@@ -353,3 +353,22 @@ def test_coordinate_warm_start_reaches_the_same_point_in_fewer_sweeps(seed, n_fr
     warm = solve(c, x, method="coordinate", x0=cold.free)
     assert warm.success and close_volts(warm.potentials, cold.potentials, tol=1e-12)
     assert warm.iterations <= cold.iterations and (warm.iterations < cold.iterations or cold.iterations == 1)
+
+
+# --- deep resistive networks from the builder ------------------------------------------------
+
+@settings(max_examples=10, **SETTINGS)
+@given(seed=seeds, hidden=st.lists(st.integers(1, 6), min_size=1, max_size=3))
+def test_layered_coordinate_descent_and_qp_agree_on_deep_resistive_networks(seed, hidden):
+    from aeqprop_circuits.circuit.builder import deep_resistive_network
+
+    c = deep_resistive_network([3, *hidden, 2], seed=seed % 2 ** 31, ideal=True)
+    x = np.random.default_rng(seed).uniform(-1, 1, (3, 3))
+    coordinate, qp = solve(c, x, method="coordinate"), solve(c, x, method="qp")
+    assert coordinate.success and qp.success, (coordinate.message, qp.message)
+    assert close_volts(coordinate.potentials, qp.potentials), np.abs(coordinate.potentials - qp.potentials).max()
+    scale = current_scale(qp)
+    assert max(coordinate.residual, qp.residual) <= 1e-11 * scale
+    assert np.abs(kcl_imbalance(c, coordinate)).max() <= 1e-10 * scale
+    exponential = solve(deep_resistive_network([3, *hidden, 2], seed=seed % 2 ** 31, ideal=False), x)
+    assert exponential.success and exponential.residual <= 1e-12 * current_scale(exponential)
