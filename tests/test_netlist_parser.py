@@ -595,7 +595,7 @@ def _parses_or_netlist_error(text: str) -> None:
         assert "internal error" not in str(err), str(err)
         return
     assert isinstance(circuit, Circuit)
-    write_netlist(circuit)  # whatever parses can be written back
+    assert_same_circuit(parse_text(write_netlist(circuit)), circuit)  # and round-trips
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -102,11 +102,19 @@ def _error(message: str, pos: _Pos | None, file: str = "<string>") -> NetlistErr
     return NetlistError(message, pos.file, pos.line, pos.column)
 
 
-@dataclass
 class _Token:
-    text: str  # as written
-    pos: _Pos
-    key: _Token | None = None  # for `key=value` tokens: the key; `text` is then the value
+    """A word of a logical line; its position is computed only when an error needs it."""
+
+    __slots__ = ("text", "line", "offset", "key")
+
+    def __init__(self, text: str, line: _Line, offset: int, key: _Token | None = None):
+        self.text = text  # as written
+        self.line, self.offset = line, offset
+        self.key = key  # for `key=value` tokens: the key; `text` is then the value
+
+    @property
+    def pos(self) -> _Pos:
+        return self.line.at(self.offset)
 
     @property
     def low(self) -> str:
@@ -131,6 +139,8 @@ class _Line:
 
     def at(self, offset: int) -> _Pos:
         start, pos = self.segments[0]
+        if len(self.segments) == 1:
+            return _Pos(pos.file, pos.line, pos.column + offset)
         for seg_start, seg_pos in self.segments:
             if seg_start <= offset:
                 start, pos = seg_start, seg_pos
@@ -147,8 +157,9 @@ def _strip_comment(text: str) -> str:
     cut = text.find(";")
     if cut >= 0:
         text = text[:cut]
-    for match in re.finditer(r"(^|\s)\$", text):
-        return text[: match.start()]
+    if "$" in text:
+        for match in re.finditer(r"(^|\s)\$", text):
+            return text[: match.start()]
     return text
 
 
@@ -243,12 +254,20 @@ class _Reader:
 # ------------------------------------------------------------------------ tokens and values
 
 
+_SIMPLE_WORDS = re.compile(r"=|[^\s(),=]+")
+_PARAM_WORDS = re.compile(r"=|[^\s=]+")
+
+
 def _tokenize(line: _Line, separators: str = "(),") -> list[_Token]:
     """Words, `{expr}` / `'expr'` groups (as `{...}`), quoted strings; `key = value` merged."""
     text = line.text
     raw: list[_Token] = []
     i, n = 0, len(text)
     stops = separators + "="
+    if not any(c in text for c in "{'\""):  # fast path: words and '=' only
+        pattern = _SIMPLE_WORDS if separators else _PARAM_WORDS
+        raw = [_Token(m.group(), line, m.start()) for m in pattern.finditer(text)]
+        n = 0
     while i < n:
         c = text[i]
         if c.isspace() or c in separators:
@@ -256,7 +275,7 @@ def _tokenize(line: _Line, separators: str = "(),") -> list[_Token]:
             continue
         start = i
         if c == "=":
-            raw.append(_Token("=", line.at(start)))
+            raw.append(_Token("=", line, start))
             i += 1
             continue
         if c in "{'":
@@ -272,19 +291,19 @@ def _tokenize(line: _Line, separators: str = "(),") -> list[_Token]:
                 j += 1
             if j >= n:
                 raise _error(f"unterminated '{c}'", line.at(start))
-            raw.append(_Token("{" + text[i + 1:j] + "}", line.at(start)))
+            raw.append(_Token("{" + text[i + 1:j] + "}", line, start))
             i = j + 1
             continue
         if c == '"':
             j = text.find('"', i + 1)
             if j < 0:
                 raise _error("unterminated '\"'", line.at(start))
-            raw.append(_Token(text[i + 1:j], line.at(start)))
+            raw.append(_Token(text[i + 1:j], line, start))
             i = j + 1
             continue
         while i < n and not (text[i].isspace() or text[i] in stops):
             i += 1
-        raw.append(_Token(text[start:i], line.at(start)))
+        raw.append(_Token(text[start:i], line, start))
     tokens: list[_Token] = []
     k = 0
     while k < len(raw):
@@ -295,7 +314,7 @@ def _tokenize(line: _Line, separators: str = "(),") -> list[_Token]:
             if k + 2 >= len(raw) or raw[k + 2].text == "=":
                 raise _error(f"expected a value after '{tok.text}='", raw[k + 1].pos)
             value = raw[k + 2]
-            tokens.append(_Token(value.text, value.pos, key=tok))
+            tokens.append(_Token(value.text, value.line, value.offset, key=tok))
             k += 3
             continue
         tokens.append(tok)
@@ -386,12 +405,16 @@ def _scan_annotation(line: _Line) -> _Annotation:
         while i < n:
             c = text[i]
             if c.isspace():
-                # keep going across spaces inside (...) or around = : ,
+                # keep going across spaces inside (...), before "(", around "=", and around
+                # the ":" of a `key=LO:HI` value
                 j = i
                 while j < n and text[j].isspace():
                     j += 1
                 joined = "".join(parts)
-                if depth > 0 or (j < n and text[j] in "=:,()") or (joined and joined[-1] in "=:,"):
+                nxt = text[j] if j < n else ""
+                keyed = "=" in joined
+                if (depth > 0 or nxt in ("=", "(") or joined.endswith("=")
+                        or (keyed and (nxt == ":" or joined.endswith(":")))):
                     i = j
                     continue
                 break
@@ -401,7 +424,7 @@ def _scan_annotation(line: _Line) -> _Annotation:
                 depth -= 1
             parts.append(c)
             i += 1
-        items.append(_Token("".join(parts), line.at(start)))
+        items.append(_Token("".join(parts), line, start))
     if not items:
         raise _error(f"empty annotation: expected one of {', '.join(ANNOTATIONS)} after '*@'",
                      line.pos)
@@ -538,11 +561,11 @@ class _Flattener:
             if name in self.node_index:
                 raise _error(f"nodes: node '{tok.text}' listed twice", tok.pos)
             self.node(name)
-        self.elements: dict[str, _Pos] = {}
+        self.elements: dict[str, _Token] = {}
         self.r_names: list[str] = []
         self.r_nodes: list[tuple[int, int]] = []
         self.r_g: list[float] = []
-        self.r_pos: list[_Pos] = []
+        self.r_head: list[_Token] = []
         self.d_names: list[str] = []
         self.d_nodes: list[tuple[int, int]] = []
         self.d_is: list[float] = []
@@ -553,7 +576,6 @@ class _Flattener:
         self.s_nodes: list[tuple[int, int]] = []
         self.s_value: list[float] = []
         self.s_voltage: list[bool] = []
-        self.s_pos: list[_Pos] = []
         self.model_cache: dict[tuple[int, int], tuple[dict, _Model]] = {}
         self.used_models: set[int] = set()
 
@@ -577,10 +599,10 @@ class _Flattener:
             local = head.low
             full = f"{local[0]}.{path}.{local}" if path else local
             if full in self.elements:
-                first = self.elements[full]
+                first = self.elements[full].pos
                 raise _error(f"duplicate element name '{full}' (first defined at "
                              f"{first.file}:{first.line})", head.pos)
-            self.elements[full] = head.pos
+            self.elements[full] = head
 
             def node(tok: _Token, what: str = "a node name", owner: str = head.text) -> int:
                 if tok.key is not None or tok.text.startswith("{") or not tok.text:
@@ -644,13 +666,13 @@ class _Flattener:
             conductance = 1.0 / value
         if not (math.isfinite(conductance) and conductance > 0):
             raise _error(f"{head.text}: resistance '{value_tok.text}' is out of range", value_tok.pos)
-        self.add_resistor(full, (a, b), conductance, head.pos)
+        self.add_resistor(full, (a, b), conductance, head)
 
-    def add_resistor(self, name, nodes, conductance, pos) -> None:
+    def add_resistor(self, name, nodes, conductance, head: _Token) -> None:
         self.r_names.append(name)
         self.r_nodes.append(nodes)
         self.r_g.append(conductance)
-        self.r_pos.append(pos)
+        self.r_head.append(head)
 
     def model(self, tokens: list[_Token], env: dict[str, float]) -> _Model:
         key = (id(tokens), id(env))
@@ -728,7 +750,7 @@ class _Flattener:
             raise _error(f"{head.text}: IS * area out of range", head.pos)
         if model.series_resistance > 0:
             junction = self.node(f"{full}#rs")
-            self.add_resistor(f"rs#{full}", (a, junction), scale / model.series_resistance, head.pos)
+            self.add_resistor(f"rs#{full}", (a, junction), scale / model.series_resistance, head)
             a = junction
         self.d_names.append(full)
         self.d_nodes.append((a, c))
@@ -774,7 +796,6 @@ class _Flattener:
         self.s_nodes.append((a, b))
         self.s_value.append(value)
         self.s_voltage.append(full[0] == "v")
-        self.s_pos.append(head.pos)
 
     def instance(self, tokens, path, node, env, scope: _Scope, stack) -> None:
         head = tokens[0]
@@ -942,7 +963,7 @@ def _learning(annotations: list[_Annotation], flat: _Flattener) -> Learning:
         lo, hi, pos = ranges[int(k)]
         g = float(conductance[k])
         if not lo <= g <= hi:
-            where = flat.r_pos[k]
+            where = flat.r_head[k].pos
             raise _error(f"learn: resistor {flat.r_names[k]} (line {where.line} of "
                          f"{os.path.basename(where.file)}) has conductance {g!r} S, "
                          f"outside range={lo!r}:{hi!r}", pos)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from decimal import MAX_EMAX, MIN_EMIN, Decimal, DecimalException, localcontext
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, DecimalException
 
 # Engineering suffixes, case-insensitive; longest first ("meg" and "mil" before "m").
 SUFFIXES: tuple[tuple[str, str], ...] = (
@@ -22,6 +22,11 @@ SUFFIXES: tuple[tuple[str, str], ...] = (
 _LITERAL = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)([a-zA-Z_]*)")
 _PRECISION = 40  # decimal digits for exact reciprocals (a double needs 17)
 MAX_NESTING = 40  # parentheses / unary operators / calls in one expression
+# Wide enough that no SPICE number overflows it (overflow shows up as inf when converted).
+_EXACT = Context(prec=_PRECISION, Emax=MAX_EMAX, Emin=MIN_EMIN)
+_SHORT = Context(prec=25, Emax=MAX_EMAX, Emin=MIN_EMIN)
+_ONE = Decimal(1)
+_SCALES = {suffix: Decimal(scale) for suffix, scale in SUFFIXES}
 
 
 class ExpressionError(Exception):
@@ -44,13 +49,11 @@ def parse_literal(text: str) -> Decimal | None:
         return None
     mantissa, letters = match.groups()
     value = Decimal(mantissa)
-    letters = letters.lower()
-    for suffix, scale in SUFFIXES:
-        if letters.startswith(suffix):
-            with localcontext() as ctx:
-                ctx.prec = _PRECISION
-                value = value * Decimal(scale)
-            break
+    if letters:
+        letters = letters.lower()
+        for suffix, _ in SUFFIXES:
+            if letters.startswith(suffix):
+                return _EXACT.multiply(value, _SCALES[suffix])
     return value
 
 
@@ -67,9 +70,7 @@ def decimal_to_float(value: Decimal) -> float:
 
 def reciprocal(value: Decimal) -> float:
     """1 / value correctly rounded to a float (used for resistance -> conductance)."""
-    with localcontext() as ctx:
-        ctx.prec, ctx.Emax, ctx.Emin = _PRECISION, MAX_EMAX, MIN_EMIN
-        return decimal_to_float(Decimal(1) / value)
+    return decimal_to_float(_EXACT.divide(_ONE, value))
 
 
 def resistance_text(conductance: float) -> str:
@@ -83,9 +84,7 @@ def resistance_text(conductance: float) -> str:
     for text in (f"{resistance:.15g}", repr(resistance)):
         if reciprocal(Decimal(text)) == conductance:
             return text
-    with localcontext() as ctx:
-        ctx.prec = 25
-        return str(Decimal(1) / Decimal(conductance))
+    return str(_SHORT.divide(_ONE, Decimal(conductance)))
 
 
 def _check(value: float, offset: int) -> float:

@@ -44,7 +44,7 @@ def _number(value: float) -> str:
 def write_netlist(circuit: Circuit) -> str:
     """SPICE text for `circuit`: title, elements, models, `*@` annotations, `.op`, `.end`."""
     names = circuit.node_names
-    title = " ".join(circuit.title.split())
+    title = circuit.title.replace("\n", " ").strip()
     element_lines: list[str] = []
     seen_order: list[int] = []
     seen: set[int] = {0}
