@@ -854,7 +854,8 @@ def _pair(tok: _Token, function: str) -> tuple[str, str] | None:
         return None
     parts = match.group(1).split(",")
     if len(parts) != 2 or not all(p.strip() for p in parts):
-        raise _error(f"expected {function}(A,B), got '{tok.text}'", tok.pos)
+        keyword = "input" if function == "pair" else "output"
+        raise _error(f"{keyword}: expected {function}(A,B), got '{tok.text}'", tok.pos)
     return parts[0].strip(), parts[1].strip()
 
 
