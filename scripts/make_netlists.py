@@ -6,6 +6,7 @@ from aeqprop_circuits.netlist import write_netlist
 SHIPPED = {  # file: (sizes [data inputs, hidden, classes], seed)
     "netlists/iris.cir": ([4, 8, 3], 0),
     "netlists/wine.cir": ([13, 16, 3], 0),
+    "netlists/linear_regression.cir": ([1, 1], 0),  # output = affine map of the input (no hidden layer)
 }
 
 if __name__ == "__main__":
