@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from aeqprop_circuits.circuit.builder import deep_resistive_network
 from aeqprop_circuits.circuit.circuit import DEFAULT_GMIN, Circuit
 from aeqprop_circuits.errors import NetlistError
-from aeqprop_circuits.netlist import parse_netlist, parse_text, write_netlist
+from aeqprop_circuits.netlist import parse_netlist, parse_text, parse_value, write_netlist
 from aeqprop_circuits.netlist.values import evaluate, parse_literal, reciprocal, resistance_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +72,16 @@ def assert_same_circuit(a: Circuit, b: Circuit) -> None:
 ])
 def test_engineering_suffixes_scale_numbers(text, value):
     assert float(parse_literal(text)) == pytest.approx(value, rel=1e-15)
+
+
+def test_parse_value_reads_numbers_and_expressions_for_the_cli():
+    assert parse_value("1.5k") == 1500.0
+    assert parse_value(" -3V ") == -3.0
+    assert parse_value("{2*0.15}") == pytest.approx(0.3)
+    with pytest.raises(NetlistError, match=r"<value>:1:1: V1: expected a number .* got 'abc'"):
+        parse_value("abc", "V1")
+    with pytest.raises(NetlistError, match="division by zero"):
+        parse_value("{1/0}")
 
 
 @pytest.mark.parametrize("text", ["abc", "1k5", "1.2.3", "", "k1", "1 k", "--1", "1e3.5"])

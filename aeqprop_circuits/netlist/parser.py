@@ -38,7 +38,7 @@ from ..circuit.circuit import DEFAULT_GMIN, Circuit, Diodes, IdealDiodes, Learni
 from ..errors import NetlistError
 from .values import ExpressionError, decimal_to_float, evaluate, parse_literal, reciprocal
 
-__all__ = ["parse_netlist", "parse_text"]
+__all__ = ["parse_netlist", "parse_text", "parse_value"]
 
 MAX_INCLUDE_DEPTH = 32
 MAX_SUBCIRCUIT_DEPTH = 64
@@ -1081,3 +1081,21 @@ def parse_netlist(path: str | os.PathLike) -> Circuit:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise NetlistError(f"cannot read netlist: {reason}", file) from None
     return parse_text(_decode(data), file)
+
+
+def parse_value(text: str, what: str = "value") -> float:
+    """A SPICE number ('1.5k', '10uA', '-3V') or `{expression}` as a float, e.g. for `--set V1=0.3`.
+
+    Raises `NetlistError` (file "<value>") if `text` is neither.
+    """
+    text = str(text).strip()
+    line = _Line(text, [(0, _Pos("<value>", 1, 1))])
+    if text.startswith("'") and text.endswith("'") and len(text) >= 2:
+        text = "{" + text[1:-1] + "}"
+    tok = _Token(text, line, 0)
+    try:
+        return float(_number(tok, {}, "a number (with an optional suffix, e.g. 1.5k) or {expr}", what))
+    except NetlistError:
+        raise
+    except Exception as exc:  # same contract as the netlist parser
+        raise NetlistError(f"{what}: cannot read '{text}' ({exc})", "<value>") from exc
