@@ -114,7 +114,7 @@ def coordinate(problem: Problem, x0=None, vtol: float = 1e-13, maxiter: int = 10
         if change <= vtol * (1.0 + np.abs(z).max()):
             success, message = True, "converged: block updates below tolerance"
             break
-        if polish_result and sweep % 25 == 0:
+        if polish_result and (sweep & (sweep - 1) == 0 or sweep % 32 == 0):  # sweeps 1, 2, 4, 8, ...; then every 32
             polished = polish(problem, z, lo, hi)
             if polished is not None:
                 return polished, sweep, True, "converged: active set found, solved exactly"
