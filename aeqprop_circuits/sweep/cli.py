@@ -20,7 +20,7 @@ EXIT_POINTS_FAILED = 4
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Workers of the embedded LocalCluster. [default: min(points to run, CPU cores)]")
 @click.option("--out", default=None, help="Sweep directory (reused: finished points are skipped). "
-                                          "[default: sweeps/SPEC-NAME]")
+                                          "[default: runs/sweeps/SPEC-NAME]")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="Times a point is rerun after its worker died (it resumes from its last checkpoint).")
 @click.option("--processes/--threads", default=True, show_default=True,
@@ -40,7 +40,7 @@ def sweep(spec_file, scheduler, workers, out, retries, processes, list_only, qui
     from .summary import write_summary
 
     spec = load_spec(spec_file)
-    out = out or os.path.join("sweeps", os.path.splitext(os.path.basename(spec_file))[0])
+    out = out or os.path.join("runs", "sweeps", os.path.splitext(os.path.basename(spec_file))[0])
     states = {p.name: point_state(os.path.join(points_directory(out), p.name), p.epochs) for p in spec.points}
     if list_only:
         for point in spec.points:
