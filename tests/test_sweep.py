@@ -45,7 +45,7 @@ def test_grid_expands_to_the_product_with_names_in_sorted_key_order(tmp_path):
     assert spec.group_keys == ["algorithm", "beta"]
 
 
-def test_toml_spec_gives_the_same_points_as_json(tmp_path):
+def test_toml_and_yaml_specs_give_the_same_points_as_json(tmp_path):
     json_spec = load_spec(write_spec(tmp_path, {"base": QUICK, "grid": {"seed": [0, 1], "lr": [0.5, 1]}}))
     model = QUICK["model"].replace("\\", "/")
     (tmp_path / "spec.toml").write_text(
@@ -54,6 +54,11 @@ def test_toml_spec_gives_the_same_points_as_json(tmp_path):
     toml_spec = load_spec(str(tmp_path / "spec.toml"))
     assert [p.name for p in toml_spec.points] == [p.name for p in json_spec.points]
     assert [p.options for p in toml_spec.points] == [p.options for p in json_spec.points]
+    pytest.importorskip("yaml")
+    (tmp_path / "spec.yaml").write_text(
+        f"base: {{model: '{model}', data: iris, epochs: 1, max_train: 10, batch_size: 10, trace_every: 0}}\n"
+        "grid:\n  seed: [0, 1]\n  lr: [0.5, 1.0]\n")
+    assert [p.options for p in load_spec(str(tmp_path / "spec.yaml")).points] == [p.options for p in json_spec.points]
 
 
 @pytest.mark.parametrize("spec, expected", [
