@@ -11,9 +11,12 @@ pooling), then the GEMMs plus the im2col copies. Reported: median milliseconds a
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: threaded BLAS stalls on a shared 2-core box
+
+import numpy as np  # noqa: E402
 
 from aeqprop_circuits.hopfield import Conv, build_model
 from aeqprop_circuits.hopfield.interactions import im2col
@@ -112,7 +115,8 @@ def main():
              ("aeqprop conv (avg pool), B=16", build_model("aeqprop-conv"), 16),
              ("DCHN x0.25 (max pool, fp16 emulated), B=128", build_model("ebl-dchn"), 128),
              ("DCHN x0.25 (max pool, fp32), B=128", build_model("ebl-dchn", precision="float32"), 128)]
-    print(f"{'network':48s} {'iteration':>10s} {'products':>9s} {'+im2col':>8s} {'ratio':>6s} {'input drive':>11s}  (ms)")
+    print(f"{'network':48s} {'iteration':>10s} {'products':>9s} {'+im2col':>8s} {'ratio':>6s} "
+          f"{'input drive':>11s}  (ms)")
     for name, net, batch in cases:
         t = iteration_vs_products(net, batch, args.repeats)
         ratio = t["iteration"] / t["products"]

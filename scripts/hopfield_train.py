@@ -21,7 +21,9 @@ import json
 import os
 import time
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: threaded BLAS stalls on a shared 2-core box
+
+import numpy as np  # noqa: E402
 
 from aeqprop_circuits.data.datasets import load_dataset
 from aeqprop_circuits.hopfield import PRESETS, build_model, preset_rates
@@ -76,7 +78,8 @@ def main():
     for epoch in range(first_epoch, epochs + 1):
         eps = eps0 * preset.get("lr_decay", 1.0) ** (epoch - 1)
         if args.rule.startswith("aeqprop"):
-            rule = get_algorithm(args.rule, beta=beta, epsilon=eps, controller="oracle")
+            # App. C: oracle homeostasis, then one parallel relaxation of the parameters
+            rule = get_algorithm(args.rule, beta=beta, epsilon=eps, controller="oracle", relax_rounds=1)
         else:
             rule = get_algorithm(args.rule, beta=beta / 2)
         order = rng.permutation(len(x_train))
