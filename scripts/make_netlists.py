@@ -4,7 +4,7 @@ from aeqprop_circuits.circuit.builder import deep_resistive_network
 from aeqprop_circuits.netlist import write_netlist
 
 SHIPPED = {  # file: (sizes [data inputs, hidden, classes], seed)
-    "netlists/iris.cir": ([4, 8, 3], 0),
+    "netlists/iris.cir": ([4, 16, 3], 0),
     "netlists/wine.cir": ([13, 16, 3], 0),
     "netlists/linear_regression.cir": ([1, 1], 0),  # output = affine map of the input (no hidden layer)
 }

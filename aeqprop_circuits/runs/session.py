@@ -16,7 +16,7 @@ from .rundir import RunDir, default_name, fresh_directory
 from .trainer import TrainOptions, train
 
 # Defaults that train the shipped circuit netlists well (docs/training.md has the runs behind them).
-CIRCUIT_DEFAULTS = {"beta": 0.2, "epsilon": 1.0, "lr": 1.0, "epochs": 30, "batch_size": 10, "trace_every": 1,
+CIRCUIT_DEFAULTS = {"beta": 0.2, "epsilon": 10.0, "lr": 2.0, "epochs": 30, "batch_size": 10, "trace_every": 1,
                     "target_amplitude": 0.5}
 PRESETS: dict[str, dict] = {}
 
