@@ -147,7 +147,7 @@ ALGORITHM_HELP = ("p-ep n-ep c-ep multi-point-ep p-cpl n-cpl c-cpl cl aeqprop-op
               type=click.Choice(["auto", "newton", "coordinate", "qp", "spice"]))
 @click.option("--controller", default="oracle", show_default=True, type=click.Choice(["proportional", "oracle"]),
               help="Homeostatic control: oracle (fast, uses dE/dtheta) or proportional (agnostic, slow).")
-@click.option("--preset", default=None, help="Named hyperparameters (see docs/training.md).")
+@click.option("--preset", default=None, help="Named hyperparameters (see docs/training.md, docs/hopfield.md, docs/drn.md).")
 @click.option("--max-train", type=int, default=None, help="Use only the first N training samples.")
 @click.option("--trace-every", type=int, default=None, help="Lyapunov trace every N steps (0: off).")
 @click.option("--out", default=None, help="Run directory (a fresh name is chosen if it exists).")
