@@ -135,18 +135,18 @@ ALGORITHM_HELP = ("p-ep n-ep c-ep multi-point-ep p-cpl n-cpl c-cpl cl aeqprop-op
 @main.command()
 @click.argument("model", required=False)
 @click.option("--model", "model_option", help="Model spec instead of a netlist (drn:1568-100-10, hopfield:...).")
-@click.option("--data", default="iris", show_default=True, help="iris|wine|digits|fmnist|mnist:DIR|regression|FILE.csv")
-@click.option("--algorithm", default="c-ep", show_default=True, help=ALGORITHM_HELP)
+@click.option("--data", default=None, help="iris|wine|digits|fmnist|mnist:DIR|regression|FILE.csv [default: iris]")
+@click.option("--algorithm", default=None, help=ALGORITHM_HELP + " [default: c-ep]")
 @click.option("--beta", type=float, default=None, help="Nudge strength (normalised units). [default: preset]")
 @click.option("--epsilon", type=float, default=None, help="Knob coupling of Aeqprop; its step is epsilon*beta.")
 @click.option("--lr", type=float, default=None, help="Learning rate of the EP/CL/CpL/exact rules.")
 @click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--solver", default="auto", show_default=True,
-              type=click.Choice(["auto", "newton", "coordinate", "qp", "spice"]))
-@click.option("--controller", default="oracle", show_default=True, type=click.Choice(["proportional", "oracle"]),
-              help="Homeostatic control: oracle (fast, uses dE/dtheta) or proportional (agnostic, slow).")
+@click.option("--seed", type=int, default=None, help="[default: 0]")
+@click.option("--solver", default=None, type=click.Choice(["auto", "newton", "coordinate", "qp", "spice"]),
+              help="[default: auto]")
+@click.option("--controller", default=None, type=click.Choice(["proportional", "oracle"]),
+              help="Homeostatic control: oracle (fast, uses dE/dtheta; default) or proportional (agnostic, slow).")
 @click.option("--preset", default=None, help="Named hyperparameters (see docs/training.md, docs/hopfield.md, docs/drn.md).")
 @click.option("--max-train", type=int, default=None, help="Use only the first N training samples.")
 @click.option("--trace-every", type=int, default=None, help="Lyapunov trace every N steps (0: off).")

@@ -192,4 +192,6 @@ def algorithm_from_config(config: dict):
     options = {}
     if config["algorithm"].startswith("aeqprop"):
         options = {"epsilon": config["epsilon"], "controller": config.get("controller", "proportional")}
+        if config.get("relax_rounds"):
+            options["relax_rounds"] = config["relax_rounds"]
     return get_algorithm(config["algorithm"], beta=config["beta"], **options)

@@ -16,8 +16,15 @@ from .rundir import RunDir, default_name, fresh_directory
 from .trainer import TrainOptions, train
 
 # Defaults that train the shipped circuit netlists well (docs/training.md has the runs behind them).
-CIRCUIT_DEFAULTS = {"beta": 0.2, "epsilon": 10.0, "lr": 2.0, "epochs": 30, "batch_size": 10, "trace_every": 1,
+CIRCUIT_DEFAULTS = {"data": "iris", "algorithm": "c-ep", "solver": "auto", "controller": "oracle", "seed": 0,
+                    "beta": 0.2, "epsilon": 10.0, "lr": 2.0, "epochs": 30, "batch_size": 10, "trace_every": 1,
                     "target_amplitude": 0.5}
+# What a preset (hopfield/models.py, drn/presets.py) may set, and under which config name.
+PRESET_KEYS = {"model": "model", "data": "data", "beta": "beta", "batch_size": "batch_size", "epochs": "epochs",
+               "controller": "controller", "epsilon": "epsilon", "learning_rate": "lr", "lr": "lr",
+               "lr_decay": "lr_decay", "model_options": "model_options", "trace_every": "trace_every",
+               "target_amplitude": "target_amplitude", "algorithm": "algorithm",
+               "relax_rounds": "relax_rounds"}
 PRESETS: dict[str, dict] = {}
 
 
@@ -29,24 +36,39 @@ def _presets() -> dict:
         presets.update(hopfield_presets)
     except ImportError:
         pass
+    from ..drn import PRESETS as drn_presets
+
+    presets.update(drn_presets)
     return presets
 
 
 def resolve_config(model: str | None, given: dict) -> dict:
-    if not model:
-        raise AeqpropError("no model: give a netlist file or --model SPEC")
+    """Defaults, then the preset's values, then what the user gave: later wins."""
     config = dict(CIRCUIT_DEFAULTS)
     preset = given.get("preset")
     if preset:
         presets = _presets()
         if preset not in presets:
             raise AeqpropError(f"unknown preset '{preset}'; expected one of {', '.join(presets) or '(none)'}")
-        config.update(presets[preset])
+        entry = presets[preset]
+        config.update({PRESET_KEYS[k]: v for k, v in entry.items() if k in PRESET_KEYS})
+        if "algorithm" not in entry and entry.get("algorithms"):
+            config["algorithm"] = entry["algorithms"][0]
+        config["target_amplitude"] = entry.get("target_amplitude", 1.0)
     config.update({k: v for k, v in given.items() if v is not None})
-    config["model"] = model
-    if config["algorithm"].startswith("aeqprop"):
-        config["learning_rate_effective"] = config["epsilon"] * config["beta"]
+    config["model"] = model or config.get("model")
+    if not config["model"]:
+        raise AeqpropError("no model: give a netlist file, --model SPEC or a --preset that names one")
     return config
+
+
+def per_parameter(system, value):
+    """A rate given per parameter group (a preset's {"w1": ..., "b1": ...}) as a (P,) array."""
+    if isinstance(value, dict):
+        if not hasattr(system, "per_parameter"):
+            raise AeqpropError(f"{type(system).__name__} has no parameter groups for per-group rates {value}")
+        return system.per_parameter(value)
+    return value
 
 
 def run_training(model, resume, quiet, given, echo=print) -> str:
@@ -61,7 +83,8 @@ def run_training(model, resume, quiet, given, echo=print) -> str:
         run = RunDir(fresh_directory(config.get("out") or default_name(config["model"], config["algorithm"])))
         config["out"] = run.path
         checkpoint, start_epoch = None, 0
-    system = load_system(config["model"], solver=config["solver"], seed=config["seed"])
+    system = load_system(config["model"], solver=config["solver"], seed=config["seed"],
+                         **config.get("model_options", {}))
     if checkpoint is not None:
         system.parameters = checkpoint["parameters"]
     config["g0"] = getattr(system, "g0", None)
@@ -71,15 +94,18 @@ def run_training(model, resume, quiet, given, echo=print) -> str:
     if dataset.n_features != system.n_inputs:
         raise AeqpropError(f"{config['data']} has {dataset.n_features} features but {config['model']} has "
                            f"{system.n_inputs} inputs")
-    algorithm = algorithm_from_config(config)
-    options = TrainOptions(epochs=config["epochs"], batch_size=config["batch_size"], learning_rate=config["lr"],
+    rates = {"epsilon": per_parameter(system, config["epsilon"]), "lr": per_parameter(system, config["lr"])}
+    algorithm = algorithm_from_config({**config, **rates})
+    options = TrainOptions(epochs=config["epochs"], batch_size=config["batch_size"], learning_rate=rates["lr"],
+                           lr_decay=config.get("lr_decay", 1.0),
                            seed=config["seed"], target_amplitude=config["target_amplitude"],
                            trace_every=config["trace_every"], progress=not quiet,
                            max_train=config.get("max_train"))
     echo(f"run directory: {run.path}")
     np.seterr(over="ignore")
     try:
-        train(system, dataset, algorithm, run, options, start_epoch=start_epoch, log=echo)
+        fit = getattr(system, "fused_trainer", lambda rule: None)(algorithm) or train  # DRN: in-place EP steps
+        fit(system, dataset, algorithm, run, options, start_epoch=start_epoch, log=echo)
     finally:
         echo(f"results in {run.path} (plots: aeqprop plot {run.path})")
     return run.path

@@ -22,6 +22,7 @@ class TrainOptions:
     epochs: int = 10
     batch_size: int = 10
     learning_rate: float | np.ndarray = 0.1
+    lr_decay: float = 1.0  # learning rate (and Aeqprop's epsilon) multiplied by this after each epoch
     seed: int = 0
     target_amplitude: float = 1.0
     trace_every: int = 1  # Lyapunov/loss trace every N steps (0: never)
@@ -54,7 +55,10 @@ def train(system: PhysicalSystem, data: Dataset, algorithm, run: RunDir, options
     Raises DivergenceError (after saving what was written) when a phase has no equilibrium
     or the parameters become non-finite.
     """
-    optimiser = SGD(options.learning_rate)
+    decay = options.lr_decay ** start_epoch
+    optimiser = SGD(options.learning_rate * decay)
+    if hasattr(algorithm, "epsilon"):
+        algorithm.epsilon = algorithm.epsilon * decay
     velocity = optimiser.init(system.parameters)
     bounds = system.parameter_bounds()
     x_all, y_all = data.x_train, data.y_train
@@ -101,6 +105,12 @@ def train(system: PhysicalSystem, data: Dataset, algorithm, run: RunDir, options
                     "lyapunov_before": before["lyapunov"], "lyapunov_after": after["lyapunov"],
                     "lyapunov_lower": after["lyapunov_lower"], "lyapunov_upper": after["lyapunov_upper"],
                 })
+        if hasattr(system, "end_epoch"):  # e.g. the adaptive relaxation threshold of Hopfield nets
+            system.end_epoch()
+        if options.lr_decay != 1.0:
+            optimiser = SGD(optimiser.learning_rate * options.lr_decay)
+            if hasattr(algorithm, "epsilon"):
+                algorithm.epsilon = algorithm.epsilon * options.lr_decay
         train_loss, train_acc = evaluate(system, data, x_all, y_all, options)
         test_loss, test_acc = evaluate(system, data, data.x_test, data.y_test, options)
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss,
