@@ -1,0 +1,38 @@
+"""Every shipped netlist parses, solves, and runs unchanged in ngspice."""
+
+import glob
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from aeqprop_circuits.netlist import parse_netlist
+from aeqprop_circuits.solvers import solve
+
+SHIPPED = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "netlists", "*.cir")))
+
+
+def test_the_classifiers_and_the_regression_network_are_shipped():
+    names = {os.path.basename(p) for p in SHIPPED}
+    assert {"iris.cir", "wine.cir", "xor.cir", "linear_regression.cir"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=os.path.basename)
+def test_shipped_netlist_parses_and_solves(path):
+    circuit = parse_netlist(path)
+    assert circuit.n_outputs > 0 and len(circuit.learning.trainable) > 0
+    x = np.random.default_rng(0).uniform(-1, 1, (3, circuit.n_inputs))
+    result = solve(circuit, x)
+    assert result.success, result.message
+    assert np.all(np.isfinite(result.potentials))
+
+
+@pytest.mark.spice
+@pytest.mark.skipif(shutil.which("ngspice") is None, reason="ngspice is not installed")
+@pytest.mark.parametrize("path", SHIPPED, ids=os.path.basename)
+def test_shipped_netlist_runs_unchanged_in_ngspice(path):
+    run = subprocess.run(["ngspice", "-b", path], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-500:] + run.stderr[-500:]
+    assert "error" not in (run.stdout + run.stderr).lower()
