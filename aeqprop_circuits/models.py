@@ -32,6 +32,9 @@ def load_system(model: str, solver: str = "auto", seed: int = 0, **options):
         except ImportError as err:
             raise AeqpropError(f"{model}: the Hopfield module is not available ({err})") from None
         return build_model(model, seed=seed, **options)
+    if model.startswith("drn:") and solver in ("auto", "coordinate"):  # dense-block fast path (docs/drn.md)
+        from .drn import DRNSystem
+        return DRNSystem.from_spec(model, seed=seed, **options)
     from .physics.circuit_system import CircuitSystem
 
     return CircuitSystem(load_circuit(model, seed=seed, **options), solver=solver)

@@ -76,11 +76,20 @@ def _gemm_into(weights: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: 
     gemm = blas.sgemm if weights.dtype == np.float32 else blas.dgemm
     # weights^T is Fortran-ordered (H, N): C = alpha * right^T @ left + 1 * C, written in place.
     out = gemm(alpha, right, left, beta=1.0, c=weights.T, trans_a=True, overwrite_c=True)
-    if not np.shares_memory(out, weights):  # BLAS wrapper made a copy: write it back
+    if not np.may_share_memory(out, weights):  # BLAS wrapper made a copy: write it back
         weights[...] = out.T
     if MatmulClock.active:
         MatmulClock.seconds += time.perf_counter() - began
         MatmulClock.calls += 1
+
+
+@dataclass(eq=False)
+class _Derived:
+    version: int
+    D: list
+    inv_D: list
+    bias_current: list
+    nudge: dict
 
 
 @dataclass(eq=False)
@@ -116,7 +125,7 @@ class DRNSystem(PhysicalSystem):
     iterations:  block sweeps per phase (the paper's 4), or None to sweep until the largest
                  change is below `tol` V (at most `max_iterations`).
     input_gain:  the input sources are at +-input_gain * x (1: the builder's circuit).
-    dtype:       float32 (training) or float64 (reference accuracy).
+    dtype:       float64 (default: reference accuracy) or float32 (training; the presets).
     init:        "builder" (the builder's conductances for this seed: uniform [0, 2/fan_in], biases
                  uniform [0, 1/4]) or "paper" (Scellier 2024's code: kaiming-uniform weights
                  gain/sqrt(fan_in) clipped at 0, biases 0).
@@ -125,7 +134,7 @@ class DRNSystem(PhysicalSystem):
     def __init__(self, sizes, *, seed: int = 0, g0: float = 1e-3, v_low: float = 0.0, v_high: float = 1.0,
                  bias: bool = True, diodes: str = "ideal", saturation_current: float = 1e-14,
                  emission: float = 1.0, iterations: int | None = None, tol: float | None = None,
-                 max_iterations: int = 10_000, input_gain: float = 1.0, dtype="float32", init: str = "builder",
+                 max_iterations: int = 10_000, input_gain: float = 1.0, dtype="float64", init: str = "builder",
                  init_gain: float = 1.0):
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or min(sizes) < 1:
@@ -157,6 +166,7 @@ class DRNSystem(PhysicalSystem):
         self._version = 0
         self._cache_D = None  # (version, D per free layer)
         self._cache_input = None  # (inputs array, version, input layer potentials, first-layer current)
+        self._colsum0 = None  # (version, column sums of the input block)
         self.parameters = self._initial(seed, init, init_gain)
 
     # --- construction -----------------------------------------------------------------------
@@ -249,43 +259,66 @@ class DRNSystem(PhysicalSystem):
 
     # --- the physics ------------------------------------------------------------------------
     def _conductance_sums(self) -> list:
-        """D per free layer: the total conductance at each node (normalised), cached per theta."""
-        if self._cache_D is not None and self._cache_D[0] == self._version:
-            return self._cache_D[1]
-        D = []
+        """D per free layer: the total conductance at each node (normalised)."""
+        return self._derived().D
+
+    def _derived(self) -> _Derived:
+        """What the settles need of theta (D, 1/D, bias currents, nudge coefficients), cached per theta."""
+        cached = self._cache_D
+        if cached is not None and cached.version == self._version:
+            return cached
+        D, bias_current = [], []
+        dt = self.dtype
         for k in range(len(self.widths) - 1):
-            d = self.weights[k].sum(axis=0, dtype=np.float64)
+            if k == 0 and self._colsum0 is not None and self._colsum0[0] == self._version:
+                d = self._colsum0[1].copy()  # from the input GEMM of this theta
+            else:
+                d = self.weights[k].sum(axis=0, dtype=dt)
             if k + 1 < len(self.weights):
-                d = d + self.weights[k + 1].sum(axis=1, dtype=np.float64)
+                d += self.weights[k + 1].sum(axis=1, dtype=dt)
             if self.bias:
-                d = d + self.bias_plus[k] + self.bias_minus[k]
-            D.append(d.astype(self.dtype))
-        self._cache_D = (self._version, D)
-        return D
+                d += self.bias_plus[k] + self.bias_minus[k]
+                bias_current.append(self.bias_plus[k] - self.bias_minus[k])
+            else:
+                bias_current.append(np.zeros(self.widths[k + 1], dt))
+            D.append(d)
+        self._cache_D = _Derived(self._version, D, [1.0 / d for d in D], bias_current, {})
+        return self._cache_D
 
     def _input_current(self, inputs: np.ndarray):
-        """(input-layer potentials, current the inputs inject into the first free layer): one GEMM."""
+        """(input-layer potentials, current into the first free layer from inputs and bias rails): one GEMM."""
         cached = self._cache_input
         if cached is not None and cached[0] is inputs and cached[1] == self._version:
             return cached[2], cached[3]
         x = np.asarray(inputs, dtype=self.dtype) * self.dtype.type(self.input_gain)
-        v_in = np.concatenate([x, -x], axis=1)
-        current = _matmul(v_in, self.weights[0])
+        B = len(x)
+        v_in = np.empty((B + 1, 2 * x.shape[1]), dtype=self.dtype)
+        v_in[:B, :x.shape[1]] = x
+        np.negative(x, out=v_in[:B, x.shape[1]:])
+        v_in[B] = 1.0
+        stacked = _matmul(v_in, self.weights[0])  # the input currents and, in the last row, W0's column sums
+        self._colsum0 = (self._version, stacked[B])
+        v_in, current = v_in[:B], stacked[:B]
+        current += self._derived().bias_current[0]
         self._cache_input = (inputs, self._version, v_in, current)
         return v_in, current
 
-    def _incoming(self, k: int, V: list, first_current) -> np.ndarray:
+    def _incoming(self, k: int, V: list, first_current, bias_current) -> np.ndarray:
         """sum_j g_ij V_j over the neighbouring layers of free layer k, plus the fixed sources' current."""
-        r = first_current if k == 0 else _matmul(V[k - 1], self.weights[k])
+        if k == 0:
+            r = first_current
+        else:
+            r = _matmul(V[k - 1], self.weights[k])
+            r += bias_current[k]
         if k + 1 < len(V):
             r = r + _matmul(V[k + 1], self.weights[k + 1].T)
-        if self.bias:
-            r = r + (self.bias_plus[k] - self.bias_minus[k])
         return r
 
-    def _update_hidden(self, r, D):
+    def _update_hidden(self, r, D, inv_D):
         if self.diodes == "ideal":
-            return np.clip(r / D, self.v_low, self.v_high)
+            h = r * inv_D
+            np.maximum(h, self.v_low, out=h)
+            return np.minimum(h, self.v_high, out=h)
         return self._shockley_node(r, D)
 
     def _shockley_node(self, r, D, tol=None):
@@ -320,81 +353,147 @@ class DRNSystem(PhysicalSystem):
                 break
         return V.astype(self.dtype)
 
-    def _update_output(self, r, D, phase: Phase):
-        n = self.n_outputs
-        Dp, Dn = D[:n], D[n:]
-        rp, rn = r[:, :n], r[:, n:]
-        if phase.clamp is not None:  # V(op) - V(on) held at the clamp value; common mode free
-            v = np.asarray(phase.clamp, dtype=self.dtype)
-            on = (rp + rn - Dp * v) / (Dp + Dn)
-            return np.concatenate([on + v, on], axis=1)
-        beta = phase.beta
-        if beta == 0.0:
-            return r / D
-        y = np.asarray(phase.target, dtype=self.dtype)
-        det = Dp * Dn + beta * (Dp + Dn)
-        ap, an = rp + beta * y, rn - beta * y
-        op = ((Dn + beta) * ap + beta * an) / det
-        on = (beta * ap + (Dp + beta) * an) / det
-        return np.concatenate([op, on], axis=1)
+    def _nudge_coefficients(self, beta: float, derived: _Derived):
+        """For the 2x2 solve of each output pair under a nudge beta: (Dn+b)/det, b/det, (Dp+b)/det (cached)."""
+        coefficients = derived.nudge.get(beta)
+        if coefficients is None:
+            self._check_convex(beta, derived.D)
+            n = self.n_outputs
+            Dp, Dn = derived.D[-1][:n], derived.D[-1][n:]
+            det = Dp * Dn + beta * (Dp + Dn)
+            coefficients = ((Dn + beta) / det, beta / det, (Dp + beta) / det)
+            derived.nudge[beta] = coefficients
+        return coefficients
 
-    def _check_convex(self, phase: Phase, D) -> None:
-        """A negative nudge must leave the co-content convex (else there is no equilibrium)."""
-        beta = phase.beta
-        if beta >= 0 or phase.clamp is not None:
+    def _nudge_rows(self, betas, target, B: int, derived: _Derived):
+        """Coefficients of the output pairs' 2x2 solve, rows i*B..(i+1)*B nudged at betas[i].
+
+        (a, b, c, pull) with a = (Dn+beta)/det, b = beta/det, c = (Dp+beta)/det, pull = beta y, shaped
+        (m, 1, n) and (m, B, n) for m = len(betas), to broadcast against the layer as (m, B, 2n).
+        """
+        coefficients = [self._nudge_coefficients(float(b), derived) for b in betas]
+        a, b, c = (np.stack([co[j] for co in coefficients])[:, None, :] for j in range(3))
+        beta_rows = np.asarray(betas, dtype=self.dtype)[:, None, None]
+        pull = np.asarray(target, dtype=self.dtype).reshape(len(betas), B, -1) * beta_rows
+        return a, b, c, pull
+
+    def _update_output(self, r, derived: _Derived, nudge, clamp, k: int):
+        if clamp is None and nudge is None:
+            return r * derived.inv_D[k]
+        n = self.n_outputs
+        rp, rn = r[:, :n], r[:, n:]
+        if clamp is not None:  # V(op) - V(on) held at the clamp value; common mode free
+            D = derived.D[k]
+            v = np.asarray(clamp, dtype=self.dtype)
+            on = (rp + rn - D[:n] * v) / (D[:n] + D[n:])
+            return np.concatenate([on + v, on], axis=1)
+        a, b, c, pull = nudge
+        m = len(pull)
+        rp, rn = rp.reshape(m, -1, n), rn.reshape(m, -1, n)
+        ap, an = rp + pull, rn - pull
+        out = np.empty((m, len(r) // m, 2 * n), dtype=r.dtype)
+        np.add(a * ap, b * an, out=out[..., :n])
+        np.add(b * ap, c * an, out=out[..., n:])
+        return out.reshape(len(r), 2 * n)
+
+    def _check_convex(self, beta: float, D) -> None:
+        """A negative nudge must leave the co-content convex (else there is no equilibrium).
+
+        The test is on the outputs' Schur complement S with the last hidden layer eliminated (all
+        its nodes free, the least convex case): S + beta A^T A > 0, A = [I, -I]. A Gershgorin bound
+        (S's rows are diagonally dominant) decides most cases without an eigenvalue solve; for
+        several hidden layers the test is necessary, not sufficient.
+        """
+        if beta >= 0:
             return
         n = self.n_outputs
-        Dp, Dn = D[-1][:n].astype(np.float64), D[-1][n:].astype(np.float64)
+        Do = D[-1].astype(np.float64)
+        Dp, Dn = Do[:n], Do[n:]
         if self.n_hidden == 0:
             worst = float((Dp * Dn + beta * (Dp + Dn)).min())
-        else:  # outputs' Schur complement with the last hidden layer eliminated (all its nodes free)
+        else:
             W = self.weights[-1].astype(np.float64)
-            S = np.diag(D[-1].astype(np.float64)) - (W.T / D[-2].astype(np.float64)) @ W
-            A = np.hstack([np.eye(n), -np.eye(n)])
-            worst = float(np.linalg.eigvalsh(S + beta * A.T @ A).min())
+            share = W.sum(axis=1) / D[-2].astype(np.float64)
+            worst = float((Do - share @ W).min()) + 2.0 * beta
+            if worst <= 0:
+                S = np.diag(Do) - (W.T / D[-2].astype(np.float64)) @ W
+                A = np.hstack([np.eye(n), -np.eye(n)])
+                worst = float(np.linalg.eigvalsh(S + beta * A.T @ A).min())
         if worst <= 0:
             raise DivergenceError(f"non-convex phase: beta={beta:g} makes the co-content unbounded below "
                                   "(the nudge conductance exceeds what the outputs' conductances allow); "
                                   "use a smaller |beta|")
 
     def settle(self, phase: Phase, start: DRNState | None = None, callback=None) -> DRNState:
-        inputs = phase.inputs
         if phase.beta != 0.0 and phase.target is None and phase.clamp is None:
             raise AeqpropError("a nudged phase needs a target")
-        D = self._conductance_sums()
-        self._check_convex(phase, D)
-        v_in, first = self._input_current(inputs)
-        B, n_layers = len(v_in), len(self.widths) - 1
+        v_in, first = self._input_current(phase.inputs)
+        derived = self._derived()
+        B = len(v_in)
+        nudge = None
+        if phase.beta != 0.0 and phase.clamp is None:
+            nudge = self._nudge_rows([phase.beta], phase.target, B, derived)
         if start is not None and len(start.layers[0]) == B:
-            V = [layer.copy() for layer in start.layers]
+            V = list(start.layers)  # updates make new arrays: the start state is not modified
         else:
             V = [np.zeros((B, w), dtype=self.dtype) for w in self.widths[1:]]
-        order = range(n_layers) if (phase.beta == 0.0 and phase.clamp is None) else range(n_layers - 1, -1, -1)
+        energy = None if callback is None else (lambda layers: self._energy(layers, v_in, phase))
+        sweeps, converged = self._relax(V, first, derived, nudge, phase.clamp, callback, energy)
+        return DRNState(V, v_in, phase, self._version, sweeps, converged, self)
+
+    def settle_nudges(self, base: Phase, betas, start: DRNState) -> list[DRNState]:
+        """The phases base.nudged(b), b in betas, from `start`, settled together as one batch of len(betas) B rows.
+
+        The physics of each sample is unchanged (samples never interact); stacking only makes
+        one layer update serve every phase (the EP family's nudged phases share inputs and theta).
+        """
+        v_in, first = self._input_current(base.inputs)
+        derived = self._derived()
+        B, m = len(v_in), len(betas)
+        nudge = self._nudge_rows(betas, np.concatenate([base.target] * m), B, derived)
+        V = [np.concatenate([layer] * m) for layer in start.layers]
+        sweeps, converged = self._relax(V, np.concatenate([first] * m), derived, nudge, None, None, None)
+        return [DRNState([layer[i * B:(i + 1) * B] for layer in V], v_in, base.nudged(b), self._version, sweeps,
+                         converged, self) for i, b in enumerate(betas)]
+
+    def _relax(self, V: list, first, derived: _Derived, nudge, clamp, callback, energy) -> tuple[int, bool]:
+        """Block coordinate descent on V in place (list of layers): returns (sweeps, converged).
+
+        Forward (input to output) sweeps in a free phase, backward (from the nudged or clamped
+        outputs) otherwise.
+        """
+        n_layers = len(V)
+        free = nudge is None and clamp is None
+        order = range(n_layers) if free else range(n_layers - 1, -1, -1)
         limit = self.iterations or self.max_iterations
+        exact = self.iterations is None
         converged = False
         sweep = 0
         while sweep < limit:
             sweep += 1
             change = 0.0
             for k in order:
-                r = self._incoming(k, V, first)
-                new = self._update_output(r, D[k], phase) if k == n_layers - 1 else self._update_hidden(r, D[k])
-                if self.iterations is None:
+                r = self._incoming(k, V, first, derived.bias_current)
+                if k == n_layers - 1:
+                    new = self._update_output(r, derived, nudge, clamp, k)
+                else:
+                    new = self._update_hidden(r, derived.D[k], derived.inv_D[k])
+                if exact:
                     change = max(change, float(np.abs(new - V[k]).max(initial=0.0)))
                 V[k] = new
             if callback is not None:
                 try:
-                    callback(self._energy(V, v_in, phase))
+                    callback(energy(V))
                 except StopIteration:
                     break
-            if self.iterations is None and change <= self.tol:
+            if exact and change <= self.tol:
                 converged = True
                 break
-        if not all(np.isfinite(layer).all() for layer in V):
-            raise DivergenceError(f"phase with beta={phase.beta:g}: non-finite potentials")
-        if self.iterations is None and not converged and callback is None:
-            raise DivergenceError(f"phase with beta={phase.beta:g} did not settle in {limit} block sweeps")
-        return DRNState(V, v_in, phase, self._version, sweep, converged or self.iterations is not None, self)
+        if exact and not all(np.isfinite(layer).all() for layer in V):
+            raise DivergenceError("non-finite potentials: the phase diverged")
+        if exact and not converged and callback is None:
+            raise DivergenceError(f"a phase did not settle in {limit} block sweeps")
+        return sweep, converged or not exact
 
     def outputs(self, state: DRNState) -> np.ndarray:
         out = state.layers[-1]
@@ -464,43 +563,46 @@ class DRNSystem(PhysicalSystem):
     def descend(self, terms, step: float) -> None:
         """theta <- max(0, theta - step * sum_k c_k dE/dtheta(s_k)), in place: the EP family's update.
 
-        `terms` is [(c_k, state_k)] for states settled at the current theta; each weight block
-        takes one GEMM with beta=1 (the contrast is formed in the augmented matrices, so the
-        input layer's squares cancel when sum_k c_k = 0 and no (P,) gradient is materialised).
+        `terms` is [(c_k, state_k)] for states of one batch settled at the current theta. Each
+        weight block takes one GEMM with beta=1 on augmented matrices (rows of all states, with
+        their c_k / B), so no (P,) gradient is materialised; when the states share their inputs
+        the input block's squares enter once, weighted by sum_k c_k (zero for a centred contrast).
         """
         terms = [(float(c), s) for c, s in terms if c != 0.0]
         if not terms:
             return
-        B = len(terms[0][1].inputs)
-        layers = [[s.inputs, *s.layers] for _, s in terms]
-        shared_input = all(s.inputs is terms[0][1].inputs for _, s in terms)
         dt = self.dtype.type
+        B = len(terms[0][1].inputs)
+        weights = np.repeat(np.array([c for c, _ in terms], dtype=self.dtype) / dt(B), B)  # (R,) c_k / B per row
+        stacked = [np.concatenate(parts) if len(parts) > 1 else parts[0]
+                   for parts in zip(*[s.layers for _, s in terms])]
+        shared = all(s.inputs is terms[0][1].inputs for _, s in terms)
+        layers = [None if shared else np.concatenate([s.inputs for _, s in terms]), *stacked]
         for k, W in enumerate(self.weights):
-            if k == 0 and shared_input:
+            Vb = layers[k + 1]
+            b_squares = dt(0.5) * (weights @ (Vb * Vb))
+            pulled = Vb * weights[:, None]
+            if k == 0 and shared:
                 Va = terms[0][1].inputs
                 total = sum(c for c, _ in terms)
-                left_rows = [Va, dt(0.5 * total) * (Va * Va).mean(axis=0, keepdims=True)]
-                combined = sum(dt(c) * lay[1] for (c, _), lay in zip(terms, layers))
-                right_rows = [combined * dt(-1.0 / B)]
+                a_squares = (dt(0.5 * total / B) * np.add.reduce(Va * Va, axis=0) if total
+                             else np.zeros(Va.shape[1], self.dtype))
+                pulled = np.add.reduce(pulled.reshape(len(terms), B, -1), axis=0)
             else:
-                left_rows = [lay[k] for lay in layers]
-                left_rows.append(sum(dt(0.5 * c) * (lay[k] * lay[k]).mean(axis=0, keepdims=True)
-                                     for (c, _), lay in zip(terms, layers)))
-                right_rows = [dt(-c / B) * lay[k + 1] for (c, _), lay in zip(terms, layers)]
-            b_squares = sum(dt(0.5 * c) * (lay[k + 1] * lay[k + 1]).mean(axis=0, keepdims=True)
-                            for (c, _), lay in zip(terms, layers))
-            left = np.vstack([*left_rows, np.ones((1, W.shape[0]), self.dtype)])
-            right = np.vstack([*right_rows, np.ones((1, W.shape[1]), self.dtype), b_squares])
-            # rows: [Va..., 1/2 sum c a^2, 1] against [-c Vb / B..., 1, 1/2 sum c b^2]
+                Va = layers[k]
+                a_squares = dt(0.5) * (weights @ (Va * Va))
+            # [Va; 1/2 sum c a^2 / B; 1]^T [-(c/B) Vb; 1; 1/2 sum c b^2 / B] = sum_k c_k dE/dW(s_k)
+            left = np.vstack([Va, a_squares, np.ones(Va.shape[1], self.dtype)])
+            right = np.vstack([-pulled, np.ones(Vb.shape[1], self.dtype), b_squares])
             _gemm_into(W, left, right, -step)
             np.maximum(W, 0.0, out=W)
         if self.bias:
-            for c, s in terms:
-                V = np.concatenate(s.layers, axis=1)
-                self._theta[self._bias_slices[0]] -= dt(step * c) * 0.5 * ((V - 1.0) ** 2).mean(axis=0)
-                self._theta[self._bias_slices[1]] -= dt(step * c) * 0.5 * ((V + 1.0) ** 2).mean(axis=0)
-            tail = self._theta[self._bias_slices[0].start:]
-            np.maximum(tail, 0.0, out=tail)
+            V = np.concatenate(stacked, axis=1)
+            start = self._bias_slices[0].start
+            plus, minus = self._theta[self._bias_slices[0]], self._theta[self._bias_slices[1]]
+            plus -= dt(0.5 * step) * (weights @ ((V - 1.0) ** 2))
+            minus -= dt(0.5 * step) * (weights @ ((V + 1.0) ** 2))
+            np.maximum(self._theta[start:], 0.0, out=self._theta[start:])
         self._version += 1
 
     # --- exact gradient (reference) ---------------------------------------------------------
@@ -564,3 +666,10 @@ class DRNSystem(PhysicalSystem):
             grad[self._bias_slices[0]] = -((Vall - 1.0) * lall).mean(axis=0)
             grad[self._bias_slices[1]] = -((Vall + 1.0) * lall).mean(axis=0)
         return grad
+
+    # --- training fast path -----------------------------------------------------------------
+    def fused_trainer(self, algorithm):
+        """The training loop that applies this rule's steps in place (drn/train.py), or None for the generic one."""
+        from .train import fused_trainer
+
+        return fused_trainer(self, algorithm)

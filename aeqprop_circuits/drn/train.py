@@ -1,0 +1,101 @@
+"""Training loop for DRNSystem with the EP family's update applied in place.
+
+The generic trainer (runs/trainer.py) asks the rule for a (P,) gradient estimate and then
+makes about a dozen passes over theta (copy, contrast, optimiser, projection, finiteness
+check, write-back). At DRN-1H size (1.6 10^6 conductances) those passes cost more than the
+physics. Here a step of a nudge-contrast rule (p-ep, n-ep, c-ep, multi-point-ep, as
+configured in learning/algorithms.py: its phases and contrast weights are read from the rule
+object, not restated) settles the same phases as `Contrast.estimate` and hands the contrast to
+`DRNSystem.descend`, which updates each weight block by one in-place GEMM and clips it at zero
+conductance: SGD without momentum, lr * EP estimate, exactly what the generic trainer computes.
+
+Metrics rows, checkpoints and the epoch-0 evaluation are those of the generic trainer (so
+`aeqprop plot` and `aeqprop train --resume` work unchanged); rows also carry `train_seconds`,
+the time of the training steps alone (the reference timings count training, not evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from ..data.datasets import Dataset
+from ..errors import DivergenceError
+from ..learning.algorithms import Contrast
+from ..physics.system import Phase
+from ..runs.rundir import RunDir
+from ..runs.trainer import TrainOptions, evaluate
+
+
+def fused_trainer(system, algorithm):
+    """The in-place training loop when `algorithm` is a nudge contrast and the rate a scalar, else None."""
+    if isinstance(algorithm, Contrast) and algorithm.mode == "nudge":
+        return train_in_place
+    return None
+
+
+def ep_step(system, algorithm: Contrast, x: np.ndarray, target: np.ndarray, learning_rate: float) -> np.ndarray:
+    """One step of a nudge-contrast rule: the free phase, the nudged phases from it, theta updated in place.
+
+    Returns the free-phase outputs (B, n_outputs).
+    """
+    base = Phase(x, 0.0, target)
+    free = system.settle(base)
+    used = [(m, w) for m, w in zip(algorithm.multipliers, algorithm.weights) if w != 0.0]
+    nudges = [algorithm.beta * m for m, _ in used if m != 0.0]
+    nudged = iter(system.settle_nudges(base, nudges, start=free) if nudges else [])
+    terms = [(w / algorithm.beta, free if m == 0.0 else next(nudged)) for m, w in used]
+    outputs = system.outputs(free)
+    system.descend(terms, learning_rate)
+    return outputs
+
+
+def train_in_place(system, data: Dataset, algorithm: Contrast, run: RunDir, options: TrainOptions,
+                   start_epoch: int = 0, log=print) -> dict:
+    """Same contract as runs.trainer.train (epochs, metrics, checkpoints, resume); no Lyapunov trace."""
+    if not np.isscalar(options.learning_rate):
+        from ..runs.trainer import train
+
+        return train(system, data, algorithm, run, options, start_epoch=start_epoch, log=log)
+    decay = float(getattr(options, "lr_decay", 1.0))
+    lr = float(options.learning_rate) * decay ** start_epoch
+    x_all, y_all = data.x_train, data.y_train
+    if options.max_train:
+        x_all, y_all = x_all[:options.max_train], y_all[:options.max_train]
+    x_all = np.asarray(x_all, dtype=system.dtype)
+    steps_per_epoch = math.ceil(len(x_all) / options.batch_size)
+    targets_all = data.targets(y_all, system.n_outputs, options.target_amplitude).astype(system.dtype)
+    row = {}
+    if start_epoch == 0:
+        loss, acc = evaluate(system, data, data.x_test, data.y_test, options)
+        log(f"epoch 0: test loss {loss:.4f}" + (f", test accuracy {acc:.3f}" if data.n_classes else ""))
+    for epoch in range(start_epoch + 1, options.epochs + 1):
+        began = time.time()
+        order = np.random.default_rng([options.seed, epoch]).permutation(len(x_all))
+        batches = range(steps_per_epoch)
+        if options.progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, desc=f"epoch {epoch}/{options.epochs}", file=sys.stderr, leave=False,
+                           mininterval=2.0)
+        for b in batches:
+            index = order[b * options.batch_size:(b + 1) * options.batch_size]
+            ep_step(system, algorithm, x_all[index], targets_all[index], lr)
+        trained = time.time() - began
+        lr *= decay
+        if not np.isfinite(system._theta).all():
+            raise DivergenceError(f"epoch {epoch}: parameters became non-finite")
+        train_loss, train_acc = evaluate(system, data, x_all, y_all, options)
+        test_loss, test_acc = evaluate(system, data, data.x_test, data.y_test, options)
+        row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss,
+               "test_accuracy": test_acc, "test_error": 1 - test_acc if data.n_classes else math.nan,
+               "seconds": round(time.time() - began, 3), "train_seconds": round(trained, 3)}
+        run.append_metrics(row)
+        run.save_checkpoint(epoch, system.parameters)
+        log(f"epoch {epoch}: train loss {train_loss:.4f}, test loss {test_loss:.4f}"
+            + (f", test accuracy {test_acc:.3f}" if data.n_classes else "")
+            + f" ({row['seconds']:.1f} s, training {trained:.1f} s)")
+    return row
