@@ -53,3 +53,34 @@ def regression(samples, seeds, figures, grid_points, controller, knob_dynamics, 
                f"written to {os.path.abspath(directory)}")
     for path in result["files"]:
         click.echo(f"  {os.path.basename(path)}")
+
+
+@reproduce.command("circuit")
+@click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Samples per run.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Seeds (target polynomial and sample order) per configuration.")
+@click.option("--grid", "grid_points", type=click.IntRange(min=2), default=201, show_default=True,
+              help="Points of the [-1, 1] grid the loss is measured on.")
+@click.option("--controller", "controllers", type=click.Choice(["proportional", "oracle"]), multiple=True,
+              help="Homeostatic controller(s) [default: both].")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output directory (a fresh name is chosen if it exists and is not empty).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def circuit(samples, seeds, grid_points, controllers, out, quiet):
+    """Issue 5 item 4: the Sec. 5.2 regression on a resistive circuit (bounded positive conductances)."""
+    from .circuit_regression import CONTROLLERS
+    from .circuit_regression import reproduce as run_study
+
+    try:
+        directory = fresh_directory(out)
+    except OSError as err:
+        raise click.ClickException(f"--out {out}: {err}") from None
+    result = run_study(directory, seeds=seeds, samples=samples, grid_points=grid_points,
+                       controllers=tuple(controllers) or CONTROLLERS, progress=not quiet)
+    records = result["records"]
+    diverged = sum(r["diverged"] for r in records)
+    increases = sum(r["lyapunov_increases"] or 0 for r in records)
+    click.echo(f"{len(records)} runs, {diverged} diverged, {increases} Lyapunov increases in total; "
+               f"written to {os.path.abspath(directory)}")
+    for path in result["files"]:
+        click.echo(f"  {os.path.basename(path)}")
