@@ -7,7 +7,7 @@ import click
 
 @click.group()
 def bench():
-    """Benchmarks: solve (ours vs ngspice)."""
+    """Benchmarks: solve (ours vs ngspice), train (DRN training steps)."""
 
 
 @bench.command()
@@ -25,3 +25,24 @@ def solve(hidden, batch, repeats, seed, no_ngspice):
     _, table = bench_solve(tuple(hidden), seed=seed, batch=batch, repeats=repeats, ngspice=not no_ngspice,
                            log=lambda message: print(message, file=sys.stderr, flush=True))
     click.echo(table)
+
+
+@bench.command("train")
+@click.option("--model", default=None, help="drn: spec [default: the preset's model, drn:1568-100-10].")
+@click.option("--preset", default=None, help="drn-xs | drn-1h | drn-2h: iterations, dtype, beta, lr [default: drn-xs].")
+@click.option("--algorithm", default="c-ep", show_default=True, help="p-ep | n-ep | c-ep | multi-point-ep")
+@click.option("--steps", type=int, default=300, show_default=True)
+@click.option("--batch", type=int, default=None, help="[default: the preset's, 4]")
+@click.option("--eval-samples", type=int, default=4096, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def train(model, preset, algorithm, steps, batch, eval_samples, seed, as_json):
+    """DRN training steps: time per step and per epoch, time in matrix products, memory."""
+    import json
+
+    from .drn.bench import bench_train, format_report
+
+    if not model and not preset:
+        model = "drn:1568-100-10"
+    report = bench_train(model, preset, algorithm, steps=steps, batch=batch, seed=seed, eval_samples=eval_samples)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))

@@ -464,6 +464,8 @@ class DRNSystem(PhysicalSystem):
         """
         n_layers = len(V)
         free = nudge is None and clamp is None
+        if n_layers == 2 and self.iterations and callback is None and clamp is None and self.diodes == "ideal":
+            return self._relax_one_hidden(V, first, derived, nudge), True
         order = range(n_layers) if free else range(n_layers - 1, -1, -1)
         limit = self.iterations or self.max_iterations
         exact = self.iterations is None
@@ -503,6 +505,46 @@ class DRNSystem(PhysicalSystem):
     def cost(self, state: DRNState, target: np.ndarray) -> np.ndarray:
         diff = self.outputs(state) - target
         return 0.5 * (diff * diff).sum(axis=1)
+
+    def _relax_one_hidden(self, V: list, first, derived: _Derived, nudge) -> int:
+        """`_relax` for one hidden layer, ideal diodes and a fixed number of sweeps: the same updates,
+        written out with the per-sweep Python overhead removed (the training hot loop of DRN-XS / -1H)."""
+        W = self.weights[1]
+        WT = W.T
+        h, o = V
+        lo, hi = self.v_low, self.v_high
+        inv_h, inv_o = derived.inv_D[0], derived.inv_D[1]
+        bias_o = derived.bias_current[1]
+        maximum, minimum, matmul = np.maximum, np.minimum, _matmul
+        if nudge is None:
+            for _ in range(self.iterations):
+                h = matmul(o, WT)
+                h += first
+                h *= inv_h
+                minimum(maximum(h, lo, out=h), hi, out=h)
+                o = matmul(h, W)
+                o += bias_o
+                o *= inv_o
+        else:
+            a, b, c, pull = nudge
+            m, n = len(pull), self.n_outputs
+            rows = len(first) // m
+            for _ in range(self.iterations):
+                r = matmul(h, W)
+                r += bias_o
+                r3 = r.reshape(m, rows, 2 * n)
+                ap = r3[..., :n] + pull
+                an = r3[..., n:] - pull
+                o3 = np.empty_like(r3)
+                np.add(a * ap, b * an, out=o3[..., :n])
+                np.add(b * ap, c * an, out=o3[..., n:])
+                o = o3.reshape(r.shape)
+                h = matmul(o, WT)
+                h += first
+                h *= inv_h
+                minimum(maximum(h, lo, out=h), hi, out=h)
+        V[0], V[1] = h, o
+        return self.iterations
 
     # --- energy and local measurements ------------------------------------------------------
     def _pairs(self, V, v_in):
