@@ -1,0 +1,185 @@
+"""DRNSystem: the builder's deep resistive network on dense blocks (aeqprop_circuits/drn)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aeqprop_circuits.circuit.builder import deep_resistive_network
+from aeqprop_circuits.circuit.energy import Nudge
+from aeqprop_circuits.drn import DRNSystem
+from aeqprop_circuits.errors import DivergenceError
+from aeqprop_circuits.learning.algorithms import get_algorithm
+from aeqprop_circuits.physics.circuit_system import CircuitSystem
+from aeqprop_circuits.physics.system import Phase
+from aeqprop_circuits.solvers import solve
+
+SIZES = ([6, 5, 3], [5, 4, 3, 2], [4, 3])
+
+
+def _batch(sizes, seed=0, batch=6):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.0, 1.0, (batch, sizes[0])), rng.uniform(-0.5, 1.0, (batch, sizes[-1]))
+
+
+def _layers(circuit, potentials):
+    return np.concatenate([potentials[:, layer] for layer in circuit.layers], axis=1)
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+@pytest.mark.parametrize("beta", [0.0, 0.3, -0.2])
+def test_settle_equals_the_qp_solver_on_the_builder_circuit(sizes, beta):
+    system = DRNSystem(sizes, seed=1)
+    x, y = _batch(sizes)
+    state = system.settle(Phase(x, beta, y))
+    circuit = system.circuit()
+    reference = solve(circuit, sources=system.source_values(circuit, x), method="qp",
+                      nudge=Nudge(beta * system.g0, y) if beta else None)
+    assert np.abs(np.concatenate(state.layers, axis=1) - _layers(circuit, reference.potentials)).max() < 1e-9
+    assert np.allclose(system.energy(state), reference.energy / system.g0, atol=1e-10)
+
+
+def test_input_gain_is_the_input_sources_amplitude():
+    system = DRNSystem([6, 5, 3], seed=2, input_gain=3.0)
+    x, _ = _batch([6, 5, 3])
+    circuit = system.circuit()
+    reference = solve(circuit, sources=system.source_values(circuit, x), method="qp")
+    assert np.abs(np.concatenate(system.settle(Phase(x)).layers, axis=1)
+                  - _layers(circuit, reference.potentials)).max() < 1e-9
+
+
+@pytest.mark.parametrize("sizes", SIZES[:2])
+def test_block_update_is_the_exact_minimiser_over_its_layer(sizes):
+    """With the other layers held anywhere, one block update minimises the co-content over the layer."""
+    system = DRNSystem(sizes, seed=3)
+    x, y = _batch(sizes, seed=4)
+    rng = np.random.default_rng(5)
+    for beta in (0.0, 0.4):
+        phase = Phase(x, beta, y)
+        derived = system._derived()
+        v_in, first = system._input_current(x)
+        nudge = system._nudge_rows([beta], y, len(x), derived) if beta else None
+        V = [rng.uniform(-0.5, 1.5, (len(x), w)) for w in system.widths[1:]]
+        for k in range(len(V)):
+            r = system._incoming(k, V, first, derived.bias_current)
+            last = k == len(V) - 1
+            new = system._update_output(r, derived, nudge, None, k) if last else \
+                system._update_hidden(r, derived.D[k], derived.inv_D[k])
+            best = system._energy([*V[:k], new, *V[k + 1:]], v_in, phase)
+            for _ in range(20):
+                trial = new + rng.normal(0.0, 0.05, new.shape)
+                if not last:
+                    trial = np.clip(trial, system.v_low, system.v_high)
+                assert (system._energy([*V[:k], trial, *V[k + 1:]], v_in, phase) >= best - 1e-12).all()
+            V[k] = rng.uniform(-0.5, 1.5, new.shape)
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+def test_gemm_form_energy_gradient_equals_the_per_resistor_formula(sizes):
+    system = DRNSystem(sizes, seed=6)
+    reference = CircuitSystem(system.circuit())
+    x, y = _batch(sizes, seed=7)
+    for beta in (0.0, 0.25):
+        ours, theirs = system.settle(Phase(x, beta, y)), reference.settle(Phase(x, beta, y))
+        assert np.abs(system.energy_gradient(ours) - reference.energy_gradient(theirs)).max() < 1e-10
+
+
+def test_in_place_descent_equals_the_contrast_of_measured_gradients():
+    system = DRNSystem([6, 5, 3], seed=8)
+    x, y = _batch([6, 5, 3], seed=9)
+    base = Phase(x, 0.0, y)
+    free = system.settle(base)
+    minus, plus = system.settle_nudges(base, [-0.1, 0.1], start=free)
+    for nudged, beta in ((minus, -0.1), (plus, 0.1)):  # stacked phases = separate phases
+        alone = system.settle(base.nudged(beta), start=free)
+        assert max(np.abs(a - b).max() for a, b in zip(nudged.layers, alone.layers)) < 1e-12
+    terms = [(-5.0, minus), (5.0, plus), (0.3, free)]
+    expected = np.maximum(system.parameters - 0.02 * sum(c * system.energy_gradient(s) for c, s in terms), 0.0)
+    system.descend(terms, 0.02)
+    assert np.abs(system.parameters - expected).max() < 1e-12
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+def test_loss_gradient_equals_implicit_differentiation_of_the_circuit(sizes):
+    system = DRNSystem(sizes, seed=10)
+    x, y = _batch(sizes, seed=11)
+    reference = CircuitSystem(system.circuit())
+    ours = system.loss_gradient(system.settle(Phase(x)), y)
+    assert np.abs(ours - reference.loss_gradient(reference.settle(Phase(x)), y)).max() < 1e-9
+    # and a finite difference along a random direction
+    direction = np.random.default_rng(12).normal(size=system.n_parameters)
+    theta, h = system.parameters, 1e-6
+
+    def loss(t):
+        system.parameters = t
+        return system.cost(system.settle(Phase(x)), y).mean()
+
+    numeric = (loss(theta + h * direction) - loss(theta - h * direction)) / (2 * h)
+    assert numeric == pytest.approx(ours @ direction, rel=1e-5, abs=1e-9)
+
+
+def test_centered_ep_estimate_aligns_with_the_exact_gradient_at_small_beta():
+    system = DRNSystem([12, 8, 4], seed=13)
+    x, y = _batch([12, 8, 4], seed=14, batch=8)
+    exact = system.loss_gradient(system.settle(Phase(x)), y)
+    estimate = get_algorithm("c-ep", beta=0.01).estimate(system, x, y).gradient
+    assert estimate @ exact / np.linalg.norm(estimate) / np.linalg.norm(exact) > 0.9999
+
+
+def test_too_negative_a_nudge_is_reported_not_settled():
+    system = DRNSystem([6, 5, 3], seed=15)
+    x, y = _batch([6, 5, 3])
+    with pytest.raises(DivergenceError, match="non-convex"):
+        system.settle(Phase(x, -5.0, y))
+
+
+def test_shockley_diodes_agree_with_newton_on_the_builder_circuit():
+    system = DRNSystem([6, 5, 3], seed=16, diodes="shockley", saturation_current=1e-9, emission=1.0,
+                       input_gain=2.0)
+    x, y = _batch([6, 5, 3], seed=17)
+    state = system.settle(Phase(x, 0.2, y))
+    circuit = system.circuit()
+    reference = solve(circuit, sources=system.source_values(circuit, x), method="newton",
+                      nudge=Nudge(0.2 * system.g0, y))
+    assert np.abs(np.concatenate(state.layers, axis=1) - _layers(circuit, reference.potentials)).max() < 1e-8
+
+
+def test_parameters_are_the_builder_circuit_conductances_in_its_order():
+    sizes = [6, 5, 4, 3]
+    system = DRNSystem(sizes, seed=18)
+    built = deep_resistive_network(sizes, seed=18)
+    assert np.allclose(system.parameters * system.g0, built.resistors.conductance[built.learning.trainable],
+                       rtol=1e-15, atol=0)
+    # after a change, the circuit written back holds theta * g0 in the builder's resistor order
+    theta = system.parameters * np.random.default_rng(19).uniform(0.5, 1.5, system.n_parameters)
+    system.parameters = theta
+    circuit = system.circuit()
+    assert np.array_equal(circuit.resistors.conductance[circuit.learning.trainable], theta * system.g0)
+    assert circuit.resistors.names[:2] == ("rw1_0_0", "rw1_0_1")
+
+
+def test_float32_fixed_sweeps_match_the_paper_setting():
+    """4 block sweeps in float32 (the presets) land within float32 rounding of the equilibrium for DRN-XS-like nets."""
+    exact = DRNSystem([40, 20, 5], seed=20)
+    fast = DRNSystem([40, 20, 5], seed=20, iterations=4, dtype="float32", input_gain=1.0)
+    x, _ = _batch([40, 20, 5], seed=21, batch=16)
+    assert np.abs(exact.predict(x) - fast.predict(x.astype(np.float32))).max() < 1e-3
+
+
+def test_training_smoke_run_improves_accuracy(tmp_path):
+    from aeqprop_circuits.data.datasets import load_dataset
+    from aeqprop_circuits.runs.session import run_training
+
+    try:
+        load_dataset("fmnist")
+    except Exception:  # noqa: BLE001
+        pytest.skip("Fashion-MNIST is not installed")
+    out = tmp_path / "run"
+    run_training(None, None, True, {"preset": "drn-xs", "max_train": 200, "epochs": 4, "out": str(out)},
+                 echo=lambda message: None)
+    import csv
+
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert len(rows) == 4
+    assert float(rows[-1]["train_accuracy"]) > 0.5  # from 0.10 at initialisation
+    assert float(rows[-1]["test_accuracy"]) > 0.4
