@@ -50,6 +50,12 @@ def solve(circuit: Circuit, inputs: np.ndarray | None = None, *, sources: np.nda
         from .spice import spice
 
         return spice(circuit, sources=sources, conductance=conductance, nudge=nudge, **options)
+    if method in ("auto", "coordinate") and _layered_applies(circuit, nudge):
+        from .layered import layered
+
+        result = layered(circuit, sources, conductance, nudge, x0=x0, callback=callback, **options)
+        if result is not None and result.success:
+            return result
     problem = Problem(circuit, sources, conductance, nudge)
     name = choose_method(problem) if method == "auto" else method
     bad = [what for what, values in (("source values", problem.sources), ("conductances", problem.g),
@@ -60,6 +66,15 @@ def solve(circuit: Circuit, inputs: np.ndarray | None = None, *, sources: np.nda
     problem.check_convex()
     z, iterations, success, message = METHODS[name](problem, x0=x0, callback=callback, **options)
     return result_from(problem, z, iterations, success, message, name)
+
+
+def _layered_applies(circuit: Circuit, nudge: Nudge | None) -> bool:
+    """The dense layered path (solvers/layered.py) serves builder networks of ideal diodes.
+
+    Negative nudges go the generic way, whose convexity test refuses unbounded phases.
+    """
+    return (circuit.layers is not None and len(circuit.diodes.names) == 0
+            and (nudge is None or float(nudge.conductance) >= 0.0))
 
 
 def failed_result(problem: Problem, message: str, name: str) -> SolveResult:

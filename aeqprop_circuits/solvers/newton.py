@@ -62,7 +62,7 @@ def newton(problem: Problem, x0=None, vtol: float = 1e-12, maxiter: int = 200, c
         if not np.all(np.isfinite(step)):
             return z, iteration, False, "singular Jacobian: the circuit has no unique operating point"
         size = np.abs(step).max()
-        if size <= vtol * (1.0 + np.abs(z).max()):
+        if np.all(np.abs(step) <= vtol * (1.0 + np.abs(z))):  # per node: one node at 1e8 V excuses no other
             # Converged. The co-content is flat to rounding here, so a line search would reject
             # this last step on noise and leave the residual ~1e3 times larger: take it whole.
             z = z + step
