@@ -146,7 +146,8 @@ ALGORITHM_HELP = ("p-ep n-ep c-ep multi-point-ep p-cpl n-cpl c-cpl cl aeqprop-op
 @click.option("--solver", default=None, type=click.Choice(["auto", "newton", "coordinate", "qp", "spice"]),
               help="[default: auto]")
 @click.option("--controller", default=None, type=click.Choice(["proportional", "oracle"]),
-              help="Homeostatic control: oracle (fast, uses dE/dtheta; default) or proportional (agnostic, slow).")
+              help="Homeostatic control: oracle (fast, uses dE/dtheta; default) or proportional "
+                   "(agnostic, slow).")
 @click.option("--preset", default=None, help="Named hyperparameters (see docs/training.md, docs/hopfield.md, docs/drn.md).")
 @click.option("--max-train", type=int, default=None, help="Use only the first N training samples.")
 @click.option("--trace-every", type=int, default=None, help="Lyapunov trace every N steps (0: off).")
