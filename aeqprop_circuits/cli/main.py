@@ -148,7 +148,11 @@ ALGORITHM_HELP = ("p-ep n-ep c-ep multi-point-ep p-cpl n-cpl c-cpl cl aeqprop-op
 @click.option("--controller", default=None, type=click.Choice(["proportional", "oracle"]),
               help="Homeostatic control: oracle (fast, uses dE/dtheta; default) or proportional "
                    "(agnostic, slow).")
-@click.option("--preset", default=None, help="Named hyperparameters (see docs/training.md, docs/hopfield.md, docs/drn.md).")
+@click.option("--relax-rounds", type=int, default=None,
+              help="Aeqprop: relaxation rounds with the knobs clamped (1 = App. C's single parallel parameter "
+                   "relaxation; many = the joint equilibrium of Theorems 1-3). [default: 20]")
+@click.option("--preset", default=None,
+              help="Named hyperparameters (see docs/training.md, docs/hopfield.md, docs/drn.md).")
 @click.option("--max-train", type=int, default=None, help="Use only the first N training samples.")
 @click.option("--trace-every", type=int, default=None, help="Lyapunov trace every N steps (0: off).")
 @click.option("--out", default=None, help="Run directory (a fresh name is chosen if it exists).")
