@@ -59,6 +59,26 @@ def test_start_matches_the_abstract_model():
     np.testing.assert_allclose(np.sum(jacobian ** 2), 11.0)
 
 
+def test_free_co_content_is_concave_in_the_conductances():
+    """F(0, theta) = min_V co-content / g0 has Hessian -u u^T / G at each output node, u_k = V_k - V_node:
+    along u its curvature is -|u|^2 / G = -22 / 2 at the start, hence the convexity limit epsilon < 1/11 of the
+    joint energy |u - theta|^2 / 2 epsilon + F(beta, theta)."""
+    system = cr.ReplicaCircuitSystem(cr.fourier_regression_circuit(), 1)
+    inputs = fourier_features(np.array([0.61]))
+    theta = system.parameters
+    u = system.resistor_voltages(system.settle(Phase(inputs)))[0] * system._at_pos  # o+ node's resistors
+    direction, h = u / np.linalg.norm(u), 1e-3
+
+    def free_energy(t):
+        system.parameters = t
+        return system.replica_energy(system.settle(Phase(inputs)))[0]
+
+    curvature = (free_energy(theta + h * direction) + free_energy(theta - h * direction)
+                 - 2 * free_energy(theta)) / h ** 2
+    np.testing.assert_allclose(curvature, -np.sum(u ** 2) / 2.0, rtol=1e-4)
+    np.testing.assert_allclose(np.sum(u ** 2), 22.0)
+
+
 def test_a_too_negative_nudge_is_a_divergence_not_a_crash():
     # beta_1 = -1.5 < -G+ G- / (G+ + G-) = -1: the co-content has no minimum for that replica only
     system = cr.ReplicaCircuitSystem(cr.fourier_regression_circuit(), 2, [-1.5, -0.5], [1.5, 0.5])
