@@ -101,6 +101,7 @@ class _Derived:
     inv_D: list
     bias_current: list
     schur_bound: float | None = None
+    folded: tuple | None = None  # one hidden layer: blocks with 1/D folded in (see _relax_one_hidden)
 
 
 @dataclass(eq=False)
@@ -512,41 +513,45 @@ class DRNSystem(PhysicalSystem):
         return 0.5 * (diff * diff).sum(axis=1)
 
     def _relax_one_hidden(self, V: list, first, derived: _Derived, nudge) -> int:
-        """`_relax` for one hidden layer, ideal diodes and a fixed number of sweeps: the same updates,
-        written out with the per-sweep Python overhead removed (the training hot loop of DRN-XS / -1H)."""
-        W = self.weights[1]
-        WT = W.T
+        """`_relax` for one hidden layer, ideal diodes and a fixed number of sweeps (the training hot loop).
+
+        The same block updates with the per-node factors folded into the blocks once per theta
+        (W / D), and the output pairs' 2x2 solve folded into one matrix per nudge strength:
+        op = a rp + b rn + (a - b) beta y, on = b rp + c rn + (b - c) beta y with r = h W + bias current,
+        so an output update is one (batched) matmul and an add, a hidden update a matmul and a clip.
+        """
         h, o = V
         lo, hi = self.v_low, self.v_high
-        inv_h, inv_o = derived.inv_D[0], derived.inv_D[1]
-        bias_o = derived.bias_current[1]
+        if derived.folded is None:
+            W = self.weights[1]
+            derived.folded = (np.ascontiguousarray((W * derived.inv_D[0][:, None]).T),  # (2n, H): o -> h
+                              W * derived.inv_D[1], derived.bias_current[1] * derived.inv_D[1])
+        to_hidden, to_output, output_bias = derived.folded
+        scaled_first = first * derived.inv_D[0]
         maximum, minimum, matmul = np.maximum, np.minimum, _matmul
         if nudge is None:
             for _ in range(self.iterations):
-                h = matmul(o, WT)
-                h += first
-                h *= inv_h
+                h = matmul(o, to_hidden)
+                h += scaled_first
                 minimum(maximum(h, lo, out=h), hi, out=h)
-                o = matmul(h, W)
-                o += bias_o
-                o *= inv_o
+                o = matmul(h, to_output)
+                o += output_bias
         else:
-            a, b, c, pull = nudge
-            m, n = len(pull), self.n_outputs
+            a, b, c, pull = nudge  # (m, 1, n), (m, 1, n), (m, 1, n), (m, B, n)
+            n, m = self.n_outputs, len(pull)
+            W, bias = self.weights[1], derived.bias_current[1]
+            diagonal = np.concatenate([a, c], axis=2)  # multiplies r
+            cross = np.concatenate([b, b], axis=2)  # multiplies r with its halves swapped
+            swap = np.r_[n:2 * n, 0:n]
+            blocks = W * diagonal + W[:, swap] * cross  # (m, H, 2n)
+            offset = (bias * diagonal + bias[swap] * cross
+                      + np.concatenate([(a - b) * pull, (b - c) * pull], axis=2)).reshape(-1, 2 * n)
             rows = len(first) // m
             for _ in range(self.iterations):
-                r = matmul(h, W)
-                r += bias_o
-                r3 = r.reshape(m, rows, 2 * n)
-                ap = r3[..., :n] + pull
-                an = r3[..., n:] - pull
-                o3 = np.empty_like(r3)
-                np.add(a * ap, b * an, out=o3[..., :n])
-                np.add(b * ap, c * an, out=o3[..., n:])
-                o = o3.reshape(r.shape)
-                h = matmul(o, WT)
-                h += first
-                h *= inv_h
+                o = matmul(h.reshape(m, rows, -1), blocks).reshape(len(first), 2 * n)
+                o += offset
+                h = matmul(o, to_hidden)
+                h += scaled_first
                 minimum(maximum(h, lo, out=h), hi, out=h)
         V[0], V[1] = h, o
         return self.iterations
