@@ -40,7 +40,8 @@ def test_grid_expands_to_the_product_with_names_in_sorted_key_order(tmp_path):
     assert len(names) == 8 == len(set(names))
     assert names[0] == "algorithm=c-ep,beta=0.1,seed=0"
     point = spec.points[0]
-    assert point.options["beta"] == 0.1 and point.options["solver"] == "auto"  # train's defaults filled in
+    # unset options stay None: the training session resolves defaults and presets (runs/session.py)
+    assert point.options["beta"] == 0.1 and point.options["solver"] is None
     assert os.path.isabs(point.options["model"])
     assert spec.group_keys == ["algorithm", "beta"]
 
