@@ -349,15 +349,17 @@ class DRNSystem(PhysicalSystem):
         V = np.clip(linear, self.v_low, self.v_high)
         tol = 1e-13 if tol is None else tol
         for _ in range(200):
-            up = np.exp(np.minimum((V - self.v_high) / nvt, 700.0))
-            down = np.exp(np.minimum((self.v_low - V) / nvt, 700.0))
+            up_arg, down_arg = (V - self.v_high) / nvt, (self.v_low - V) / nvt
+            up = np.exp(np.minimum(up_arg, 700.0))
+            down = np.exp(np.minimum(down_arg, 700.0))
             grad = D64 * V - r64 + a * (up - 1.0) - a * (down - 1.0) + gmin * (V - self.v_high) \
                 - gmin * (self.v_low - V)
             curv = D64 + (a / nvt) * (up + down) + 2.0 * gmin
             lo = np.where(grad < 0, V, lo)
             hi = np.where(grad > 0, V, hi)
             step = V - grad / curv
-            inside = (step > lo) & (step < hi)
+            # Far up an exponential a Newton step moves by ~nVt only: bisect there instead.
+            inside = (step > lo) & (step < hi) & (np.maximum(up_arg, down_arg) < 40.0)
             new = np.where(inside, step, 0.5 * (lo + hi))
             change = np.abs(new - V).max(initial=0.0)
             V = new
