@@ -62,6 +62,7 @@ from ..physics.circuit_system import CircuitSystem, _Equilibrium
 from ..physics.energy_system import fourier_features
 from ..physics.system import Phase
 from ..solvers import solve
+from .regression import lyapunov_increases
 
 FREQUENCIES = 10
 N_FEATURES = 2 * FREQUENCIES + 1
@@ -396,14 +397,6 @@ def _simulate(runs, grid_points, rounds, relax_rounds, record_every, progress) -
         at = (theta <= low * (1 + 1e-9)) | (theta >= high * (1 - 1e-9))
         at_bounds[rows] = at.reshape(system.replicas, -1).mean(axis=1)
     return Traces(runs, steps, loss, before, after, diverged_at, conductance, at_bounds)
-
-
-def lyapunov_increases(traces: Traces, tolerance: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
-    """(count, largest relative increase) per run of L(theta_t) > L(theta_{t-1}) on sample t."""
-    rise = (traces.lyapunov_after - traces.lyapunov_before) / (1.0 + np.abs(traces.lyapunov_before))
-    count = np.sum(np.nan_to_num(rise, nan=-np.inf) > tolerance, axis=1)
-    largest = np.max(np.where(np.isnan(rise), -np.inf, rise), axis=1)
-    return count, largest
 
 
 def summary_records(traces: Traces) -> list[dict]:
