@@ -95,7 +95,8 @@ def plot_relaxation(run_dir: str) -> str | None:
     run = RunDir(run_dir)
     config = run.read_config()
     checkpoint = run.latest_checkpoint()
-    system = load_system(config["model"], solver=config.get("solver", "auto"), seed=config.get("seed", 0))
+    system = load_system(config["model"], solver=config.get("solver") or "auto", seed=config.get("seed", 0),
+                         **config.get("model_options", {}))
     if checkpoint is not None:
         system.parameters = checkpoint["parameters"]
     data = load_dataset(config["data"], seed=config.get("seed", 0))
