@@ -46,6 +46,11 @@ def regression(samples, seeds, figures, grid_points, controller, knob_dynamics, 
                            controller=controller, progress=not quiet, knob_dynamics=knob_dynamics)
     except AeqpropError as err:
         raise click.ClickException(str(err)) from None
+    _report(result, directory)
+
+
+def _report(result: dict, directory: str) -> None:
+    """One line of totals, then the files a study wrote."""
     records = result["records"]
     diverged = sum(r["diverged"] for r in records)
     increases = sum(r["lyapunov_increases"] or 0 for r in records)
@@ -77,10 +82,4 @@ def circuit(samples, seeds, grid_points, controllers, out, quiet):
         raise click.ClickException(f"--out {out}: {err}") from None
     result = run_study(directory, seeds=seeds, samples=samples, grid_points=grid_points,
                        controllers=tuple(controllers) or CONTROLLERS, progress=not quiet)
-    records = result["records"]
-    diverged = sum(r["diverged"] for r in records)
-    increases = sum(r["lyapunov_increases"] or 0 for r in records)
-    click.echo(f"{len(records)} runs, {diverged} diverged, {increases} Lyapunov increases in total; "
-               f"written to {os.path.abspath(directory)}")
-    for path in result["files"]:
-        click.echo(f"  {os.path.basename(path)}")
+    _report(result, directory)
