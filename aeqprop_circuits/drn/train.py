@@ -16,8 +16,6 @@ the time of the training steps alone (the reference timings count training, not 
 
 from __future__ import annotations
 
-import math
-import sys
 import time
 
 import numpy as np
@@ -27,7 +25,7 @@ from ..errors import DivergenceError
 from ..learning.algorithms import Contrast
 from ..physics.system import Phase
 from ..runs.rundir import RunDir
-from ..runs.trainer import TrainOptions, evaluate
+from ..runs.trainer import TrainOptions, epoch_batches, finish_epoch, log_untrained, training_split
 
 
 def fused_trainer(system, algorithm):
@@ -62,40 +60,20 @@ def train_in_place(system, data: Dataset, algorithm: Contrast, run: RunDir, opti
         return train(system, data, algorithm, run, options, start_epoch=start_epoch, log=log)
     decay = float(getattr(options, "lr_decay", 1.0))
     lr = float(options.learning_rate) * decay ** start_epoch
-    x_all, y_all = data.x_train, data.y_train
-    if options.max_train:
-        x_all, y_all = x_all[:options.max_train], y_all[:options.max_train]
+    x_all, y_all = training_split(data, options)
     x_all = np.asarray(x_all, dtype=system.dtype)
-    steps_per_epoch = math.ceil(len(x_all) / options.batch_size)
     targets_all = data.targets(y_all, system.n_outputs, options.target_amplitude).astype(system.dtype)
     row = {}
     if start_epoch == 0:
-        loss, acc = evaluate(system, data, data.x_test, data.y_test, options)
-        log(f"epoch 0: test loss {loss:.4f}" + (f", test accuracy {acc:.3f}" if data.n_classes else ""))
+        log_untrained(system, data, options, log)
     for epoch in range(start_epoch + 1, options.epochs + 1):
         began = time.time()
-        order = np.random.default_rng([options.seed, epoch]).permutation(len(x_all))
-        batches = range(steps_per_epoch)
-        if options.progress:
-            from tqdm import tqdm
-
-            batches = tqdm(batches, desc=f"epoch {epoch}/{options.epochs}", file=sys.stderr, leave=False,
-                           mininterval=2.0)
-        for b in batches:
-            index = order[b * options.batch_size:(b + 1) * options.batch_size]
+        for index in epoch_batches(len(x_all), epoch, options):
             ep_step(system, algorithm, x_all[index], targets_all[index], lr)
         trained = time.time() - began
         lr *= decay
         if not np.isfinite(system._theta).all():
             raise DivergenceError(f"epoch {epoch}: parameters became non-finite")
-        train_loss, train_acc = evaluate(system, data, x_all, y_all, options)
-        test_loss, test_acc = evaluate(system, data, data.x_test, data.y_test, options)
-        row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss,
-               "test_accuracy": test_acc, "test_error": 1 - test_acc if data.n_classes else math.nan,
-               "seconds": round(time.time() - began, 3), "train_seconds": round(trained, 3)}
-        run.append_metrics(row)
-        run.save_checkpoint(epoch, system.parameters)
-        log(f"epoch {epoch}: train loss {train_loss:.4f}, test loss {test_loss:.4f}"
-            + (f", test accuracy {test_acc:.3f}" if data.n_classes else "")
-            + f" ({row['seconds']:.1f} s, training {trained:.1f} s)")
+        row = finish_epoch(system, data, run, options, epoch, began, x_all, y_all, log,
+                           train_seconds=round(trained, 3))
     return row

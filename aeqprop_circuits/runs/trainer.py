@@ -48,6 +48,46 @@ def evaluate(system: PhysicalSystem, data: Dataset, inputs, labels, options: Tra
     return loss, (correct / len(inputs) if data.n_classes else math.nan)
 
 
+def training_split(data: Dataset, options: TrainOptions):
+    """The training inputs and labels a run uses (subsampled with --max-train)."""
+    if options.max_train:
+        return data.x_train[:options.max_train], data.y_train[:options.max_train]
+    return data.x_train, data.y_train
+
+
+def log_untrained(system, data: Dataset, options: TrainOptions, log) -> None:
+    loss, acc = evaluate(system, data, data.x_test, data.y_test, options)
+    log(f"epoch 0: test loss {loss:.4f}" + (f", test accuracy {acc:.3f}" if data.n_classes else ""))
+
+
+def epoch_batches(n_samples: int, epoch: int, options: TrainOptions):
+    """Index arrays of the minibatches of one epoch, in a seeded order, behind a progress bar."""
+    order = np.random.default_rng([options.seed, epoch]).permutation(n_samples)
+    batches = range(math.ceil(n_samples / options.batch_size))
+    if options.progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc=f"epoch {epoch}/{options.epochs}", file=sys.stderr, leave=False,
+                       mininterval=1.0)
+    for b in batches:
+        yield order[b * options.batch_size:(b + 1) * options.batch_size]
+
+
+def finish_epoch(system, data: Dataset, run: RunDir, options: TrainOptions, epoch: int, began: float,
+                 x_train, y_train, log, **extra) -> dict:
+    """Evaluate, append the metrics row, checkpoint, log; returns the row."""
+    train_loss, train_acc = evaluate(system, data, x_train, y_train, options)
+    test_loss, test_acc = evaluate(system, data, data.x_test, data.y_test, options)
+    row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss,
+           "test_accuracy": test_acc, "test_error": 1 - test_acc if data.n_classes else math.nan,
+           "seconds": round(time.time() - began, 3), **extra}
+    run.append_metrics(row)
+    run.save_checkpoint(epoch, system.parameters)
+    log(f"epoch {epoch}: train loss {train_loss:.4f}, test loss {test_loss:.4f}"
+        + (f", test accuracy {test_acc:.3f}" if data.n_classes else "") + f" ({row['seconds']:.1f} s)")
+    return row
+
+
 def train(system: PhysicalSystem, data: Dataset, algorithm, run: RunDir, options: TrainOptions,
           start_epoch: int = 0, log=print) -> dict:
     """Train for options.epochs epochs (resuming after `start_epoch`); returns the last metrics row.
@@ -61,25 +101,14 @@ def train(system: PhysicalSystem, data: Dataset, algorithm, run: RunDir, options
         algorithm.epsilon = algorithm.epsilon * decay
     velocity = optimiser.init(system.parameters)
     bounds = system.parameter_bounds()
-    x_all, y_all = data.x_train, data.y_train
-    if options.max_train:
-        x_all, y_all = x_all[:options.max_train], y_all[:options.max_train]
-    steps_per_epoch = math.ceil(len(x_all) / options.batch_size)
-    step = start_epoch * steps_per_epoch
+    x_all, y_all = training_split(data, options)
+    step = start_epoch * math.ceil(len(x_all) / options.batch_size)
     row = {}
     if start_epoch == 0:
-        loss, acc = evaluate(system, data, data.x_test, data.y_test, options)
-        log(f"epoch 0: test loss {loss:.4f}" + (f", test accuracy {acc:.3f}" if data.n_classes else ""))
+        log_untrained(system, data, options, log)
     for epoch in range(start_epoch + 1, options.epochs + 1):
         began = time.time()
-        order = np.random.default_rng([options.seed, epoch]).permutation(len(x_all))
-        batches = range(steps_per_epoch)
-        if options.progress:
-            from tqdm import tqdm
-
-            batches = tqdm(batches, desc=f"epoch {epoch}/{options.epochs}", file=sys.stderr, leave=False)
-        for b in batches:
-            index = order[b * options.batch_size:(b + 1) * options.batch_size]
+        for index in epoch_batches(len(x_all), epoch, options):
             x, labels = x_all[index], y_all[index]
             target = data.targets(labels, system.n_outputs, options.target_amplitude)
             step += 1
@@ -111,13 +140,5 @@ def train(system: PhysicalSystem, data: Dataset, algorithm, run: RunDir, options
             optimiser = SGD(optimiser.learning_rate * options.lr_decay)
             if hasattr(algorithm, "epsilon"):
                 algorithm.epsilon = algorithm.epsilon * options.lr_decay
-        train_loss, train_acc = evaluate(system, data, x_all, y_all, options)
-        test_loss, test_acc = evaluate(system, data, data.x_test, data.y_test, options)
-        row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss,
-               "test_accuracy": test_acc, "test_error": 1 - test_acc if data.n_classes else math.nan,
-               "seconds": round(time.time() - began, 3)}
-        run.append_metrics(row)
-        run.save_checkpoint(epoch, system.parameters)
-        log(f"epoch {epoch}: train loss {train_loss:.4f}, test loss {test_loss:.4f}"
-            + (f", test accuracy {test_acc:.3f}" if data.n_classes else "") + f" ({row['seconds']:.1f} s)")
+        row = finish_epoch(system, data, run, options, epoch, began, x_all, y_all, log)
     return row
