@@ -18,6 +18,7 @@ from .result import SolveResult
 
 METHODS = {"newton": newton, "coordinate": coordinate, "qp": qp}
 SOLVER_NAMES = ("auto", "newton", "coordinate", "qp", "spice")
+LAYERED_OPTIONS = {"vtol", "maxiter", "lazy"}  # options the layered path takes; others mean a generic solver
 
 
 def choose_method(problem: Problem) -> str:
@@ -50,7 +51,7 @@ def solve(circuit: Circuit, inputs: np.ndarray | None = None, *, sources: np.nda
         from .spice import spice
 
         return spice(circuit, sources=sources, conductance=conductance, nudge=nudge, **options)
-    if method in ("auto", "coordinate") and _layered_applies(circuit, nudge):
+    if method in ("auto", "coordinate") and _layered_applies(circuit, nudge) and set(options) <= LAYERED_OPTIONS:
         from .layered import layered
 
         result = layered(circuit, sources, conductance, nudge, x0=x0, callback=callback, **options)
@@ -69,12 +70,15 @@ def solve(circuit: Circuit, inputs: np.ndarray | None = None, *, sources: np.nda
 
 
 def _layered_applies(circuit: Circuit, nudge: Nudge | None) -> bool:
-    """The dense layered path (solvers/layered.py) serves builder networks of ideal diodes.
+    """The dense layered path (solvers/layered.py) serves layered networks of ideal diodes.
 
-    Negative nudges go the generic way, whose convexity test refuses unbounded phases.
+    Builder networks carry their layers; for netlists they are inferred and checked (once per
+    circuit), and circuits that do not fit go the generic way. Nudges of either sign are
+    served where the layered path handles them (one hidden layer: its Newton path tests
+    convexity and refuses an unbounded negatively nudged phase, as the generic test does);
+    elsewhere `layered` returns None and the generic solvers run.
     """
-    return (circuit.layers is not None and len(circuit.diodes.names) == 0
-            and (nudge is None or float(nudge.conductance) >= 0.0))
+    return len(circuit.diodes.names) == 0 and (circuit.layers is not None or bool(len(circuit.ideal_diodes.names)))
 
 
 def failed_result(problem: Problem, message: str, name: str) -> SolveResult:

@@ -1,4 +1,4 @@
-"""A dense fast path for layered ideal-diode networks (deep resistive networks from the builder).
+"""A dense fast path for layered ideal-diode networks (deep resistive networks: builder or netlist).
 
 The generic solvers see a DRN as sparse matrices over ~10^5-10^6 resistors and pay for
 building them (the `Problem`: incidence products, offsets, the Hessian M^T diag(g) M) on
@@ -81,8 +81,46 @@ def layered_structure(circuit: Circuit) -> LayeredStructure | None:
     return found
 
 
+def infer_layers(circuit: Circuit) -> tuple[np.ndarray, ...] | None:
+    """Layers of a circuit read from a netlist (no builder `layers`): breadth-first from the outputs.
+
+    The output nodes are the last layer; each earlier layer is the free nodes joined by a
+    resistor to the next one and not yet placed. None when some free node is never reached.
+    `_find_structure` then checks the candidate strictly (resistors only between consecutive
+    layers, full row-major blocks), so a wrong guess only means the generic solvers run.
+    """
+    topo, _ = structure(circuit)
+    free = topo.free_of_node >= 0
+    outputs = np.unique(circuit.learning.outputs)
+    outputs = outputs[free[outputs]]
+    if len(outputs) == 0:
+        return None
+    pairs = circuit.resistors.nodes
+    both = free[pairs[:, 0]] & free[pairs[:, 1]]
+    a, b = pairs[both, 0], pairs[both, 1]
+    placed = np.zeros(circuit.n_nodes, dtype=bool)
+    placed[outputs] = True
+    layers, current = [outputs], outputs
+    while True:
+        mark = np.zeros(circuit.n_nodes, dtype=bool)
+        mark[current] = True
+        neighbours = np.unique(np.concatenate([b[mark[a]], a[mark[b]]]))
+        neighbours = neighbours[~placed[neighbours]]
+        if len(neighbours) == 0:
+            break
+        placed[neighbours] = True
+        layers.append(neighbours)
+        current = neighbours
+    if placed.sum() != free.sum():
+        return None
+    return tuple(reversed(layers))
+
+
 def _find_structure(circuit: Circuit) -> LayeredStructure | None:
-    if circuit.layers is None or len(circuit.diodes.names) or (~circuit.sources.is_voltage).any():
+    if len(circuit.diodes.names) or (~circuit.sources.is_voltage).any():
+        return None
+    given = circuit.layers if circuit.layers is not None else infer_layers(circuit)
+    if given is None:
         return None
     topo, _ = structure(circuit)
     n = circuit.n_nodes
@@ -91,7 +129,7 @@ def _find_structure(circuit: Circuit) -> LayeredStructure | None:
     group[fixed_nodes] = -1
     position = np.zeros(n, dtype=np.int64)
     position[fixed_nodes] = np.arange(len(fixed_nodes))
-    layers = tuple(np.asarray(layer, dtype=np.int64) for layer in circuit.layers)
+    layers = tuple(np.asarray(layer, dtype=np.int64) for layer in given)
     for k, layer in enumerate(layers):
         group[layer] = k
         position[layer] = np.arange(len(layer))
