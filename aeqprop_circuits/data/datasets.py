@@ -2,7 +2,8 @@
 
 Every loader returns a `Dataset` with inputs scaled to [-1, 1] (the range of the input
 voltages, volts) and, for classification, integer labels; targets for the outputs are made
-by `Dataset.targets`. Splits are seeded so runs are reproducible.
+by `Dataset.targets`. Splits are seeded so runs are reproducible, and stratified by class
+for classification (each class has the same share of the train and test parts).
 """
 
 from __future__ import annotations
@@ -51,12 +52,40 @@ def _scale(train: np.ndarray, test: np.ndarray):
     return 2 * (train - lo) / span - 1, np.clip(2 * (test - lo) / span - 1, -1.5, 1.5)
 
 
-def _split(x, y, seed: int, test_fraction: float = 0.2):
+def _split(x, y, seed: int, test_fraction: float = 0.2, stratify: bool = False):
+    """Seeded train/test split; `stratify` keeps each class's share the same in both parts.
+
+    Stratified (what scikit-learn's train_test_split(stratify=y) does): round(fraction * n)
+    test samples, divided among the classes in proportion to their sizes (largest remainders
+    take the leftover samples), each class's test samples drawn by a seeded permutation.
+    """
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x))
     n_test = int(round(test_fraction * len(x)))
-    test, train = order[:n_test], order[n_test:]
+    if not stratify:
+        order = rng.permutation(len(x))
+        test, train = order[:n_test], order[n_test:]
+        return x[train], y[train], x[test], y[test]
+    classes, counts = np.unique(y, return_counts=True)
+    share = test_fraction * counts
+    per_class = np.floor(share).astype(int)
+    leftover = n_test - int(per_class.sum())
+    per_class[np.argsort(-(share - per_class), kind="stable")[:leftover]] += 1
+    test_parts, train_parts = [], []
+    for label, k in zip(classes, per_class):
+        members = rng.permutation(np.flatnonzero(y == label))
+        test_parts.append(members[:k])
+        train_parts.append(members[k:])
+    test = rng.permutation(np.concatenate(test_parts))
+    train = rng.permutation(np.concatenate(train_parts))
     return x[train], y[train], x[test], y[test]
+
+
+def validation_split(data: Dataset, seed: int = 0, fraction: float = 0.2) -> Dataset:
+    """A Dataset whose test part is a stratified validation split carved from `data`'s training
+    part (the test part is never touched): choose hyperparameters on this, then report test."""
+    stratify = data.n_classes > 0
+    xtr, ytr, xva, yva = _split(data.x_train, data.y_train, seed, fraction, stratify=stratify)
+    return Dataset(f"{data.name}:validation", xtr, ytr, xva, yva, data.n_classes)
 
 
 def _sklearn(name: str, seed: int) -> Dataset:
@@ -64,7 +93,7 @@ def _sklearn(name: str, seed: int) -> Dataset:
 
     bunch = {"iris": skd.load_iris, "wine": skd.load_wine, "digits": skd.load_digits}[name]()
     x, y = bunch.data.astype(float), bunch.target.astype(int)
-    xtr, ytr, xte, yte = _split(x, y, seed)
+    xtr, ytr, xte, yte = _split(x, y, seed, stratify=True)
     xtr, xte = _scale(xtr, xte)
     return Dataset(name, xtr, ytr, xte, yte, int(y.max() + 1))
 
@@ -129,16 +158,23 @@ def load_csv(path: str, seed: int = 0) -> Dataset:
         raise DatasetError(f"{path}: expected a numeric table with features then a label column")
     x, y = table[:, :-1], table[:, -1]
     classes = np.all(y == np.round(y)) and len(np.unique(y)) <= 50
-    xtr, ytr, xte, yte = _split(x, y.astype(int) if classes else y[:, None], seed)
+    xtr, ytr, xte, yte = _split(x, y.astype(int) if classes else y[:, None], seed, stratify=bool(classes))
     xtr, xte = _scale(xtr, xte)
     return Dataset(os.path.basename(path), xtr, ytr, xte, yte, int(y.max() + 1) if classes else 0)
 
 
 def load_dataset(name: str, seed: int = 0) -> Dataset:
-    """iris | wine | digits | fmnist | mnist[:DIR] | regression | a .csv path."""
+    """iris | wine | digits | fmnist | mnist[:DIR] | regression | a .csv path.
+
+    Classification splits (iris, wine, digits, CSV with integer labels) are stratified.
+    `iris:validation` (also wine, digits) is the training part of `iris` split again into
+    train and a stratified validation part, for choosing hyperparameters without the test set.
+    """
     key = name.lower()
     if key in ("iris", "wine", "digits"):
         return _sklearn(key, seed)
+    if key.partition(":")[0] in ("iris", "wine", "digits") and key.partition(":")[2] == "validation":
+        return validation_split(_sklearn(key.partition(":")[0], seed), seed)
     if key in ("fmnist", "fashion-mnist"):
         return load_idx_dataset("fmnist", FMNIST_DIR, FMNIST_INSTALL)
     if key.startswith("mnist"):
@@ -151,5 +187,5 @@ def load_dataset(name: str, seed: int = 0) -> Dataset:
         if not os.path.exists(name):
             raise DatasetError(f"{name}: file not found")
         return load_csv(name, seed)
-    raise DatasetError(f"unknown dataset '{name}'; expected iris, wine, digits, fmnist, mnist[:DIR], "
-                       "regression or a .csv file")
+    raise DatasetError(f"unknown dataset '{name}'; expected iris, wine, digits (optionally :validation), "
+                       "fmnist, mnist[:DIR], regression or a .csv file")
