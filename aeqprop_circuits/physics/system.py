@@ -35,7 +35,7 @@ class Phase:
     clamp: np.ndarray | None = None
 
     def nudged(self, beta: float) -> Phase:
-        return replace(self, beta=float(beta))
+        return Phase(self.inputs, float(beta), self.target, self.clamp)  # not dataclasses.replace: hot path
 
     def clamped(self, values: np.ndarray | None) -> Phase:
         return replace(self, clamp=values)

@@ -74,9 +74,13 @@ def epoch_batches(n_samples: int, epoch: int, options: TrainOptions):
 
 
 def finish_epoch(system, data: Dataset, run: RunDir, options: TrainOptions, epoch: int, began: float,
-                 x_train, y_train, log, **extra) -> dict:
-    """Evaluate, append the metrics row, checkpoint, log; returns the row."""
-    train_loss, train_acc = evaluate(system, data, x_train, y_train, options)
+                 x_train, y_train, log, train_metrics: tuple | None = None, **extra) -> dict:
+    """Evaluate, append the metrics row, checkpoint, log; returns the row.
+
+    `train_metrics` (loss, accuracy), when the loop measured them during the epoch, replaces the
+    pass over the training split.
+    """
+    train_loss, train_acc = train_metrics or evaluate(system, data, x_train, y_train, options)
     test_loss, test_acc = evaluate(system, data, data.x_test, data.y_test, options)
     row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss,
            "test_accuracy": test_acc, "test_error": 1 - test_acc if data.n_classes else math.nan,
