@@ -36,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import blas
 
 from aeqprop_circuits.errors import DivergenceError
 from aeqprop_circuits.physics.system import Phase, PhysicalSystem
@@ -44,6 +45,15 @@ from .interactions import Conv, Dense
 
 PRECISIONS = ("float64", "float32", "float16")
 SCHEDULES = ("alternating", "sequential")
+
+
+def _gemm_into(weights: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: float) -> None:
+    """weights += alpha * left^T @ right in place, one BLAS call (weights C-contiguous (n_pre, n_post))."""
+    gemm = blas.sgemm if weights.dtype == np.float32 else blas.dgemm
+    # weights^T is Fortran-ordered (n_post, n_pre): C = alpha * right^T @ left + C, written in place
+    out = gemm(alpha, right, left, beta=1.0, c=weights.T, trans_a=True, overwrite_c=True)
+    if not np.may_share_memory(out, weights):  # the wrapper copied (unexpected layout): write back
+        weights[...] = out.T
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,13 +137,19 @@ class HopfieldNetwork(PhysicalSystem):
             offset += bias_shape[0]
         self.n_parameters = offset
         self._theta = np.zeros(offset)
+        self._theta_stale = False  # True after descend(): the compute weights are the truth
         self._version = 0
         self._set_compute_parameters()
         self._drive_cache = None
+        # dense float32/float64 nets relax in place on preallocated layers (_relax_dense) and can
+        # take the EP family's update in place (descend); conv and emulated float16 nets use the
+        # generic tuple-per-iteration path
+        self.in_place = precision != "float16" and all(isinstance(i, Dense) for i in self.interactions)
 
     # --- parameters --------------------------------------------------------------------------
     @property
     def parameters(self) -> np.ndarray:
+        self._sync_theta()
         return self._theta.copy()
 
     @parameters.setter
@@ -142,7 +158,16 @@ class HopfieldNetwork(PhysicalSystem):
         if theta.shape != (self.n_parameters,):
             raise ValueError(f"expected {self.n_parameters} parameters, got shape {theta.shape}")
         self._theta = theta.copy()
+        self._theta_stale = False
         self._set_compute_parameters()
+
+    def _sync_theta(self):
+        """Copy the compute weights back into the float64 theta after in-place updates (descend)."""
+        if self._theta_stale:
+            for k in range(self.n_layers):
+                self._theta[self.groups[2 * k][1]] = self.weights[k].ravel()
+                self._theta[self.groups[2 * k + 1][1]] = self.biases[k]
+            self._theta_stale = False
 
     def _set_compute_parameters(self):
         self._version += 1
@@ -303,11 +328,21 @@ class HopfieldNetwork(PhysicalSystem):
 
     def _relax(self, phase, start, callback, weights, biases, flipped, drive, record_gap=True):
         batch = len(phase.inputs)
-        layers = self._initial_layers(batch) if start is None else tuple(start.layers)
         free = phase.beta == 0 and phase.clamp is None
         max_iter = self.max_iterations[0 if free else 1]
         order = self._order(phase)
         nudge = self._nudge_terms(phase)
+        output = self._output_mode(nudge) if self.in_place and callback is None else None
+        if output is not None:  # dense: in place on owned copies, same updates in the same order
+            layers = list(self._initial_layers(batch)) if start is None else [s.copy() for s in start.layers]
+            it, rows, converged = self._relax_dense(layers, drive, weights, biases, order, output, max_iter)
+            layers = tuple(layers)
+            if record_gap and self.adaptive_threshold and start is not None and not free:
+                self._gap_sum += self._l1(layers, start.layers)
+                self._gap_count += 1
+            return HopfieldState(layers=layers, phase=phase, iterations=it, converged=converged,
+                                 change=float(rows.mean()))
+        layers = self._initial_layers(batch) if start is None else tuple(start.layers)
         routes: dict = {}
         change, it, converged = float("inf"), 0, False
         while it < max_iter:
@@ -324,10 +359,167 @@ class HopfieldNetwork(PhysicalSystem):
             if change < self.threshold:
                 converged = True
                 break
-        if record_gap and start is not None and not free:
+        if record_gap and self.adaptive_threshold and start is not None and not free:
             self._gap_sum += self._l1(layers, start.layers)
             self._gap_count += 1
         return HopfieldState(layers=layers, phase=phase, iterations=it, converged=converged, change=change)
+
+    def _output_mode(self, nudge):
+        """How _relax_dense updates the output: ("free",), ("clamp", values) or ("nudge", a, pull); None
+        for the concave output case (1 + 2 beta c <= 0), left to the generic path."""
+        if nudge is None:
+            return ("free",)
+        if nudge[0] == "clamp":
+            return nudge
+        _, a, pull = nudge
+        return ("nudge", a, pull) if a > 0 else None
+
+    def _relax_dense(self, layers, drive, weights, biases, order, output, max_iter):
+        """Block coordinate descent of a dense net, in place on `layers` (a list of owned (R, n_k) arrays).
+
+        The same exact block updates, in the same order and float arithmetic, as _sweep; no
+        array is allocated per iteration. `drive` is the input drive of the R rows, `output` as
+        from _output_mode, its `a` a scalar or an (R, 1) column (phases stacked as rows). The L1
+        change is measured every iteration when threshold > 0 (to stop), else on the last one
+        only. Returns (iterations, per-row L1 change of the last iteration, converged).
+        """
+        n = self.n_layers
+        dt = self.dtype
+        # W_k^T contiguous for the backward products (a transposed view is a slower GEMM at these shapes)
+        transposed = [None] + [np.ascontiguousarray(w.T) for w in weights[1:]]
+        scratch = [np.empty_like(s) if 0 < k < n - 1 else None for k, s in enumerate(layers)]
+        previous = [np.empty_like(s) for s in layers]
+        # np.clip with scalars of the array's dtype: twice as fast as np.maximum then np.minimum
+        bounds = [(dt(p) if np.isfinite(p) else None, dt(q) if np.isfinite(q) else None) for p, q in self.bounds]
+        track = self.threshold > 0
+        rows, it, converged = np.full(len(drive), np.inf), 0, False
+        while it < max_iter:
+            it += 1
+            measure = track or it == max_iter
+            if measure:
+                for old, s in zip(previous, layers):
+                    np.copyto(old, s)
+            for k in order:
+                s = layers[k]
+                if k == n - 1 and output[0] == "clamp":
+                    np.copyto(s, output[1])
+                    continue
+                if k == 0:
+                    if n > 1:
+                        np.matmul(layers[1], transposed[1], out=s)
+                        s += drive
+                    else:
+                        np.copyto(s, drive)
+                else:
+                    np.matmul(layers[k - 1], weights[k], out=s)
+                    s += biases[k]
+                    if k < n - 1:
+                        np.matmul(layers[k + 1], transposed[k + 1], out=scratch[k])
+                        s += scratch[k]
+                if k == n - 1 and output[0] == "nudge":
+                    s += output[2]
+                    s /= output[1]
+                p, q = bounds[k]
+                if p is not None or q is not None:
+                    np.clip(s, p, q, out=s)
+            if measure:
+                rows = sum(np.abs(s - old).sum(axis=1) for s, old in zip(layers, previous))
+                if not np.all(np.isfinite(rows)):
+                    raise DivergenceError(f"relaxation produced non-finite states after {it} iterations")
+                if track and rows.mean() < self.threshold:
+                    converged = True
+                    break
+        return it, rows, converged
+
+    def settle_nudges(self, base: Phase, betas, start: HopfieldState) -> list[HopfieldState]:
+        """The phases base.nudged(b), b in betas, each from `start` (the EP family's nudged phases).
+
+        With a fixed iteration count (threshold 0) on a dense net they are settled together, as
+        one batch of len(betas) * B rows sharing the input drive (samples never interact, so the
+        physics of each phase is unchanged and each state equals its own settle). Otherwise (a
+        threshold stops each phase at its own iteration) they are settled one by one.
+        """
+        phases = [base.nudged(b) for b in betas]
+        couplings = [2.0 * b * self.cost_scale for b in betas]
+        if not (self.in_place and self.threshold <= 0 and len(phases) > 1 and min(couplings) > -1.0):
+            return [self.settle(phase, start=start) for phase in phases]
+        drive, _ = self._input_drive(base.inputs)
+        batch, m = len(drive), len(phases)
+        target = np.asarray(base.target, dtype=np.float64)
+        a = np.repeat(np.array([1.0 + c for c in couplings], dtype=self.dtype), batch)[:, None]
+        pull = np.concatenate([(c * target).astype(self.dtype) for c in couplings])
+        layers = [np.concatenate([s] * m) for s in start.layers]
+        it, rows, _ = self._relax_dense(layers, np.concatenate([drive] * m), self.weights, self.biases,
+                                        self._order(phases[0]), ("nudge", a, pull), self.max_iterations[1])
+        states = []
+        for i, phase in enumerate(phases):
+            part = tuple(s[i * batch:(i + 1) * batch] for s in layers)
+            if self.adaptive_threshold:
+                self._gap_sum += self._l1(part, start.layers)
+                self._gap_count += 1
+            states.append(HopfieldState(layers=part, phase=phase, iterations=it, converged=False,
+                                        change=float(rows[i * batch:(i + 1) * batch].mean())))
+        return states
+
+    # --- the EP family's update in place (hopfield/train.py) ---------------------------------
+    def group_rates(self, rates) -> list[tuple[float, float]]:
+        """(weight rate, bias rate) per layer from a scalar, a {"w1": ..} dict, a (P,) array constant per
+        group, or such a list already (returned as is)."""
+        if isinstance(rates, list) and all(isinstance(r, tuple) and len(r) == 2 for r in rates):
+            if len(rates) != self.n_layers:
+                raise ValueError(f"expected {self.n_layers} (weight, bias) rates, got {len(rates)}")
+            return rates
+        if isinstance(rates, dict):
+            rates = self.per_parameter(rates)
+        if np.isscalar(rates) or np.ndim(rates) == 0:
+            return [(float(rates), float(rates))] * self.n_layers
+        rates = np.asarray(rates, dtype=np.float64)
+        per_group = []
+        for name, sl in self.groups:
+            values = rates[sl]
+            if not np.all(values == values[0]):
+                raise ValueError(f"rates vary within parameter group {name}")
+            per_group.append(float(values[0]))
+        return list(zip(per_group[0::2], per_group[1::2]))
+
+    def descend(self, terms, rates) -> None:
+        """theta <- theta - rate * sum_k c_k dE/dtheta(s_k), in place: the EP family's SGD update.
+
+        `terms` is [(c_k, state_k)] for states of one batch (same inputs array) settled at the
+        current theta; `rates` as for group_rates. With dE/dW_k = -pre^T post / B, each weight
+        block takes one in-place GEMM, W_k += (rate / B) [pre_k]^T [c_k post_k] over the stacked
+        rows of the states; the input layer is shared, so W_1 += (rate / B) x^T sum_k c_k s_1(k).
+        No (P,) gradient and no copy of theta; the float64 theta is synced when read.
+        """
+        terms = [(float(c), s) for c, s in terms if c != 0.0]
+        if not terms:
+            return
+        if not self.in_place:
+            raise ValueError(f"descend needs a dense float32/float64 network, not {self!r}")
+        inputs = terms[0][1].phase.inputs
+        if any(s.phase.inputs is not inputs for _, s in terms):
+            raise ValueError("descend needs states of one batch (the same inputs array)")
+        _, x = self._input_drive(inputs)
+        batch = len(x)
+        dt = self.dtype
+        for k, (rate_w, rate_b) in enumerate(self.group_rates(rates)):
+            posts = [s.layers[k] * dt(c) for c, s in terms]
+            if k == 0:
+                pre, post = x.reshape(batch, -1), sum(posts[1:], posts[0])
+            else:
+                pres = [s.layers[k - 1] for _, s in terms]
+                pre = np.concatenate(pres) if len(pres) > 1 else pres[0]
+                post = np.concatenate(posts) if len(posts) > 1 else posts[0]
+            _gemm_into(self.weights[k], pre, post, rate_w / batch)
+            self.biases[k] += dt(rate_b / batch) * post.sum(axis=0)
+        self._version += 1
+        self._theta_stale = True
+
+    def fused_trainer(self, algorithm):
+        """The in-place training loop for this rule (hopfield/train.py), or None for the generic one."""
+        from .train import fused_trainer
+
+        return fused_trainer(self, algorithm)
 
     @staticmethod
     def _l1(a, b):
@@ -425,6 +617,7 @@ class HopfieldNetwork(PhysicalSystem):
         knobs = np.asarray(knobs, dtype=np.float64)
         eps = np.broadcast_to(np.asarray(epsilon, dtype=np.float64), knobs.shape)
         theta = self.parameters if theta is None else np.asarray(theta, dtype=np.float64)
+        self._sync_theta()
         batch = len(phase.inputs)
         x = self._input_layer(phase.inputs)
         weights, biases = self._unpack(theta)

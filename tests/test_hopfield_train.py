@@ -1,0 +1,154 @@
+"""The in-place dense relaxation and the lean EP training loop (hopfield/train.py) against the generic path."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from aeqprop_circuits.data.datasets import Dataset
+from aeqprop_circuits.hopfield import build_model
+from aeqprop_circuits.hopfield.train import ep_step, fused_trainer, train_in_place
+from aeqprop_circuits.learning.algorithms import get_algorithm
+from aeqprop_circuits.physics.system import Phase
+from aeqprop_circuits.runs.rundir import RunDir
+from aeqprop_circuits.runs.trainer import TrainOptions, train
+
+GENERIC = {"callback": lambda energy: None}  # a callback sends settle() down the generic tuple-per-sweep path
+
+
+def dense_net(spec="hopfield:30-20-12-5", **options):
+    return build_model(spec, seed=3, gains=[1.5, 1.5, 1.5][:spec.count("-")], **options)
+
+
+def batch(net, size=7, seed=4):
+    rng = np.random.default_rng(seed)
+    x = rng.random((size, net.n_inputs)).astype(np.float32)
+    return x, np.eye(net.n_outputs)[rng.integers(0, net.n_outputs, size)]
+
+
+def max_diff(a, b):
+    return max(float(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64)).max()) for u, v in zip(a, b))
+
+
+@pytest.mark.parametrize("spec", ["hopfield:30-20-12-5", "hopfield:30-16-5", "hopfield:30-5"])
+@pytest.mark.parametrize("schedule", ["alternating", "sequential"])
+@pytest.mark.parametrize("threshold", [0.0, 1e-4])
+def test_in_place_relaxation_makes_the_same_block_updates_as_the_generic_sweeps(spec, schedule, threshold):
+    net = dense_net(spec, schedule=schedule, threshold=threshold, max_iterations=(12, 9))
+    x, y = batch(net)
+    free, generic_free = net.settle(Phase(x)), net.settle(Phase(x), **GENERIC)
+    assert max_diff(free.layers, generic_free.layers) < 1e-6
+    assert free.iterations == generic_free.iterations
+    assert free.change == pytest.approx(generic_free.change, rel=1e-4, abs=1e-6)
+    for phase in (Phase(x, 0.4, y), Phase(x, -0.3, y), Phase(x, 0.0, y, clamp=0.5 * y)):
+        fast, generic = net.settle(phase, start=free), net.settle(phase, start=generic_free, **GENERIC)
+        assert max_diff(fast.layers, generic.layers) < 1e-6
+        assert fast.iterations == generic.iterations
+    assert all(a is not b for a, b in zip(free.layers, net.settle(Phase(x, 0.4, y), start=free).layers))
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1e-4])
+def test_stacked_nudged_phases_equal_their_own_settles(threshold):
+    net = dense_net(schedule="sequential", threshold=threshold, max_iterations=(15, 15))
+    x, y = batch(net)
+    base = Phase(x, 0.0, y)
+    free = net.settle(base)
+    stacked = net.settle_nudges(base, [-0.2, 0.2, 0.4], start=free)
+    for state, beta in zip(stacked, (-0.2, 0.2, 0.4)):
+        alone = net.settle(base.nudged(beta), start=free, **GENERIC)
+        assert state.phase.beta == beta
+        assert max_diff(state.layers, alone.layers) < 1e-6
+        assert state.iterations == alone.iterations
+
+
+def one_batch_dataset(net, size=12, seed=5):
+    rng = np.random.default_rng(seed)
+    x = rng.random((size, net.n_inputs))
+    labels = rng.integers(0, net.n_outputs, size)
+    return Dataset("tiny", x, labels, x[:5], labels[:5], net.n_outputs)
+
+
+@pytest.mark.parametrize("rule", ["c-ep", "p-ep", "n-ep", "multi-point-ep"])
+@pytest.mark.parametrize("threshold", [0.0, 1e-4])
+def test_in_place_trainer_step_equals_the_generic_trainer_step(tmp_path, rule, threshold):
+    """One SGD step of the lean loop = one step of runs.trainer.train, to float32 rounding, per-group rates."""
+    options = {"schedule": "sequential", "threshold": threshold, "max_iterations": (15, 15)}
+    generic_net, lean_net = dense_net(**options), dense_net(**options)
+    data = one_batch_dataset(generic_net)
+    algorithm = get_algorithm(rule, beta=0.2)
+    assert lean_net.fused_trainer(algorithm) is train_in_place
+    rates = generic_net.per_parameter({"w1": 0.3, "b1": 0.1, "w2": 0.2, "b2": 0.05, "w3": 0.1, "b3": 0.02})
+    train_options = TrainOptions(epochs=1, batch_size=12, learning_rate=rates, progress=False, trace_every=0)
+    before = generic_net.parameters
+    train(generic_net, data, algorithm, RunDir(str(tmp_path / "generic")), train_options, log=lambda m: None)
+    train_in_place(lean_net, data, algorithm, RunDir(str(tmp_path / "lean")), train_options, log=lambda m: None)
+    step = generic_net.parameters - before
+    assert np.abs(step).max() > 1e-3  # a real step
+    assert np.abs(lean_net.parameters - generic_net.parameters).max() < 1e-6 * max(1.0, np.abs(step).max())
+    rows = [next(csv.DictReader(open(tmp_path / run / "metrics.csv"))) for run in ("generic", "lean")]
+    for key in ("train_loss", "test_loss", "test_accuracy"):
+        assert float(rows[0][key]) == pytest.approx(float(rows[1][key]), rel=1e-4)
+
+
+def test_in_place_trainer_writes_the_same_lyapunov_trace(tmp_path):
+    generic_net, lean_net = dense_net(threshold=0.0), dense_net(threshold=0.0)
+    data = one_batch_dataset(generic_net)
+    algorithm = get_algorithm("c-ep", beta=0.2)
+    train_options = TrainOptions(epochs=1, batch_size=6, learning_rate=0.2, progress=False, trace_every=1)
+    train(generic_net, data, algorithm, RunDir(str(tmp_path / "generic")), train_options, log=lambda m: None)
+    train_in_place(lean_net, data, algorithm, RunDir(str(tmp_path / "lean")), train_options, log=lambda m: None)
+    traces = [[json.loads(line) for line in open(tmp_path / run / "steps.jsonl")] for run in ("generic", "lean")]
+    assert len(traces[0]) == len(traces[1]) == 2
+    for a, b in zip(*traces):
+        for key in ("loss_before", "loss_after", "lyapunov_before", "lyapunov_after"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6)
+
+
+def test_descend_updates_in_place_and_parameters_follow():
+    net = dense_net(threshold=0.0)
+    x, y = batch(net)
+    weights_before = [w for w in net.weights]
+    theta_before = net.parameters
+    rule = get_algorithm("c-ep", beta=0.1)
+    generic = theta_before - 0.5 * rule.estimate(net, x, y).gradient
+    ep_step(net, rule, x, y, 0.5)
+    assert all(w is w0 for w, w0 in zip(net.weights, weights_before))  # no new weight arrays
+    assert np.abs(net.parameters - generic).max() < 1e-6
+    fresh = net.settle(Phase(x))  # the input drive cache was invalidated by the update
+    net.parameters = net.parameters
+    assert max_diff(fresh.layers, net.settle(Phase(x)).layers) < 1e-6
+
+
+def test_descend_refuses_states_of_different_batches():
+    net = dense_net(threshold=0.0)
+    x, y = batch(net)
+    a, b = net.settle(Phase(x)), net.settle(Phase(x.copy(), 0.1, y))
+    with pytest.raises(ValueError, match="one batch"):
+        net.descend([(1.0, a), (-1.0, b)], 0.1)
+
+
+def test_only_dense_nets_with_nudge_contrasts_take_the_lean_loop():
+    dense = dense_net()
+    assert fused_trainer(dense, get_algorithm("c-ep", beta=0.1)) is train_in_place
+    assert fused_trainer(dense, get_algorithm("multi-point-ep", beta=0.1)) is train_in_place
+    for rule in ("cl", "c-cpl", "aeqprop-centered", "exact-gradient", "tbp"):
+        assert fused_trainer(dense, get_algorithm(rule, beta=0.1)) is None
+    assert fused_trainer(dense_net(precision="float16"), get_algorithm("c-ep", beta=0.1)) is None
+    conv = build_model("conv:1x8x8-2c3-4", seed=0)
+    assert fused_trainer(conv, get_algorithm("c-ep", beta=0.1)) is None
+
+
+def test_lean_loop_trains_through_the_cli_session(tmp_path):
+    from aeqprop_circuits.runs.session import run_training
+
+    out = tmp_path / "run"
+    run_training("hopfield:64-40-10", None, True,
+                 {"data": "digits", "algorithm": "c-ep", "beta": 0.2, "lr": 0.1, "batch_size": 16, "epochs": 3,
+                  "trace_every": 0, "model_options": {"threshold": 0.0, "max_iterations": (15, 15)},
+                  "out": str(out)}, echo=lambda message: None)
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert len(rows) == 3 and "train_seconds" in rows[0]  # the lean loop ran
+    assert float(rows[-1]["test_accuracy"]) > 0.8  # 0.1 at initialisation
