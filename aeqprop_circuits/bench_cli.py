@@ -7,7 +7,7 @@ import click
 
 @click.group()
 def bench():
-    """Benchmarks: solve (ours vs ngspice), train (DRN training steps)."""
+    """Benchmarks: solve (ours vs ngspice), train (DRN training steps), hopfield (dense c-ep steps)."""
 
 
 @bench.command()
@@ -46,3 +46,24 @@ def train(model, preset, algorithm, steps, batch, eval_samples, seed, as_json):
         model = "drn:1568-100-10"
     report = bench_train(model, preset, algorithm, steps=steps, batch=batch, seed=seed, eval_samples=eval_samples)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+@bench.command("hopfield")
+@click.option("--hidden", type=int, multiple=True, default=(1024, 2048), show_default=True,
+              help="Hidden units of the dense 784-H-10 net (repeat the option for several).")
+@click.option("--batch", type=int, default=16, show_default=True)
+@click.option("--iterations", type=int, default=15, show_default=True, help="Free and nudged iterations each.")
+@click.option("--beta", type=float, default=0.2, show_default=True)
+@click.option("--steps", type=int, default=300, show_default=True, help="Lean-loop steps timed.")
+@click.option("--generic-steps", type=int, default=30, show_default=True, help="Generic-path steps timed.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def hopfield(hidden, batch, iterations, beta, steps, generic_steps, seed, as_json):
+    """Dense Hopfield c-ep at the reference settings: time per step and epoch, per iteration against its GEMMs."""
+    import json
+
+    from .hopfield.bench import bench_hopfield, format_report
+
+    rows = bench_hopfield(tuple(hidden), batch=batch, iterations=iterations, beta=beta, steps=steps,
+                          generic_steps=generic_steps, seed=seed)
+    click.echo(json.dumps(rows, indent=2) if as_json else format_report(rows))

@@ -191,9 +191,11 @@ class HopfieldNetwork(PhysicalSystem):
         return dict(self.groups)[name]
 
     def per_parameter(self, values) -> np.ndarray:
-        """(P,) array from one value per group: a dict {"w1": .., "b1": ..} or a list in group order."""
+        """(P,) array from one value per group: a dict {"w1": .., "b1": ..}, a list in group order, or a scalar."""
         out = np.empty(self.n_parameters)
-        if isinstance(values, dict):
+        if np.isscalar(values):
+            out[:] = values
+        elif isinstance(values, dict):
             missing = [n for n, _ in self.groups if n not in values]
             if missing:
                 raise ValueError(f"missing values for parameter groups {missing}")

@@ -1,0 +1,143 @@
+"""`aeqprop bench hopfield`: a c-ep training step of a dense Hopfield net at the reference settings.
+
+The reference PyTorch implementation of issue 6 trains 784-H-10 by c-ep with beta = 0.2,
+batch 16, 15 free and 15 nudged iterations. For each H this times, on Fashion-MNIST images
+(uniform random pixels if the dataset is not installed):
+
+- `steps` steps of the lean loop `aeqprop train` uses (hopfield/train.py), after a warm-up:
+  ms per step and the epoch it extrapolates to (60 000 / batch steps), wall and CPU (process)
+  time, with the load average before and after (the machine is shared: under load wall time
+  overstates the cost of a step, CPU time much less so);
+- the parts of a step: the input drive (once per batch), the free relaxation (B rows), the
+  two nudged relaxations settled together (2B rows), the in-place update;
+- one relaxation iteration (the free phase's time / its iterations, and the stacked nudged
+  one's) against the time of its matrix products alone on ready operands;
+- `generic_steps` steps of the generic path (rule.estimate, SGD on the float64 theta, the
+  parameters setter: what runs/trainer.py does per step), for comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from ..learning.algorithms import get_algorithm
+from ..physics.system import Phase
+from .models import PRESETS, build_model
+from .train import ep_step
+
+TRAIN_SIZE = 60_000
+
+
+def _images(count: int, seed: int):
+    try:
+        from ..data.datasets import load_dataset
+
+        data = load_dataset("fmnist")
+        return data.x_train[:count].astype(np.float32), data.targets(data.y_train[:count], 10, 1.0), "fmnist"
+    except Exception:  # noqa: BLE001 - dataset missing: the timing does not depend on the pixel values
+        rng = np.random.default_rng(seed)
+        return (rng.random((count, 784)).astype(np.float32),
+                np.eye(10)[rng.integers(0, 10, count)], "random")
+
+
+def _median(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return float(np.median(times))
+
+
+def bench_one(hidden: int, *, batch: int = 16, iterations: int = 15, beta: float = 0.2, lr=None,
+              steps: int = 300, generic_steps: int = 30, repeats: int = 30, seed: int = 0, warmup: int = 10) -> dict:
+    preset = PRESETS["reference-dense"]
+    options = {**preset["model_options"], "max_iterations": (iterations, iterations)}
+    lr = preset["learning_rate"] if lr is None else lr
+    net = build_model(f"hopfield:784-{hidden}-10", seed=seed, **options)
+    rule = get_algorithm("c-ep", beta=beta)
+    count = (warmup + steps + generic_steps) * batch
+    x_all, y_all, source = _images(count, seed)
+    batches = [(x_all[i:i + batch], y_all[i:i + batch]) for i in range(0, count - batch + 1, batch)]
+    rates = net.group_rates(lr)
+    load_before = os.getloadavg()[0]
+
+    for x, y in batches[:warmup]:
+        ep_step(net, rule, x, y, rates)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for x, y in batches[warmup:warmup + steps]:
+        ep_step(net, rule, x, y, rates)
+    step_wall = (time.perf_counter() - wall) / steps
+    step_cpu = (time.process_time() - cpu) / steps
+
+    # the parts of one step, on one batch at the current parameters
+    x, y = batches[0]
+    base = Phase(x, 0.0, y)
+    drive_time = _median(lambda: net.interactions[0].forward(x, net.weights[0]) + net.biases[0], repeats)
+    free = net.settle(base)
+    free_time = _median(lambda: net.settle(base), repeats)
+    nudged_time = _median(lambda: net.settle_nudges(base, [-beta, beta], start=free), repeats)
+    nudged = net.settle_nudges(base, [-beta, beta], start=free)
+    saved = [w.copy() for w in net.weights], [b.copy() for b in net.biases]
+    # a tiny rate (BLAS returns early for alpha = 0); the weights are restored after
+    update_time = _median(lambda: net.descend([(-0.5 / beta, nudged[0]), (0.5 / beta, nudged[1])], 1e-12), repeats)
+    for w, s in zip(net.weights + net.biases, saved[0] + saved[1]):
+        np.copyto(w, s)
+
+    def products(rows):  # one iteration's GEMMs: s_2 W_2^T (hidden) and s_1 W_2 (output)
+        s1 = np.concatenate([free.layers[0]] * rows)
+        s2 = np.concatenate([free.layers[1]] * rows)
+        w2, w2t = net.weights[1], np.ascontiguousarray(net.weights[1].T)
+        h, o = np.empty_like(s1), np.empty_like(s2)
+        return lambda: (np.matmul(s2, w2t, out=h), np.matmul(s1, w2, out=o))
+
+    iteration_free, iteration_nudged = free_time / iterations, nudged_time / iterations
+    products_free = _median(products(1), repeats * 10)
+    products_nudged = _median(products(2), repeats * 10)
+
+    theta, rate = net.parameters, net.per_parameter(lr) if isinstance(lr, dict) else lr
+    began = time.perf_counter()
+    for x, y in batches[warmup + steps:]:
+        theta = theta - rate * rule.estimate(net, x, y).gradient
+        net.parameters = theta
+    generic_wall = (time.perf_counter() - began) / max(1, generic_steps)
+    epoch_steps = TRAIN_SIZE / batch
+    return {
+        "network": f"784-{hidden}-10", "batch": batch, "iterations": iterations, "data": source, "steps": steps,
+        "step_ms": step_wall * 1e3, "step_cpu_ms": step_cpu * 1e3,
+        "epoch_s": step_wall * epoch_steps, "epoch_cpu_s": step_cpu * epoch_steps,
+        "drive_ms": drive_time * 1e3, "free_ms": free_time * 1e3, "nudged_ms": nudged_time * 1e3,
+        "update_ms": update_time * 1e3,
+        "iteration_free_ms": iteration_free * 1e3, "products_free_ms": products_free * 1e3,
+        "iteration_nudged_ms": iteration_nudged * 1e3, "products_nudged_ms": products_nudged * 1e3,
+        "generic_step_ms": generic_wall * 1e3, "generic_epoch_s": generic_wall * epoch_steps,
+        "load_before": load_before, "load_after": os.getloadavg()[0],
+    }
+
+
+def bench_hopfield(hidden=(1024, 2048), **options) -> list[dict]:
+    return [bench_one(h, **options) for h in hidden]
+
+
+def format_report(rows: list[dict]) -> str:
+    lines = ["| network | step ms (CPU) | epoch s (CPU) | drive | free | nudged x2 | update | "
+             "iteration / its GEMMs, B rows | iteration / its GEMMs, 2B rows | generic step ms (epoch s) | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['network']}, B={r['batch']}, {r['iterations']}+{r['iterations']} it | "
+            f"{r['step_ms']:.2f} ({r['step_cpu_ms']:.2f}) | {r['epoch_s']:.1f} ({r['epoch_cpu_s']:.1f}) | "
+            f"{r['drive_ms']:.2f} | {r['free_ms']:.2f} | {r['nudged_ms']:.2f} | {r['update_ms']:.2f} | "
+            f"{r['iteration_free_ms'] * 1e3:.0f} / {r['products_free_ms'] * 1e3:.0f} us "
+            f"({r['iteration_free_ms'] / r['products_free_ms']:.2f}x) | "
+            f"{r['iteration_nudged_ms'] * 1e3:.0f} / {r['products_nudged_ms'] * 1e3:.0f} us "
+            f"({r['iteration_nudged_ms'] / r['products_nudged_ms']:.2f}x) | "
+            f"{r['generic_step_ms']:.1f} ({r['generic_epoch_s']:.0f}) | "
+            f"{r['load_before']:.2f} -> {r['load_after']:.2f} |")
+    lines.append("(ms per step of the lean c-ep loop, wall and CPU; epoch = 60 000 / B steps, training only; "
+                 f"data: {rows[0]['data'] if rows else '-'})")
+    return "\n".join(lines)
