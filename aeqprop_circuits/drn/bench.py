@@ -58,7 +58,7 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
     batch = batch or settings["batch_size"]
     system = DRNSystem.from_spec(model, seed=seed, **options)
     rule = get_algorithm(algorithm, beta=settings["beta"])
-    lr = settings["lr"]
+    lr = system.block_steps(system.per_parameter(settings["lr"]))  # per-block rates of the preset
     count = (steps + warmup + 20) * batch
     x, y, source = _data(system.n_inputs, system.n_outputs, max(count, eval_samples), seed)
     load_before = os.getloadavg()[0]
