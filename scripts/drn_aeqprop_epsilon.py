@@ -26,7 +26,8 @@ def main():
     data = load_dataset("fmnist")
     x, y = data.x_train[:16], 0.5 * np.eye(10)[data.y_train[:16]]
     beta = 0.1
-    print("| relax rounds | epsilon (input block) | cosine input block | cosine rest | norm ratio input | norm ratio rest |")
+    print("| relax rounds | epsilon (input block) | cosine input block | cosine rest | norm ratio input "
+          "| norm ratio rest |")
     print("|---|---|---|---|---|---|")
     for rounds in (1, 20):
         for epsilon_in in (3e-4, 3e-6, 3e-8):
