@@ -89,7 +89,7 @@ def test_in_place_trainer_step_equals_the_generic_trainer_step(tmp_path, rule, t
     assert np.abs(step).max() > 1e-3  # a real step
     assert np.abs(lean_net.parameters - generic_net.parameters).max() < 1e-6 * max(1.0, np.abs(step).max())
     rows = [next(csv.DictReader(open(tmp_path / run / "metrics.csv"))) for run in ("generic", "lean")]
-    for key in ("train_loss", "test_loss", "test_accuracy"):
+    for key in ("test_loss", "test_accuracy"):  # train metrics: running means in the lean loop
         assert float(rows[0][key]) == pytest.approx(float(rows[1][key]), rel=1e-4)
 
 

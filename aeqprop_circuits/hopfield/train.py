@@ -14,8 +14,11 @@ generic trainer computes (tests/test_hopfield_train.py checks both on one step).
 Rates may be per parameter group (a preset's {"w1": .., "b1": ..}); the learning rate decays
 per epoch by options.lr_decay and the adaptive threshold is updated at the end of each epoch,
 as in the generic trainer. Metrics rows, checkpoints, resume and the Lyapunov trace
-(--trace-every) are the generic trainer's; rows also carry `train_seconds`, the time of the
-training steps alone.
+(--trace-every) are the generic trainer's, except that the training loss and accuracy are
+running means over the epoch's free phases (read off the training steps, as drn/train.py
+does) instead of a second pass over the training split. Rows also carry `train_seconds` and
+`train_cpu_seconds`, the wall and process time of the training steps alone (the reference
+timings count training; on the shared machine CPU time is the steadier of the two).
 """
 
 from __future__ import annotations
@@ -72,20 +75,24 @@ def train_in_place(system, data: Dataset, algorithm: Contrast, run: RunDir, opti
     row = {}
     if start_epoch == 0:
         log_untrained(system, data, options, log)
+    classes = data.n_classes
     for epoch in range(start_epoch + 1, options.epochs + 1):
-        began = time.time()
-        traced = 0.0
+        began, cpu_began = time.time(), time.process_time()
+        traced, traced_cpu, loss_sum, correct = 0.0, 0.0, 0.0, 0
         for index in epoch_batches(len(x_all), epoch, options):
             x, target = x_all[index], targets_all[index]
             step += 1
             trace = options.trace_every and step % options.trace_every == 0 and beta_2 > beta_1
             if trace:
-                t = time.time()
+                t, c = time.time(), time.process_time()
                 before = step_trace(system, x, target, beta_1, beta_2, bounds=False)
-                traced += time.time() - t
-            ep_step(system, algorithm, x, target, rates)
+                traced, traced_cpu = traced + time.time() - t, traced_cpu + time.process_time() - c
+            outputs = ep_step(system, algorithm, x, target, rates)
+            loss_sum += float(np.sum((outputs - target) ** 2)) * system.cost_scale
+            if classes:
+                correct += int((outputs[:, :classes].argmax(axis=1) == y_all[index]).sum())
             if trace:
-                t = time.time()
+                t, c = time.time(), time.process_time()
                 after = step_trace(system, x, target, beta_1, beta_2)
                 run.append_step({
                     "epoch": epoch, "step": step, "beta1": beta_1, "beta2": beta_2,
@@ -93,12 +100,13 @@ def train_in_place(system, data: Dataset, algorithm: Contrast, run: RunDir, opti
                     "lyapunov_before": before["lyapunov"], "lyapunov_after": after["lyapunov"],
                     "lyapunov_lower": after["lyapunov_lower"], "lyapunov_upper": after["lyapunov_upper"],
                 })
-                traced += time.time() - t
-        trained = time.time() - began - traced
+                traced, traced_cpu = traced + time.time() - t, traced_cpu + time.process_time() - c
+        trained, trained_cpu = time.time() - began - traced, time.process_time() - cpu_began - traced_cpu
         if not all(np.isfinite(w).all() for w in system.weights):
             raise DivergenceError(f"epoch {epoch}: parameters became non-finite")
         system.end_epoch()
         rates = [(w * options.lr_decay, b * options.lr_decay) for w, b in rates]
-        row = finish_epoch(system, data, run, options, epoch, began, x_all, y_all, log,
-                           train_seconds=round(trained, 3))
+        running = (loss_sum / len(x_all), correct / len(x_all) if classes else float("nan"))
+        row = finish_epoch(system, data, run, options, epoch, began, x_all, y_all, log, train_metrics=running,
+                           train_seconds=round(trained, 3), train_cpu_seconds=round(trained_cpu, 3))
     return row
