@@ -65,7 +65,7 @@ def train_in_place(system, data: Dataset, algorithm: Contrast, run: RunDir, opti
 
         return train(system, data, algorithm, run, options, start_epoch=start_epoch, log=log)
     decay = float(getattr(options, "lr_decay", 1.0))
-    lr = np.asarray(steps) * decay ** start_epoch
+    lr = [s * decay ** start_epoch for s in steps]
     x_all, y_all = training_split(data, options)
     x_all = np.asarray(x_all, dtype=system.dtype)
     targets_all = data.targets(y_all, system.n_outputs, options.target_amplitude).astype(system.dtype)
@@ -77,12 +77,13 @@ def train_in_place(system, data: Dataset, algorithm: Contrast, run: RunDir, opti
         began = time.time()
         loss_sum, correct = 0.0, 0
         for index in epoch_batches(len(x_all), epoch, options):
-            outputs = ep_step(system, algorithm, x_all[index], targets_all[index], lr)
-            loss_sum += 0.5 * float(np.square(outputs - targets_all[index]).sum())
+            target = targets_all[index]
+            outputs = ep_step(system, algorithm, x_all[index], target, lr)
+            loss_sum += 0.5 * float(np.square(outputs - target).sum())
             if classes:
                 correct += int((outputs[:, :classes].argmax(axis=1) == y_all[index]).sum())
         trained = time.time() - began
-        lr *= decay
+        lr = [s * decay for s in lr]
         if not np.isfinite(system._theta).all():
             raise DivergenceError(f"epoch {epoch}: parameters became non-finite")
         running = (loss_sum / len(x_all), correct / len(x_all) if classes else float("nan"))
