@@ -4,7 +4,19 @@
 
 Reads each point's metrics.csv (finished or not), so it can report while a sweep still runs:
 final test accuracy (mean ± std over the seeds that finished every epoch), the number of
-seeds, and the mean seconds per epoch.
+seeds, the mean seconds per epoch, and from steps.jsonl the number of traced steps and of
+Lyapunov increases beyond tolerance (summed over the seeds, finished or not).
+
+A traced step is an increase when
+
+    lyapunov_after - lyapunov_before > REL_TOL * |lyapunov_before| + ABS_TOL
+
+(L_{beta1;beta2} of the step's batch, measured before and after the step, steps.jsonl). The
+tolerance is the one of tests/test_learning.py's Theorem-2 test, far above what the solvers
+leave: every settle is exact to rounding (ideal-diode DRNs: block updates or the Newton step
+below 1e-13 V relative, exact once the set of clipped nodes is fixed), so F(beta) carries
+~1e-15 relative rounding over a few hundred terms, and L = [F(b2) - F(b1)] / (b2 - b1) with
+b2 - b1 >= 0.2 and |F| / |L| ~ 10^2 amplifies that to ~1e-12 relative at most.
 """
 
 from __future__ import annotations
@@ -16,6 +28,8 @@ import sys
 from collections import defaultdict
 
 import numpy as np
+
+REL_TOL, ABS_TOL = 1e-9, 1e-12
 
 
 def rows(sweep_dir: str):
@@ -29,26 +43,51 @@ def rows(sweep_dir: str):
         with open(path) as f:
             metrics = list(csv.DictReader(f))
         values = dict(part.split("=", 1) for part in name.split(","))
-        yield values, metrics, epochs
+        yield values, metrics, epochs, os.path.join(points, name, "steps.jsonl")
+
+
+def lyapunov_counts(steps_path: str) -> tuple[int, int, float]:
+    """(traced steps, increases beyond tolerance, largest increase) of one run's steps.jsonl."""
+    traced, increases, worst = 0, 0, 0.0
+    if not os.path.exists(steps_path):
+        return traced, increases, worst
+    with open(steps_path) as f:
+        for line in f:
+            record = json.loads(line)
+            before, after = record.get("lyapunov_before"), record.get("lyapunov_after")
+            if before is None or after is None:
+                continue
+            traced += 1
+            change = after - before
+            if change > REL_TOL * abs(before) + ABS_TOL:
+                increases += 1
+                worst = max(worst, change)
+    return traced, increases, worst
 
 
 def table(sweep_dirs: list[str]) -> str:
-    groups = defaultdict(lambda: {"acc": [], "sec": [], "running": 0})
+    groups = defaultdict(lambda: {"acc": [], "sec": [], "running": 0, "traced": 0, "increases": 0, "worst": 0.0})
     for sweep in sweep_dirs:
-        for values, metrics, epochs in rows(sweep):
+        for values, metrics, epochs, steps in rows(sweep):
             group = groups[values["algorithm"]]
             group["sec"] += [float(m["seconds"]) for m in metrics]
             if metrics and epochs and int(metrics[-1]["epoch"]) >= epochs:
                 group["acc"].append(float(metrics[-1]["test_accuracy"]))
             else:
                 group["running"] += 1
-    lines = ["| algorithm | test accuracy (%) | seeds finished | s / epoch |", "|---|---|---|---|"]
+            traced, increases, worst = lyapunov_counts(steps)
+            group["traced"] += traced
+            group["increases"] += increases
+            group["worst"] = max(group["worst"], worst)
+    lines = ["| algorithm | test accuracy (%) | seeds finished | s / epoch | traced steps | Lyapunov increases "
+             "| largest increase |", "|---|---|---|---|---|---|---|"]
     for name, g in groups.items():
         acc = np.array(g["acc"]) * 100
         shown = f"{acc.mean():.1f} ± {acc.std():.1f}" if len(acc) else "–"
         seconds = f"{np.mean(g['sec']):.1f}" if g["sec"] else "–"
+        worst = f"{g['worst']:.2g}" if g["increases"] else "–"
         lines.append(f"| {name} | {shown} | {len(acc)}" + (f" (+{g['running']} unfinished)" if g["running"] else "")
-                     + f" | {seconds} |")
+                     + f" | {seconds} | {g['traced']} | {g['increases']} | {worst} |")
     return "\n".join(lines)
 
 
