@@ -394,6 +394,11 @@ class HopfieldNetwork(PhysicalSystem):
         # np.clip with scalars of the array's dtype: twice as fast as np.maximum then np.minimum
         bounds = [(dt(p) if np.isfinite(p) else None, dt(q) if np.isfinite(q) else None) for p, q in self.bounds]
         track = self.threshold > 0
+        last = n - 1
+        clamp = output[1] if output[0] == "clamp" else None
+        # the output's constant drive: b_N, plus the nudge's pull 2 beta c y (then divided by a)
+        pull, divisor = (output[2], output[1]) if output[0] == "nudge" else (None, None)
+        offset = biases[last] if pull is None else biases[last] + pull
         rows, it, converged = np.full(len(drive), np.inf), 0, False
         while it < max_iter:
             it += 1
@@ -403,27 +408,28 @@ class HopfieldNetwork(PhysicalSystem):
                     np.copyto(old, s)
             for k in order:
                 s = layers[k]
-                if k == n - 1 and output[0] == "clamp":
-                    np.copyto(s, output[1])
-                    continue
-                if k == 0:
-                    if n > 1:
-                        np.matmul(layers[1], transposed[1], out=s)
-                        s += drive
+                if k == last:
+                    if clamp is not None:
+                        np.copyto(s, clamp)
+                        continue
+                    if k == 0:  # a single layer: its drive already holds b_1
+                        np.copyto(s, drive) if pull is None else np.add(drive, pull, out=s)
                     else:
-                        np.copyto(s, drive)
+                        np.matmul(layers[k - 1], weights[k], out=s)
+                        s += offset
+                    if divisor is not None:
+                        s /= divisor
+                elif k == 0:
+                    np.matmul(layers[1], transposed[1], out=s)
+                    s += drive
                 else:
                     np.matmul(layers[k - 1], weights[k], out=s)
                     s += biases[k]
-                    if k < n - 1:
-                        np.matmul(layers[k + 1], transposed[k + 1], out=scratch[k])
-                        s += scratch[k]
-                if k == n - 1 and output[0] == "nudge":
-                    s += output[2]
-                    s /= output[1]
+                    np.matmul(layers[k + 1], transposed[k + 1], out=scratch[k])
+                    s += scratch[k]
                 p, q = bounds[k]
                 if p is not None or q is not None:
-                    np.clip(s, p, q, out=s)
+                    s.clip(p, q, out=s)  # the method skips np.clip's dispatch layer
             if measure:
                 rows = sum(np.abs(s - old).sum(axis=1) for s, old in zip(layers, previous))
                 if not np.all(np.isfinite(rows)):
