@@ -30,11 +30,11 @@ def deep_resistive_network(sizes: list[int] | tuple[int, ...], *, seed: int = 0,
                            v_low: float = 0.0, v_high: float = 1.0, bias: bool = True,
                            ideal: bool = True, saturation_current: float = 1e-14,
                            emission: float = 1.0, doubled_inputs: bool = True,
-                           g_range: tuple[float, float] = (0.0, np.inf)) -> Circuit:
+                           g_range: tuple[float, float] = (0.0, np.inf), init_scale: float = 1.0) -> Circuit:
     """A DRN with `sizes = [n_inputs, hidden..., n_outputs]` (inputs and outputs counted once).
 
     Conductances are drawn uniform in [0, 2 g0 / fan_in] (so a node's total input
-    conductance is about g0). `doubled_inputs` makes `sizes[0]` data columns drive
+    conductance is about g0), times `init_scale`. `doubled_inputs` makes `sizes[0]` data columns drive
     2 sizes[0] sources (pass e.g. 784 for MNIST to get the 1568 input sources of the paper).
     """
     rng = np.random.default_rng(seed)
@@ -63,13 +63,13 @@ def deep_resistive_network(sizes: list[int] | tuple[int, ...], *, seed: int = 0,
     for k, (src, dst) in enumerate(zip([input_layer, *layers], [*layers, output_layer])):
         a, b = np.meshgrid(src, dst, indexing="ij")
         r_nodes.append(np.stack([a.ravel(), b.ravel()], axis=1))
-        r_g.append(rng.uniform(0.0, 2.0 * g0 / len(src), size=a.size))
+        r_g.append(init_scale * rng.uniform(0.0, 2.0 * g0 / len(src), size=a.size))
         r_names.extend(f"rw{k + 1}_{i}_{j}" for i in range(len(src)) for j in range(len(dst)))
     if bias:
         biased = np.concatenate([*layers, output_layer]) if layers else output_layer
         for rail, tag in ((rails[2], "p"), (rails[3], "n")):
             r_nodes.append(np.stack([biased, np.full(len(biased), rail)], axis=1))
-            r_g.append(rng.uniform(0.0, g0 / 4.0, size=len(biased)))
+            r_g.append(init_scale * rng.uniform(0.0, g0 / 4.0, size=len(biased)))
             r_names.extend(f"rb{tag}_{names[i]}" for i in biased)
     conductance = np.clip(np.concatenate(r_g), g_range[0], g_range[1])
     resistors = Resistors(tuple(r_names), np.concatenate(r_nodes), conductance)
