@@ -150,7 +150,8 @@ ALGORITHM_HELP = ("p-ep n-ep c-ep multi-point-ep p-cpl n-cpl c-cpl cl aeqprop-op
                    "(agnostic, slow).")
 @click.option("--relax-rounds", type=int, default=None,
               help="Aeqprop: relaxation rounds with the knobs clamped (1 = App. C's single parallel parameter "
-                   "relaxation; many = the joint equilibrium of Theorems 1-3). [default: 20]")
+                   "relaxation; many = the joint equilibrium of Theorems 1-3). [default: 1; 20 under a preset "
+                   "that does not set it]")
 @click.option("--preset", default=None,
               help="Named hyperparameters (see docs/training.md, docs/hopfield.md, docs/drn.md).")
 @click.option("--max-train", type=int, default=None, help="Use only the first N training samples.")
