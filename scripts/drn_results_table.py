@@ -1,12 +1,16 @@
-"""Markdown table of test error per epoch of the docs/drn.md runs: python scripts/drn_results_table.py"""
+"""Markdown table of test error per epoch of the docs/drn.md runs (scripts/drn_runs.sh).
+
+    python scripts/drn_results_table.py [RUNS_DIR]     # default runs/drn/v2
+"""
 
 from __future__ import annotations
 
 import csv
 import os
+import sys
 
-RUNS = [("DRN-XS c-ep", "runs/drn/xs-cep"), ("DRN-XS p-ep", "runs/drn/xs-pep"),
-        ("DRN-XS exact-gradient", "runs/drn/xs-exact"), ("DRN-1H c-ep", "runs/drn/1h-cep")]
+RUNS = [("DRN-XS c-ep", "xs-cep"), ("DRN-XS p-ep", "xs-pep"), ("DRN-XS exact-gradient", "xs-exact"),
+        ("DRN-XS aeqprop-centered", "xs-aeqprop-centered"), ("DRN-1H c-ep", "1h-cep")]
 
 
 def errors(path: str) -> dict[int, float]:
@@ -18,7 +22,8 @@ def errors(path: str) -> dict[int, float]:
 
 
 def main():
-    data = [(name, errors(path)) for name, path in RUNS]
+    root = sys.argv[1] if len(sys.argv) > 1 else "runs/drn/v2"
+    data = [(name, errors(os.path.join(root, path))) for name, path in RUNS]
     last = max((max(d) for _, d in data if d), default=0)
     print("| epoch | " + " | ".join(name for name, _ in data) + " |")
     print("|---" * (len(data) + 1) + "|")
