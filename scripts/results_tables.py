@@ -5,7 +5,9 @@
 Reads each point's metrics.csv (finished or not), so it can report while a sweep still runs:
 final test accuracy (mean ± std over the seeds that finished every epoch), the number of
 seeds, the mean seconds per epoch, and from steps.jsonl the number of traced steps and of
-Lyapunov increases beyond tolerance (summed over the seeds, finished or not).
+Lyapunov increases beyond tolerance (summed over the seeds, finished or not), the largest
+increase, and the largest relative change (after - before) / |before| (negative: every step
+lowered L, by at least that fraction).
 
 A traced step is an increase when
 
@@ -46,11 +48,15 @@ def rows(sweep_dir: str):
         yield values, metrics, epochs, os.path.join(points, name, "steps.jsonl")
 
 
-def lyapunov_counts(steps_path: str) -> tuple[int, int, float]:
-    """(traced steps, increases beyond tolerance, largest increase) of one run's steps.jsonl."""
-    traced, increases, worst = 0, 0, 0.0
+def lyapunov_counts(steps_path: str) -> tuple[int, int, float, float]:
+    """(traced steps, increases beyond tolerance, largest increase, largest relative change) of a steps.jsonl.
+
+    The largest relative change, max (after - before) / |before| over the steps, is negative when
+    every step lowered L: how close the run came to an increase.
+    """
+    traced, increases, worst, closest = 0, 0, 0.0, -np.inf
     if not os.path.exists(steps_path):
-        return traced, increases, worst
+        return traced, increases, worst, closest
     with open(steps_path) as f:
         for line in f:
             record = json.loads(line)
@@ -59,14 +65,17 @@ def lyapunov_counts(steps_path: str) -> tuple[int, int, float]:
                 continue
             traced += 1
             change = after - before
+            if before:
+                closest = max(closest, change / abs(before))
             if change > REL_TOL * abs(before) + ABS_TOL:
                 increases += 1
                 worst = max(worst, change)
-    return traced, increases, worst
+    return traced, increases, worst, closest
 
 
 def table(sweep_dirs: list[str]) -> str:
-    groups = defaultdict(lambda: {"acc": [], "sec": [], "running": 0, "traced": 0, "increases": 0, "worst": 0.0})
+    groups = defaultdict(lambda: {"acc": [], "sec": [], "running": 0, "traced": 0, "increases": 0, "worst": 0.0,
+                                  "closest": -np.inf})
     for sweep in sweep_dirs:
         for values, metrics, epochs, steps in rows(sweep):
             group = groups[values["algorithm"]]
@@ -75,19 +84,21 @@ def table(sweep_dirs: list[str]) -> str:
                 group["acc"].append(float(metrics[-1]["test_accuracy"]))
             else:
                 group["running"] += 1
-            traced, increases, worst = lyapunov_counts(steps)
+            traced, increases, worst, closest = lyapunov_counts(steps)
             group["traced"] += traced
             group["increases"] += increases
             group["worst"] = max(group["worst"], worst)
+            group["closest"] = max(group["closest"], closest)
     lines = ["| algorithm | test accuracy (%) | seeds finished | s / epoch | traced steps | Lyapunov increases "
-             "| largest increase |", "|---|---|---|---|---|---|---|"]
+             "| largest increase | largest relative change |", "|---|---|---|---|---|---|---|---|"]
     for name, g in groups.items():
         acc = np.array(g["acc"]) * 100
         shown = f"{acc.mean():.1f} ± {acc.std():.1f}" if len(acc) else "–"
         seconds = f"{np.mean(g['sec']):.1f}" if g["sec"] else "–"
         worst = f"{g['worst']:.2g}" if g["increases"] else "–"
+        closest = f"{g['closest']:+.1e}" if g["traced"] else "–"
         lines.append(f"| {name} | {shown} | {len(acc)}" + (f" (+{g['running']} unfinished)" if g["running"] else "")
-                     + f" | {seconds} | {g['traced']} | {g['increases']} | {worst} |")
+                     + f" | {seconds} | {g['traced']} | {g['increases']} | {worst} | {closest} |")
     return "\n".join(lines)
 
 
