@@ -23,7 +23,14 @@ updates. `tight=True` adds `.options` TIGHT_OPTIONS, with which ngspice's last N
 is below ~1e-12 V, so its operating point agrees with ours to ~1e-12 V on smooth circuits
 (tests/test_spice.py checks <= 1e-9 V).
 
-PySpice is imported only inside `spice()`, never at package import.
+Many rows of one circuit: `spice_rows()` loads the netlist once and solves every row in
+one ngspice `dc` sweep (the sources that vary become pwl tables indexed by the sweep
+variable, each row warm-started from the previous one) or by `alter` + `op` per row, with
+the same result as `spice()`; at DRN-XS size that is ~10x less ngspice time per row
+(docs/drn.md). `NEAR_IDEAL_MODEL` is a stiffer ideal-diode stand-in (~1 mV forward drop)
+for `with_spice_model()`.
+
+PySpice is imported only inside the solver functions, never at package import.
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ INSTALL_HINT = ("install it with `apt-get install ngspice libngspice0-dev` (Debi
 
 @dataclass(frozen=True)
 class SpiceTiming:
-    """Wall-clock seconds of the last `spice()` call, summed over the batch."""
+    """Wall-clock seconds of the last `spice()` or `spice_rows()` call, summed over the batch."""
 
     write: float  # our netlist writer
     load: float  # ngspice reading and parsing the netlist (`source`)
@@ -315,7 +322,20 @@ def spice(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | None 
             V[b, 1:] = [vectors.get(name, np.nan) for name in names[1:]]
             i_source[b] = [vectors.get(f"{name}#branch", np.nan) for name in vnames]
     last_timing = SpiceTiming(*times)
+    return _solve_result(circuit, problem, V, i_source, fixed, ok, messages, merged)
 
+
+def _solve_result(circuit: Circuit, problem: Problem, V: np.ndarray, i_source: np.ndarray, fixed: np.ndarray,
+                  ok: np.ndarray, messages: list[str], merged: dict, analysis: str = ".op",
+                  node_voltage_check: bool | np.ndarray = False) -> SolveResult:
+    """A SolveResult from ngspice's node voltages V and source currents (NaN rows where it failed).
+
+    Energy, currents and KCL residual come from our equations at ngspice's voltages; a row
+    that violates KCL beyond ngspice's own tolerances is marked failed. node_voltage_check
+    (per row, or for all) also accepts a row whose residual corresponds to node-voltage
+    corrections within 10x ngspice's reltol |V| + vntol (see `spice_rows`).
+    """
+    B = len(V)
     P = problem.topology.P
     reported = ~np.isnan(V)
     shifted = np.where(reported, V - fixed, 0.0)
@@ -342,17 +362,308 @@ def spice(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | None 
         g_scale = max(g_scale, float(np.nan_to_num(problem._diode(problem._branch(
             problem.Md, problem.offset_d, z))[2]).max(initial=0.0)))
     allowed = allowed + 256 * np.finfo(float).eps * v_scale * g_scale
-    for b in np.flatnonzero(ok & ~(kcl <= allowed)):
+    accepted = kcl <= allowed
+    node_voltage_check = np.broadcast_to(node_voltage_check, (B,))
+    if node_voltage_check.any() and problem.n_free:
+        # The Newton correction the residual asks for at each node (residual over the node's
+        # own conductance, diodes' differential conductance included) within 10x ngspice's
+        # node-voltage tolerance: what ngspice itself converged on.
+        diagonal = np.asarray(problem.linear_hessian.diagonal())[None, :]
+        if problem.has_diodes:
+            gd = problem._diode(problem._branch(problem.Md, problem.offset_d, z))[2] - problem.gmin
+            diagonal = diagonal + np.asarray(gd @ problem.Md.multiply(problem.Md))
+        correction = np.abs(problem.gradient(z)) / np.maximum(diagonal, 1e-300)
+        tolerance = 10.0 * (float(merged.get("reltol", 1e-3)) * v_scale + float(merged.get("vntol", 1e-6)))
+        accepted |= node_voltage_check & (correction.max(axis=1) <= tolerance)
+    for b in np.flatnonzero(ok & ~accepted):
         ok[b] = False
         messages.append(f"sample {b}: ngspice's point violates KCL by {kcl[b]:.3g} A (allowed "
                         f"{allowed[b]:.3g} A): not an operating point")
     V[~ok] = np.nan  # never hand on a point that is not an operating point
     success = bool(ok.all())
     residual = float(kcl[ok].max(initial=0.0)) if success else float("nan")
-    message = "ngspice .op converged" if success else "ngspice failed: " + " | ".join(messages)
+    message = f"ngspice {analysis} converged" if success else "ngspice failed: " + " | ".join(messages)
     return SolveResult(potentials=np.where(ok[:, None], problem.potentials(z), V), currents=currents,
                        energy=energy, free=z, iterations=0, residual=residual, success=success,
                        message=message, solver="spice")
+
+
+# An exponential stand-in for ideal diodes close to ideal: a conducting one drops
+# N Vt ln(I / IS) ~ 1 mV at mA currents (26 uV per e-fold of current), against ~40-50 mV for
+# the circuits' default `IdealDiodes.spice_model` (IS = 1e-20 A, N = 0.05); ngspice still
+# converges with it (its junction limiting works in units of N Vt). docs/drn.md measures it.
+NEAR_IDEAL_MODEL = "is=1e-20 n=0.001"
+
+ROW_METHODS = ("sweep", "alter")
+
+
+def with_spice_model(circuit: Circuit, model: str) -> Circuit:
+    """The circuit with its ideal diodes written to SPICE as exponential diodes `.model ... D (model)`."""
+    return replace(circuit, ideal_diodes=replace(circuit.ideal_diodes, spice_model=model))
+
+
+def spice_rows(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | None = None,
+               nudge: Nudge | None = None, tight: bool = False, options: dict | None = None,
+               method: str = "sweep") -> SolveResult:
+    """Operating points of one circuit for many source rows, its netlist loaded into ngspice once.
+
+    `spice()` writes and loads the whole netlist for every row, and each of its `.op` starts
+    from scratch: Newton from the junction initial guess with two Markowitz reorderings of
+    the sparse matrix, which dominate at DRN-XS size (159 040 resistors: ~6 CPU s per row).
+    Here the netlist is written and parsed once, then:
+
+    method="sweep" (default): every source whose value differs between rows is written as a
+        behavioural source `b... n+ n- v = pwl(v(rowidx), 0, s_0, 1, s_1, ...)` (`i = ...` for
+        a current source) of an extra node `rowidx` held by one voltage source, and one `dc`
+        sweep of that source over 0, 1, ..., B-1 solves all rows. Each row's Newton iteration
+        starts from the previous row's operating point and keeps the matrix ordering; where it
+        fails ngspice runs a full `.op` (gmin, then source stepping) at that row. The pwl
+        tables are evaluated at their breakpoints, so each row sees exactly its values.
+    method="alter": sources as written; per row, `alter` of each source whose value changed
+        and a full `op` (no re-parsing, but both reorderings every row).
+
+    A row where the sweep stops is solved by `op` (the sweep source altered to that row) and
+    the sweep resumes after it; a sweep whose output reports that source stepping failed
+    (ngspice's transient fallback) is discarded and its rows are solved by `op` one by one,
+    as `spice()` accepts no transient-op point. Arguments and result are those of `spice()`
+    (the same device equations and per-row failures in `success` / `message`).
+
+    What counts as an operating point: a sweep row must pass `spice()`'s KCL bound (10 reltol
+    times the largest branch current); one that does not is solved again by a full `op`
+    (warm-started sweep points were seen to pass ngspice's convergence test 0.5 V away from
+    the operating point with stiff stand-ins; `message` counts these rows). A row solved by
+    `op` is also accepted when the voltage corrections its KCL residual asks for (residual
+    over each node's conductance, diodes' differential conductance included) are within
+    10 (reltol |V| + vntol), i.e. ngspice's own convergence criterion: with stiff stand-ins
+    such as NEAR_IDEAL_MODEL (~1e3 S per conducting diode) a converged point ~20 uV off is
+    a KCL error of tens of mA, which `spice()` rejects at default tolerances.
+    `last_timing` gets write, load (once), analysis (all rows) and read seconds. The pwl
+    tables make the netlist grow with B: split very many rows into chunks of some hundreds.
+    """
+    global last_timing
+    if method not in ROW_METHODS:
+        raise SolverError(f"method='{method}': expected one of {', '.join(ROW_METHODS)}")
+    ng = ngspice_instance()
+    if _unrecoverable:
+        raise SolverError("libngspice stopped after a netlist it could not parse and cannot be "
+                          "reloaded in this process; restart Python to use the spice solver again")
+    sources = np.atleast_2d(np.asarray(sources, dtype=np.float64))
+    B = len(sources)
+    solved = exponential_equivalent(circuit)
+    problem = Problem(solved, sources, conductance, nudge)
+    problem.check_convex()
+    target = None
+    if nudge is not None:
+        target = np.broadcast_to(np.asarray(nudge.target, float), (B, circuit.n_outputs))
+    merged = dict(TIGHT_OPTIONS) if tight else {}
+    merged.update(options or {})
+
+    times = np.zeros(4)
+    t0 = time.perf_counter()
+    text, nudge_sources = netlist_text(circuit, sources[0], conductance, nudge,
+                                       None if target is None else target[0], merged)
+    # every source ngspice sees (ours, then the nudge's targets) and its value per row
+    letters = ["v" if v else "i" for v in circuit.sources.is_voltage]
+    element = [_spice_name(n, letter) for n, letter in zip(circuit.sources.names, letters)]
+    element += [name.lower() for name in nudge_sources]
+    values = np.hstack([sources, target]) if nudge_sources else sources
+    varying = np.flatnonzero((values != values[0]).any(axis=0))
+    lines = [line for line in text.splitlines() if not re.match(r"\s*\.op\b", line, re.IGNORECASE)]
+    branch = {name: name for name in element}  # the element whose `#branch` is each source's current
+    sweep = method == "sweep" and B > 1 and len(varying) > 0
+    row_node = row_source = ""
+    if sweep:
+        taken = {word.lower() for line in lines[1:] for word in line.split()[:3]}
+        row_node, row_source = _fresh_name("rowidx", taken), _fresh_name("vrowidx", taken)
+        index = {name: k for k, name in enumerate(element)}
+        varies = set(varying.tolist())
+        for i in range(1, len(lines)):
+            words = lines[i].split()
+            k = index.get(words[0].lower()) if words else None
+            if k is None or k not in varies:
+                continue
+            name = _fresh_name(f"b_{element[k]}", taken)
+            table = ", ".join(f"{r}, {_format(values[r, k])}" for r in range(B))
+            lines[i] = f"{name} {words[1]} {words[2]} {element[k][0]} = pwl(v({row_node}), {table})"
+            branch[element[k]] = name
+        lines.insert(len(lines) - 1, f"{row_source} {row_node} 0 dc 0")  # before .end
+    text = "\n".join(lines) + "\n"
+    times[0] = time.perf_counter() - t0
+
+    names = [name.lower() for name in circuit.node_names]
+    vnames = [_spice_name(circuit.sources.names[k], "v") for k in problem.topology.voltage_sources]
+    V = np.full((B, circuit.n_nodes), np.nan)
+    V[:, 0] = 0.0
+    i_source = np.full((B, len(vnames)), np.nan)
+    fixed = np.asarray((problem.topology.Q @ sources.T).T)
+    ok = np.zeros(B, dtype=bool)
+    messages: list[str] = []
+
+    def store(vectors: dict[str, np.ndarray], rows: np.ndarray, at: np.ndarray) -> None:
+        t = time.perf_counter()
+        for j, name in enumerate(names[1:], start=1):
+            if name in vectors:
+                V[rows, j] = vectors[name][at]
+        for j, name in enumerate(vnames):
+            current = vectors.get(f"{branch[name]}#branch")
+            if current is not None:
+                i_source[rows, j] = current[at]
+        ok[rows] = True
+        missing = [name for j, (name, internal) in enumerate(zip(names, circuit.internal))
+                   if j and not internal and name not in vectors]
+        if missing:
+            ok[rows] = False
+            messages.append(f"sample(s) {_rows_text(rows)}: ngspice reported no voltage for node(s) "
+                            f"{', '.join(missing[:5])}")
+        times[3] += time.perf_counter() - t
+
+    def op_row(b: int) -> None:
+        """`op` at row b: the sweep source set to b, or the changed sources altered."""
+        if sweep:
+            _command(ng, f"alter {row_source} = {b}")
+        else:
+            changed = np.flatnonzero(values[b] != current_values)
+            for k in changed:
+                _command(ng, f"alter {element[k]} = {_format(values[b, k])}")
+            current_values[changed] = values[b, changed]
+        vectors, message, seconds = _analyse(ng, "op", "op")
+        times[2] += seconds
+        from_sweep[b] = False
+        if vectors is None:
+            messages.append(f"sample {b}: ngspice .op failed: {message or 'no operating point'}")
+        else:
+            store(vectors, np.array([b]), np.array([0]))
+
+    current_values = values[0].copy()
+    from_sweep = np.zeros(B, dtype=bool)  # rows whose point comes from a warm-started sweep
+    redone: list[int] = []  # sweep rows solved again by `op`
+    with _quiet():
+        error, times[1] = _source(ng, text)
+        if error is not None:
+            messages.append(error)
+        else:
+            try:
+                start = 0
+                while sweep and start < B - 1:
+                    vectors, message, seconds = _analyse(ng, f"dc {row_source} {start} {B - 1} 1", "dc",
+                                                         reject_fallback=False)
+                    times[2] += seconds
+                    done = np.zeros(0, dtype=int)
+                    if vectors is not None and message.startswith("source stepping failed"):
+                        for b in range(start, B):  # a transient-op point somewhere in the sweep
+                            op_row(b)
+                        start = B
+                        break
+                    if vectors is not None and row_node in vectors:
+                        done = np.rint(vectors[row_node]).astype(int)
+                        store(vectors, done, np.arange(len(done)))
+                        from_sweep[done] = True
+                    start = int(done.max()) + 1 if len(done) else start
+                    if start < B:  # the sweep stopped at this row (or it is the last one)
+                        op_row(start)
+                        start += 1
+                for b in range(start, B):
+                    op_row(b)
+                if from_sweep.any():
+                    # A warm-started sweep point can pass ngspice's convergence test far from
+                    # the operating point (seen with stiff stand-ins): a sweep row must pass
+                    # spice()'s KCL bound, else it is solved again by a full `op`.
+                    first = _solve_result(circuit, problem, V.copy(), i_source, fixed, ok.copy(), [], merged)
+                    for b in np.flatnonzero(from_sweep & ~np.isfinite(first.potentials).all(axis=1)):
+                        V[b, 1:], i_source[b], ok[b] = np.nan, np.nan, False
+                        op_row(b)
+                        redone.append(int(b))
+            finally:
+                with contextlib.suppress(Exception):
+                    ng.destroy("all")
+                with contextlib.suppress(Exception):
+                    ng.remove_circuit()
+    for b in np.flatnonzero(~ok):
+        if not any(m.startswith(f"sample {b}:") for m in messages):
+            messages.append(f"sample {b}: not solved")
+    last_timing = SpiceTiming(*times)
+    analysis = ".op"
+    if sweep:
+        analysis = f"dc sweep ({len(redone)} of {B} rows again by .op)" if redone else "dc sweep"
+    return _solve_result(circuit, problem, V, i_source, fixed, ok, messages, merged, analysis=analysis,
+                         node_voltage_check=~from_sweep)
+
+
+def _rows_text(rows: np.ndarray) -> str:
+    rows = np.asarray(rows)
+    return str(int(rows[0])) if len(rows) == 1 else f"{int(rows.min())}-{int(rows.max())}"
+
+
+def _command(ng, command: str) -> str:
+    """Run one ngspice command; its stdout and stderr (PySpice's exceptions on stderr lines ignored)."""
+    from PySpice.Spice.NgSpice.Shared import NgSpiceCommandError
+
+    with contextlib.suppress(NgSpiceCommandError, NameError):
+        ng.exec_command(command)
+    return ng.stdout + "\n" + ng.stderr
+
+
+def _source(ng, text: str) -> tuple[str | None, float]:
+    """Load a netlist into ngspice (`source` of a temporary file): (error or None, seconds)."""
+    global _unrecoverable
+    from PySpice.Spice.NgSpice.Shared import NgSpiceCommandError
+
+    handle = tempfile.NamedTemporaryFile("w", suffix=".cir", delete=False)
+    try:
+        with handle:
+            handle.write(text)
+        t0 = time.perf_counter()
+        refused = False
+        try:
+            ng.exec_command(f"source {handle.name}")
+        except NgSpiceCommandError:
+            pass
+        except NameError:
+            refused = True
+        seconds = time.perf_counter() - t0
+        output = ng.stdout + "\n" + ng.stderr
+        if "cannot recover" in output:
+            _unrecoverable = True
+        if refused or _unrecoverable or re.search(r"^\s*(error|please check your input)", output,
+                                                   re.IGNORECASE | re.MULTILINE):
+            return "ngspice refused the netlist: " + _ngspice_message(output), seconds
+        return None, seconds
+    finally:
+        os.unlink(handle.name)
+
+
+def _analyse(ng, command: str, kind: str, reject_fallback: bool = True
+             ) -> tuple[dict[str, np.ndarray] | None, str, float]:
+    """Run an analysis of the loaded circuit: (its vectors or None, ngspice's message, seconds).
+
+    The vectors are arrays (one value per point); the plot is destroyed after reading. A
+    result reached by ngspice's transient-op fallback (after gmin and source stepping
+    failed) is no operating point: None with reject_fallback, else the message says
+    "source stepping failed".
+    """
+    t0 = time.perf_counter()
+    output = _command(ng, command)
+    seconds = time.perf_counter() - t0
+    message = _ngspice_message(output)
+    plot_names = ng.plot_names
+    fallback = re.search(r"source stepping failed", output, re.IGNORECASE) is not None
+    if fallback and not reject_fallback:
+        message = "source stepping failed; " + message
+    if fallback and reject_fallback:
+        message = ("gmin and source stepping failed; ngspice's transient-op fallback is not "
+                   "accepted as an operating point: " + message)
+        plot_names = [name for name in plot_names if not name.startswith(kind)]
+    if not plot_names or not plot_names[0].startswith(kind):
+        with contextlib.suppress(Exception):
+            if ng.plot_names and ng.plot_names[0] != "const":
+                ng.destroy(ng.plot_names[0])
+        return None, message or "no result", seconds
+    plot = ng.plot(None, plot_names[0])
+    vectors = {name.lower(): np.atleast_1d(np.real(np.asarray(vector._data))).astype(float)
+               for name, vector in plot.items()}
+    with contextlib.suppress(Exception):
+        ng.destroy(plot_names[0])
+    return vectors, message, seconds
 
 
 def _fill_internal(problem: Problem, z: np.ndarray, missing: np.ndarray) -> np.ndarray:
