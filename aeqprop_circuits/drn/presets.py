@@ -39,9 +39,10 @@ PRESETS: dict[str, dict] = {
         "epochs": 10,  # paper: num_epochs = 10 for DRN-XS
         "beta": 0.1,  # tuned here (paper: nudging = 1.0 in its units; see the module docstring)
         "lr": {"w1": 3e-5, "w2": 0.03, "b": 0.03},  # tuned here (paper: 0.006 for all, its units)
-        # Aeqprop: its step is epsilon * beta * (EP estimate). At epsilon = lr / beta (the c-ep rates) the
-        # input block's step is not the EP step at gain 100 and training collapses; 10x below that for the
-        # other blocks and 1000x for the input block is the largest setting found stable (docs/drn.md).
+        # Aeqprop: its step is epsilon * beta * (EP estimate). epsilon = lr / beta (the c-ep rates) fails: the
+        # input block's step is not the EP step at gain 100, and with the input block 100x lower training still
+        # collapses within 2000 images (hidden layer saturated). lr / (10 beta) for the output block and biases,
+        # lr / (1000 beta) for the input block is the largest setting found stable (docs/drn.md).
         "epsilon": {"w1": 3e-7, "w2": 0.03, "b": 0.03},
         "relax_rounds": 1,  # Aeqprop: App. C's single parallel parameter relaxation
         "lr_decay": 0.99,  # paper: ExponentialLR(gamma=0.99) per epoch
