@@ -2,7 +2,7 @@
 
     OPENBLAS_NUM_THREADS=1 nice python scripts/drn_tune.py '{"lr": [3e-5, 0.03, 0.03], "gain": 100, "amp": 0.5}'
 
-Trains `DRNSystem` with the in-place c-ep loop (drn/train.py) on the first `n` of the first
+Trains `DRNSystem` with the in-place c-ep loop (runs/inplace.py) on the first `n` of the first
 50 000 training images for `passes` passes and prints the error (%) on training images
 50 000-59 999 after each pass, with the wall time. Keys of the JSON configuration: model
 (drn spec), lr (scalar or [w1, ..., bias] per block), gain (input gain), amp (target amplitude),
@@ -19,9 +19,9 @@ import numpy as np
 
 from aeqprop_circuits.data.datasets import load_dataset
 from aeqprop_circuits.drn import DRNSystem
-from aeqprop_circuits.drn.train import ep_step
 from aeqprop_circuits.learning.algorithms import get_algorithm
 from aeqprop_circuits.physics.system import Phase
+from aeqprop_circuits.runs.inplace import ep_step
 
 TRAIN, VALIDATION = slice(0, 50_000), slice(50_000, 60_000)
 

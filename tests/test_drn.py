@@ -213,3 +213,14 @@ def test_fixed_sweep_fast_path_makes_the_same_updates_as_the_generic_sweeps():
         generic = system.settle(base.nudged(beta), start=generic_free, callback=lambda energy: None)
         assert max(np.abs(a - b).max() for a, b in zip(state.layers, generic.layers)) < 1e-13
     assert max(np.abs(a - b).max() for a, b in zip(free.layers, generic_free.layers)) < 1e-13
+
+
+def test_the_shared_in_place_loop_takes_the_nudge_contrasts_only():
+    from aeqprop_circuits.runs.inplace import in_place_trainer, train_in_place
+
+    system = DRNSystem([6, 5, 3], seed=1)
+    for rule in ("c-ep", "p-ep", "n-ep", "multi-point-ep"):
+        assert in_place_trainer(system, get_algorithm(rule, beta=0.1)) is train_in_place
+    for rule in ("exact-gradient", "cl", "c-cpl"):
+        assert in_place_trainer(system, get_algorithm(rule, beta=0.1)) is None
+    assert system.in_place_rates(0.5) == [0.5, 0.5, 0.5]

@@ -1,7 +1,7 @@
 """`aeqprop bench train`: the cost of a DRN training step, of its matrix products, of an epoch.
 
 Times `steps` training steps (after a warm-up) of the in-place loop the trainer uses
-(drn/train.py), with the matrix products timed from inside (`system.timing`), so the
+(runs/inplace.py), with the matrix products timed from inside (`system.timing`), so the
 report says how much of a step is BLAS and how much is everything else. An epoch is
 extrapolated from the step time (60 000 / batch steps for Fashion-MNIST) plus a measured
 evaluation pass over the 10 000 test images (what the in-place trainer does after each epoch;
@@ -23,9 +23,9 @@ import numpy as np
 
 from ..learning.algorithms import get_algorithm
 from ..physics.system import Phase
+from ..runs.inplace import ep_step
 from .presets import PRESETS
 from .system import DRNSystem, timing
-from .train import ep_step
 
 TRAIN_SIZE, TEST_SIZE = 60_000, 10_000
 

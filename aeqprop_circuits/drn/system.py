@@ -755,8 +755,6 @@ class DRNSystem(PhysicalSystem):
         return grad
 
     # --- training fast path -----------------------------------------------------------------
-    def fused_trainer(self, algorithm):
-        """The training loop that applies this rule's steps in place (drn/train.py), or None for the generic one."""
-        from .train import fused_trainer
-
-        return fused_trainer(self, algorithm)
+    def in_place_rates(self, learning_rate) -> list | None:
+        """What `descend` takes for runs/inplace.py: per-block step sizes, or None if not constant per block."""
+        return self.block_steps(learning_rate)

@@ -12,6 +12,7 @@ from ..data.datasets import load_dataset
 from ..errors import AeqpropError
 from ..learning.algorithms import algorithm_from_config
 from ..models import load_system
+from .inplace import in_place_trainer
 from .rundir import RunDir, default_name, fresh_directory
 from .trainer import TrainOptions, train
 
@@ -109,7 +110,8 @@ def run_training(model, resume, quiet, given, echo=print) -> str:
     echo(f"run directory: {run.path}")
     np.seterr(over="ignore")
     try:
-        fit = getattr(system, "fused_trainer", lambda rule: None)(algorithm) or train  # DRN: in-place EP steps
+        fused = getattr(system, "fused_trainer", None)  # a system's own loop (Hopfield nets), else the shared one
+        fit = (fused(algorithm) if fused else in_place_trainer(system, algorithm)) or train
         fit(system, dataset, algorithm, run, options, start_epoch=start_epoch, log=echo)
     finally:
         echo(f"results in {run.path} (plots: aeqprop plot {run.path})")
