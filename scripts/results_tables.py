@@ -1,6 +1,7 @@
 """Tables of docs/results.md from the point directories of algorithm sweeps.
 
-    python scripts/results_tables.py runs/sweeps/iris-algorithms runs/sweeps/iris-aeqprop
+    python scripts/results_tables.py runs/sweeps/v2-iris-algorithms runs/sweeps/v2-iris-aeqprop
+    python scripts/results_tables.py --seeds runs/sweeps/v2-iris-algorithms runs/sweeps/v2-iris-aeqprop
 
 Reads each point's metrics.csv (finished or not), so it can report while a sweep still runs:
 final test accuracy (mean ± std over the seeds that finished every epoch), the number of
@@ -102,5 +103,22 @@ def table(sweep_dirs: list[str]) -> str:
     return "\n".join(lines)
 
 
+def per_seed(sweep_dirs: list[str]) -> str:
+    """Final test accuracy (%) of every finished point, per algorithm, by seed."""
+    found = defaultdict(dict)
+    for sweep in sweep_dirs:
+        for values, metrics, epochs, _ in rows(sweep):
+            if metrics and epochs and int(metrics[-1]["epoch"]) >= epochs:
+                found[values["algorithm"]][int(values["seed"])] = 100 * float(metrics[-1]["test_accuracy"])
+    seeds = sorted({seed for by_seed in found.values() for seed in by_seed})
+    lines = ["| algorithm | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
+    for name, by_seed in found.items():
+        lines.append(f"| {name} | " + " | ".join(f"{by_seed[s]:.1f}" if s in by_seed else "–" for s in seeds) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(table(sys.argv[1:]))
+    if sys.argv[1:2] == ["--seeds"]:  # per-seed final test accuracies instead of the summary
+        print(per_seed(sys.argv[2:]))
+    else:
+        print(table(sys.argv[1:]))
