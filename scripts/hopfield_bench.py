@@ -86,11 +86,11 @@ def iteration_vs_products(net, batch_size, repeats, phase_beta=0.0):
 
 def training_steps(steps, batch_size=16, iterations=15, beta=0.2, lr=0.05):
     """c-ep steps on 784-1024-10 with the reference implementation's settings (15 + 15 iterations),
-    through the lean in-place loop `aeqprop train` uses (hopfield/train.py; `aeqprop bench hopfield`
+    through the lean in-place loop `aeqprop train` uses (runs/inplace.py; `aeqprop bench hopfield`
     reports more: parts of a step, CPU time, the generic path)."""
     from aeqprop_circuits.data.datasets import load_dataset
-    from aeqprop_circuits.hopfield.train import ep_step
     from aeqprop_circuits.learning.algorithms import get_algorithm
+    from aeqprop_circuits.runs.inplace import ep_step
 
     data = load_dataset("fmnist")
     net = build_model("hopfield:784-1024-10", threshold=0.0, max_iterations=(iterations, iterations),

@@ -4,7 +4,7 @@
     python scripts/hopfield_lr_sweep.py 1024 0.03 3750 '{"init": "ebl", "gains": [1, 1]}'
 
 Settings of issue 6's reference (beta 0.2, batch 16, 15 free and 15 nudged iterations, threshold
-0, sequential order) through the lean loop (hopfield/train.py), batches in the order of
+0, sequential order) through the lean loop (runs/inplace.py), batches in the order of
 `aeqprop train`'s epoch 1. LR is a number or a JSON dict of per-group rates ({"w1": .., "b1": ..});
 MODEL_OPTIONS default to the Aeqprop init with gains [0.8, 1.2]. Prints the test error on the first
 2000 test images after 100, 500 and 1500 steps (with the mean hidden activity), then on all 10 000
@@ -23,9 +23,9 @@ import numpy as np  # noqa: E402
 
 from aeqprop_circuits.data.datasets import load_dataset  # noqa: E402
 from aeqprop_circuits.hopfield import build_model  # noqa: E402
-from aeqprop_circuits.hopfield.train import ep_step  # noqa: E402
 from aeqprop_circuits.learning.algorithms import get_algorithm  # noqa: E402
 from aeqprop_circuits.physics.system import Phase  # noqa: E402
+from aeqprop_circuits.runs.inplace import ep_step  # noqa: E402
 from aeqprop_circuits.runs.trainer import TrainOptions, epoch_batches  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""The in-place dense relaxation and the lean EP training loop (hopfield/train.py) against the generic path."""
+"""The in-place dense relaxation and the lean EP loop (runs/inplace.py) on Hopfield nets, against the generic path."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 
 from aeqprop_circuits.data.datasets import Dataset
 from aeqprop_circuits.hopfield import build_model
-from aeqprop_circuits.hopfield.train import ep_step, fused_trainer, train_in_place
 from aeqprop_circuits.learning.algorithms import get_algorithm
 from aeqprop_circuits.physics.system import Phase
+from aeqprop_circuits.runs.inplace import ep_step, train_in_place
+from aeqprop_circuits.runs.inplace import in_place_trainer as fused_trainer
 from aeqprop_circuits.runs.rundir import RunDir
 from aeqprop_circuits.runs.trainer import TrainOptions, train
 
@@ -79,7 +80,7 @@ def test_in_place_trainer_step_equals_the_generic_trainer_step(tmp_path, rule, t
     generic_net, lean_net = dense_net(**options), dense_net(**options)
     data = one_batch_dataset(generic_net)
     algorithm = get_algorithm(rule, beta=0.2)
-    assert lean_net.fused_trainer(algorithm) is train_in_place
+    assert fused_trainer(lean_net, algorithm) is train_in_place
     rates = generic_net.per_parameter({"w1": 0.3, "b1": 0.1, "w2": 0.2, "b2": 0.05, "w3": 0.1, "b3": 0.02})
     train_options = TrainOptions(epochs=1, batch_size=12, learning_rate=rates, progress=False, trace_every=0)
     before = generic_net.parameters

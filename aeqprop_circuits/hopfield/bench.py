@@ -4,7 +4,7 @@ The reference PyTorch implementation of issue 6 trains 784-H-10 by c-ep with bet
 batch 16, 15 free and 15 nudged iterations. For each H this times, on Fashion-MNIST images
 (uniform random pixels if the dataset is not installed):
 
-- `steps` steps of the lean loop `aeqprop train` uses (hopfield/train.py), after a warm-up:
+- `steps` steps of the lean loop `aeqprop train` uses (runs/inplace.py), after a warm-up:
   ms per step and the epoch it extrapolates to (60 000 / batch steps), wall and CPU (process)
   time, with the load average before and after (the machine is shared: under load wall time
   overstates the cost of a step, CPU time much less so);
@@ -25,8 +25,8 @@ import numpy as np
 
 from ..learning.algorithms import get_algorithm
 from ..physics.system import Phase
+from ..runs.inplace import ep_step
 from .models import PRESETS, build_model
-from .train import ep_step
 
 TRAIN_SIZE = 60_000
 

@@ -469,7 +469,7 @@ class HopfieldNetwork(PhysicalSystem):
                                         change=float(rows[i * batch:(i + 1) * batch].mean())))
         return states
 
-    # --- the EP family's update in place (hopfield/train.py) ---------------------------------
+    # --- the EP family's update in place (runs/inplace.py) ---------------------------------
     def group_rates(self, rates) -> list[tuple[float, float]]:
         """(weight rate, bias rate) per layer from a scalar, a {"w1": ..} dict, a (P,) array constant per
         group, or such a list already (returned as is)."""
@@ -523,11 +523,12 @@ class HopfieldNetwork(PhysicalSystem):
         self._version += 1
         self._theta_stale = True
 
-    def fused_trainer(self, algorithm):
-        """The in-place training loop for this rule (hopfield/train.py), or None for the generic one."""
-        from .train import fused_trainer
-
-        return fused_trainer(self, algorithm)
+    def in_place_rates(self, learning_rate) -> list | None:
+        """What `descend` takes for runs/inplace.py: (weight, bias) rates per layer, or None if they vary in a group."""
+        try:
+            return self.group_rates(learning_rate)
+        except ValueError:
+            return None
 
     @staticmethod
     def _l1(a, b):

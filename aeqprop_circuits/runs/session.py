@@ -110,8 +110,7 @@ def run_training(model, resume, quiet, given, echo=print) -> str:
     echo(f"run directory: {run.path}")
     np.seterr(over="ignore")
     try:
-        fused = getattr(system, "fused_trainer", None)  # a system's own loop (Hopfield nets), else the shared one
-        fit = (fused(algorithm) if fused else in_place_trainer(system, algorithm)) or train
+        fit = in_place_trainer(system, algorithm) or train  # DRNs, dense Hopfield nets: EP updates in place
         fit(system, dataset, algorithm, run, options, start_epoch=start_epoch, log=echo)
     finally:
         echo(f"results in {run.path} (plots: aeqprop plot {run.path})")
