@@ -35,7 +35,7 @@ from ..learning.algorithms import Contrast
 from ..learning.lyapunov import step_trace
 from ..physics.system import Phase
 from .rundir import RunDir
-from .trainer import TrainOptions, epoch_batches, finish_epoch, log_untrained, train, training_split
+from .trainer import TrainOptions, epoch_batches, finish_epoch, log_untrained, step_record, train, training_split
 
 
 def in_place_trainer(system, algorithm):
@@ -101,12 +101,7 @@ def train_in_place(system, data: Dataset, algorithm: Contrast, run: RunDir, opti
             if trace:
                 t, c = time.time(), time.process_time()
                 after = step_trace(system, x, target, beta_1, beta_2)
-                run.append_step({
-                    "epoch": epoch, "step": step, "beta1": beta_1, "beta2": beta_2,
-                    "loss_before": before["loss"], "loss_after": after["loss"],
-                    "lyapunov_before": before["lyapunov"], "lyapunov_after": after["lyapunov"],
-                    "lyapunov_lower": after["lyapunov_lower"], "lyapunov_upper": after["lyapunov_upper"],
-                })
+                run.append_step(step_record(epoch, step, beta_1, beta_2, before, after))
                 traced, traced_cpu = traced + time.time() - t, traced_cpu + time.process_time() - c
         trained, trained_cpu = time.time() - began - traced, time.process_time() - cpu_began - traced_cpu
         if not np.isfinite(system.parameters).all():

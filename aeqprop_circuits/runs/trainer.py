@@ -73,6 +73,14 @@ def epoch_batches(n_samples: int, epoch: int, options: TrainOptions):
         yield order[b * options.batch_size:(b + 1) * options.batch_size]
 
 
+def step_record(epoch: int, step: int, beta_1: float, beta_2: float, before: dict, after: dict) -> dict:
+    """One line of steps.jsonl from the Lyapunov traces before and after a step."""
+    return {"epoch": epoch, "step": step, "beta1": beta_1, "beta2": beta_2,
+            "loss_before": before["loss"], "loss_after": after["loss"],
+            "lyapunov_before": before["lyapunov"], "lyapunov_after": after["lyapunov"],
+            "lyapunov_lower": after["lyapunov_lower"], "lyapunov_upper": after["lyapunov_upper"]}
+
+
 def finish_epoch(system, data: Dataset, run: RunDir, options: TrainOptions, epoch: int, began: float,
                  x_train, y_train, log, train_metrics: tuple | None = None, **extra) -> dict:
     """Evaluate, append the metrics row, checkpoint, log; returns the row.
@@ -132,12 +140,7 @@ def train(system: PhysicalSystem, data: Dataset, algorithm, run: RunDir, options
             system.parameters = new
             if before is not None:
                 after = step_trace(system, x, target, beta_1, beta_2)
-                run.append_step({
-                    "epoch": epoch, "step": step, "beta1": beta_1, "beta2": beta_2,
-                    "loss_before": before["loss"], "loss_after": after["loss"],
-                    "lyapunov_before": before["lyapunov"], "lyapunov_after": after["lyapunov"],
-                    "lyapunov_lower": after["lyapunov_lower"], "lyapunov_upper": after["lyapunov_upper"],
-                })
+                run.append_step(step_record(epoch, step, beta_1, beta_2, before, after))
         if hasattr(system, "end_epoch"):  # e.g. the adaptive relaxation threshold of Hopfield nets
             system.end_epoch()
         if options.lr_decay != 1.0:
