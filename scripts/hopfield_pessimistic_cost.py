@@ -12,6 +12,6 @@ from aeqprop_circuits.hopfield.models import PRESETS
 from aeqprop_circuits.runs.session import run_training
 
 scale = float(sys.argv[1])
-opts = dict(PRESETS["aeqprop-dense"]["model_options"]); opts["cost_scale"] = scale
+opts = {**PRESETS["aeqprop-dense"]["model_options"], "cost_scale": scale}
 run_training(None, None, True, {"preset": "aeqprop-dense", "algorithm": "aeqprop-pessimistic", "max_train": 3200,
              "epochs": 1, "model_options": opts, "trace_every": 0, "out": sys.argv[2]}, echo=print)
