@@ -203,53 +203,33 @@ def _run_one(ng, text: str) -> tuple[dict[str, float] | None, str, float, float,
     PySpice raises on any stderr line that is not a "Warning:" (ngspice's "Note: ..." lines
     too), so success is judged by what ngspice produced, not by those exceptions.
     """
-    global _unrecoverable
-    from PySpice.Spice.NgSpice.Shared import NgSpiceCommandError
-
-    handle = tempfile.NamedTemporaryFile("w", suffix=".cir", delete=False)
-    try:
-        with handle:
-            handle.write(text)
-        t0 = time.perf_counter()
-        refused = False
-        try:
-            ng.exec_command(f"source {handle.name}")
-        except NgSpiceCommandError:  # some stderr output: judged below
-            pass
-        except NameError:  # PySpice's exception for a non-zero return code
-            refused = True
-        output = ng.stdout + "\n" + ng.stderr
-        if "cannot recover" in output:
-            _unrecoverable = True
-        if refused or _unrecoverable or re.search(r"^\s*(error|please check your input)", output,
-                                                   re.IGNORECASE | re.MULTILINE):
-            return None, "ngspice refused the netlist: " + _ngspice_message(output), 0.0, 0.0, 0.0
-        t1 = time.perf_counter()
+    refused, load_seconds = _source(ng, text)
+    if refused:
+        return None, refused, 0.0, 0.0, 0.0
+    t1 = time.perf_counter()
+    with contextlib.suppress(NameError):
+        ng.exec_command("run")
+    t2 = time.perf_counter()
+    output = ng.stdout + "\n" + ng.stderr
+    message = _ngspice_message(output)
+    names = ng.plot_names
+    if re.search(r"source stepping failed", output, re.IGNORECASE):
+        message = ("gmin and source stepping failed; ngspice's transient-op fallback is not "
+                   "accepted as an operating point: " + message)
+        names = []
+    if not names or not names[0].startswith("op"):
         with contextlib.suppress(NameError):
-            ng.exec_command("run")
-        t2 = time.perf_counter()
-        output = ng.stdout + "\n" + ng.stderr
-        message = _ngspice_message(output)
-        names = ng.plot_names
-        if re.search(r"source stepping failed", output, re.IGNORECASE):
-            message = ("gmin and source stepping failed; ngspice's transient-op fallback is not "
-                       "accepted as an operating point: " + message)
-            names = []
-        if not names or not names[0].startswith("op"):
-            with contextlib.suppress(NameError):
-                ng.destroy("all")
-            with contextlib.suppress(NameError):
-                ng.remove_circuit()
-            return None, "ngspice .op failed: " + (message or "no operating point"), t1 - t0, t2 - t1, 0.0
-        vectors = _vectors(ng)
-        t3 = time.perf_counter()
-        with contextlib.suppress(NameError):
-            ng.destroy(names[0])
+            ng.destroy("all")
         with contextlib.suppress(NameError):
             ng.remove_circuit()
-        return vectors, message, t1 - t0, t2 - t1, t3 - t2
-    finally:
-        os.unlink(handle.name)
+        return None, "ngspice .op failed: " + (message or "no operating point"), load_seconds, t2 - t1, 0.0
+    vectors = _vectors(ng)
+    t3 = time.perf_counter()
+    with contextlib.suppress(NameError):
+        ng.destroy(names[0])
+    with contextlib.suppress(NameError):
+        ng.remove_circuit()
+    return vectors, message, load_seconds, t2 - t1, t3 - t2
 
 
 def _ngspice_message(output: str, limit: int = 6) -> str:
