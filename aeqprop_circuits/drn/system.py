@@ -86,8 +86,8 @@ def _gemm_into(weights: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: 
 def _clip_nonnegative(values: np.ndarray) -> None:
     """values <- max(values, 0) in place (conductances stay physical).
 
-    A masked copy: faster here than np.maximum, which has to propagate NaNs, and than an integer
-    max on the bit patterns (measured in docs/drn.md).
+    A masked copy: it writes only the entries that went negative (few, after one step), where
+    np.maximum rewrites every entry and propagates NaNs on the way.
     """
     np.copyto(values, 0, where=values < 0)
 
