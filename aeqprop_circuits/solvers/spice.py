@@ -242,6 +242,25 @@ def _ngspice_message(output: str, limit: int = 6) -> str:
     return "; ".join(distinct[:limit]) + ("; ..." if len(distinct) > limit else "")
 
 
+def _prepare(circuit: Circuit, sources, conductance, nudge, tight: bool, options):
+    """What both spice entry points need first: the ngspice instance, the rows, the circuit with
+    exponential stand-ins, its Problem (checked convex: the other solvers' diagnosis, before
+    ngspice's gmin stepping), the nudge targets per row and the merged `.options`."""
+    ng = ngspice_instance()
+    if _unrecoverable:
+        raise SolverError("libngspice stopped after a netlist it could not parse and cannot be "
+                          "reloaded in this process; restart Python to use the spice solver again")
+    sources = np.atleast_2d(np.asarray(sources, dtype=np.float64))
+    solved = exponential_equivalent(circuit)
+    problem = Problem(solved, sources, conductance, nudge)
+    problem.check_convex()
+    target = None
+    if nudge is not None:
+        target = np.broadcast_to(np.asarray(nudge.target, float), (len(sources), circuit.n_outputs))
+    merged = {**(TIGHT_OPTIONS if tight else {}), **(options or {})}
+    return ng, sources, solved, problem, target, merged
+
+
 def spice(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | None = None,
           nudge: Nudge | None = None, tight: bool = False, options: dict | None = None,
           **ignored) -> SolveResult:
@@ -257,20 +276,8 @@ def spice(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | None 
     singular matrix) gives `success=False` with ngspice's message.
     """
     global last_timing
-    ng = ngspice_instance()
-    if _unrecoverable:
-        raise SolverError("libngspice stopped after a netlist it could not parse and cannot be "
-                          "reloaded in this process; restart Python to use the spice solver again")
-    sources = np.atleast_2d(np.asarray(sources, dtype=np.float64))
+    ng, sources, solved, problem, target, merged = _prepare(circuit, sources, conductance, nudge, tight, options)
     B = len(sources)
-    solved = exponential_equivalent(circuit)
-    problem = Problem(solved, sources, conductance, nudge)
-    problem.check_convex()  # the same diagnosis as the other solvers, before ngspice's gmin stepping
-    target = None
-    if nudge is not None:
-        target = np.broadcast_to(np.asarray(nudge.target, float), (B, circuit.n_outputs))
-    merged = dict(TIGHT_OPTIONS) if tight else {}
-    merged.update(options or {})
 
     names = [name.lower() for name in circuit.node_names]
     vnames = [_spice_name(circuit.sources.names[k], "v") for k in problem.topology.voltage_sources]
@@ -423,20 +430,8 @@ def spice_rows(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | 
     global last_timing
     if method not in ROW_METHODS:
         raise SolverError(f"method='{method}': expected one of {', '.join(ROW_METHODS)}")
-    ng = ngspice_instance()
-    if _unrecoverable:
-        raise SolverError("libngspice stopped after a netlist it could not parse and cannot be "
-                          "reloaded in this process; restart Python to use the spice solver again")
-    sources = np.atleast_2d(np.asarray(sources, dtype=np.float64))
+    ng, sources, solved, problem, target, merged = _prepare(circuit, sources, conductance, nudge, tight, options)
     B = len(sources)
-    solved = exponential_equivalent(circuit)
-    problem = Problem(solved, sources, conductance, nudge)
-    problem.check_convex()
-    target = None
-    if nudge is not None:
-        target = np.broadcast_to(np.asarray(nudge.target, float), (B, circuit.n_outputs))
-    merged = dict(TIGHT_OPTIONS) if tight else {}
-    merged.update(options or {})
 
     times = np.zeros(4)
     t0 = time.perf_counter()
