@@ -84,12 +84,18 @@ def test_gemm_form_energy_gradient_equals_the_per_resistor_formula(sizes):
         assert np.abs(system.energy_gradient(ours) - reference.energy_gradient(theirs)).max() < 1e-10
 
 
-def test_in_place_descent_equals_the_contrast_of_measured_gradients():
+def _settled_contrast():
+    """A small DRN with one batch settled free and nudged at -0.1 / +0.1 (stacked)."""
     system = DRNSystem([6, 5, 3], seed=8)
     x, y = _batch([6, 5, 3], seed=9)
     base = Phase(x, 0.0, y)
     free = system.settle(base)
     minus, plus = system.settle_nudges(base, [-0.1, 0.1], start=free)
+    return system, base, free, minus, plus
+
+
+def test_in_place_descent_equals_the_contrast_of_measured_gradients():
+    system, base, free, minus, plus = _settled_contrast()
     for nudged, beta in ((minus, -0.1), (plus, 0.1)):  # stacked phases = separate phases
         alone = system.settle(base.nudged(beta), start=free)
         assert max(np.abs(a - b).max() for a, b in zip(nudged.layers, alone.layers)) < 1e-12
@@ -100,11 +106,7 @@ def test_in_place_descent_equals_the_contrast_of_measured_gradients():
 
 
 def test_per_block_steps_scale_each_block_of_the_update():
-    system = DRNSystem([6, 5, 3], seed=8)
-    x, y = _batch([6, 5, 3], seed=9)
-    base = Phase(x, 0.0, y)
-    free = system.settle(base)
-    minus, plus = system.settle_nudges(base, [-0.1, 0.1], start=free)
+    system, _, _, minus, plus = _settled_contrast()
     terms = [(-5.0, minus), (5.0, plus)]
     rates = system.per_parameter({"w1": 0.003, "w2": 0.05, "b": 0.02})
     assert system.block_steps(rates) == pytest.approx([0.003, 0.05, 0.02])
