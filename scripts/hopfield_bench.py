@@ -19,18 +19,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: threaded BLA
 import numpy as np  # noqa: E402
 
 from aeqprop_circuits.hopfield import Conv, build_model
+from aeqprop_circuits.hopfield.bench import median_seconds as median_time
 from aeqprop_circuits.hopfield.interactions import im2col
 from aeqprop_circuits.physics.system import Phase
-
-
-def median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def iteration_vs_products(net, batch_size, repeats, phase_beta=0.0):

@@ -43,7 +43,8 @@ def _images(count: int, seed: int):
                 np.eye(10)[rng.integers(0, 10, count)], "random")
 
 
-def _median(fn, repeats: int) -> float:
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of `repeats` calls of fn, after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
@@ -77,14 +78,15 @@ def bench_one(hidden: int, *, batch: int = 16, iterations: int = 15, beta: float
     # the parts of one step, on one batch at the current parameters
     x, y = batches[0]
     base = Phase(x, 0.0, y)
-    drive_time = _median(lambda: net.interactions[0].forward(x, net.weights[0]) + net.biases[0], repeats)
+    drive_time = median_seconds(lambda: net.interactions[0].forward(x, net.weights[0]) + net.biases[0], repeats)
     free = net.settle(base)
-    free_time = _median(lambda: net.settle(base), repeats)
-    nudged_time = _median(lambda: net.settle_nudges(base, [-beta, beta], start=free), repeats)
+    free_time = median_seconds(lambda: net.settle(base), repeats)
+    nudged_time = median_seconds(lambda: net.settle_nudges(base, [-beta, beta], start=free), repeats)
     nudged = net.settle_nudges(base, [-beta, beta], start=free)
     saved = [w.copy() for w in net.weights], [b.copy() for b in net.biases]
     # a tiny rate (BLAS returns early for alpha = 0); the weights are restored after
-    update_time = _median(lambda: net.descend([(-0.5 / beta, nudged[0]), (0.5 / beta, nudged[1])], 1e-12), repeats)
+    contrast = [(-0.5 / beta, nudged[0]), (0.5 / beta, nudged[1])]
+    update_time = median_seconds(lambda: net.descend(contrast, 1e-12), repeats)
     for w, s in zip(net.weights + net.biases, saved[0] + saved[1]):
         np.copyto(w, s)
 
@@ -96,8 +98,8 @@ def bench_one(hidden: int, *, batch: int = 16, iterations: int = 15, beta: float
         return lambda: (np.matmul(s2, w2t, out=h), np.matmul(s1, w2, out=o))
 
     iteration_free, iteration_nudged = free_time / iterations, nudged_time / iterations
-    products_free = _median(products(1), repeats * 10)
-    products_nudged = _median(products(2), repeats * 10)
+    products_free = median_seconds(products(1), repeats * 10)
+    products_nudged = median_seconds(products(2), repeats * 10)
 
     theta, rate = net.parameters, net.per_parameter(lr) if isinstance(lr, dict) else lr
     began = time.perf_counter()
