@@ -5,8 +5,8 @@
 Trains `DRNSystem` with the in-place c-ep loop (runs/inplace.py) on the first `n` of the first
 50 000 training images for `passes` passes and prints the error (%) on training images
 50 000-59 999 after each pass, with the wall time. Keys of the JSON configuration: model
-(drn spec), lr (scalar or [w1, ..., bias] per block), gain (input gain), amp (target amplitude),
-beta, n, passes, batch, init, seed. The results that chose the drn-* presets are in docs/drn.md.
+(drn spec), lr (scalar or [w1, ..., bias] per block), decay (rates times decay after each pass, as
+lr_decay per epoch), gain (input gain), amp (target amplitude), beta, n, passes, batch, init, seed. The results that chose the drn-* presets are in docs/drn.md.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from aeqprop_circuits.runs.inplace import ep_step
 TRAIN, VALIDATION = slice(0, 50_000), slice(50_000, 60_000)
 
 
-def validation_errors(model="drn:1568-100-10", lr=0.01, gain=10.0, amp=1.0, beta=0.1, n=20_000, passes=1,
+def validation_errors(model="drn:1568-100-10", lr=0.01, decay=1.0, gain=10.0, amp=1.0, beta=0.1, n=20_000, passes=1,
                       batch=4, init="builder", seed=0):
     data = load_dataset("fmnist")
     x_train, x_val = data.x_train[TRAIN].astype(np.float32), data.x_train[VALIDATION].astype(np.float32)
@@ -44,6 +44,7 @@ def validation_errors(model="drn:1568-100-10", lr=0.01, gain=10.0, amp=1.0, beta
         outputs = np.concatenate([system.outputs(system.settle(Phase(x_val[i:i + 1000])))
                                   for i in range(0, len(x_val), 1000)])
         errors.append(round(100.0 * float((outputs.argmax(axis=1) != y_val).mean()), 2))
+        steps = [s * decay for s in steps]
     return errors, round(time.time() - began, 1)
 
 

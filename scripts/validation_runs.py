@@ -42,7 +42,7 @@ def run(tag: str, seeds=(0, 1, 2, 3, 4), **given) -> str:
         with open(os.path.join(out, "metrics.csv")) as f:
             metrics = list(csv.DictReader(f))
         accuracies.append(float(metrics[-1]["test_accuracy"]))
-        n, k, w = lyapunov_counts(os.path.join(out, "steps.jsonl"))
+        n, k, w, _ = lyapunov_counts(os.path.join(out, "steps.jsonl"))
         traced, increases, worst = traced + n, increases + k, max(worst, w)
     a = np.array(accuracies) * 100
     return (f"{tag}: validation accuracy {a.mean():.1f} ± {a.std():.1f} % {np.round(a, 1).tolist()}, "
