@@ -6,7 +6,8 @@ Trains `DRNSystem` with the in-place c-ep loop (runs/inplace.py) on the first `n
 50 000 training images for `passes` passes and prints the error (%) on training images
 50 000-59 999 after each pass, with the wall time. Keys of the JSON configuration: model
 (drn spec), lr (scalar or [w1, ..., bias] per block), decay (rates times decay after each pass, as
-lr_decay per epoch), gain (input gain), amp (target amplitude), beta, n, passes, batch, init, seed. The results that chose the drn-* presets are in docs/drn.md.
+lr_decay per epoch), gain (input gain), amp (target amplitude), beta, n,
+passes, batch, init, seed. The results that chose the drn-* presets are in docs/drn.md.
 """
 
 from __future__ import annotations

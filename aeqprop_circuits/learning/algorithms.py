@@ -108,6 +108,23 @@ class Aeqprop:
         return Estimate(gradient, None, None, (self.beta_1, self.beta_2), new_parameters)
 
 
+    def nudge_contrast(self) -> tuple[Contrast, float] | None:
+        """(the EP contrast whose SGD step this rule's step is, rate per unit epsilon), or None.
+
+        With the oracle controller theta is held exactly at theta_{t-1} through the homeostatic
+        phases, and one parallel parameter relaxation at beta_2 (App. C) moves it to
+        clip(theta_{t-1} - epsilon [dE/dtheta(s_beta2) - dE/dtheta(s_beta1)]): the EP estimate of
+        the phases (beta_1, beta_2) times the rate epsilon (beta_2 - beta_1). Trainers use this to
+        run the step in place (runs/inplace.py); the proportional controller or more relaxation
+        rounds keep the agnostic operator loop.
+        """
+        if self.controller_name != "oracle" or self.relax_rounds != 1:
+            return None
+        spread = self.beta_2 - self.beta_1
+        multipliers = (self.beta_1 / spread, self.beta_2 / spread)
+        return Contrast(self.name, "nudge", multipliers, (-1.0, 1.0), spread), spread
+
+
 def operate(handle: KnobHandle, controller, inputs, target, beta_1, beta_2, relax_rounds) -> np.ndarray:
     """The Aeqprop procedure (paper Sec. 2 and App. C), as an operator performs it on the bench.
 

@@ -102,6 +102,14 @@ def run_training(model, resume, quiet, given, echo=print) -> str:
                            f"{system.n_inputs} inputs")
     rates = {"epsilon": per_parameter(system, config["epsilon"]), "lr": per_parameter(system, config["lr"])}
     algorithm = algorithm_from_config({**config, **rates})
+    fit = in_place_trainer(system, algorithm)  # DRNs, dense Hopfield nets: EP updates in place
+    shortcut = getattr(algorithm, "nudge_contrast", lambda: None)()
+    if fit is None and shortcut is not None and in_place_trainer(system, shortcut[0]):
+        # Aeqprop with the oracle controller and one parameter relaxation: its step is this EP step
+        algorithm, rates["lr"] = shortcut[0], rates["epsilon"] * shortcut[1]
+        fit = in_place_trainer(system, algorithm)
+        echo(f"{config['algorithm']}: oracle controller, one parameter relaxation -> the equivalent EP step, "
+             "applied in place")
     options = TrainOptions(epochs=config["epochs"], batch_size=config["batch_size"], learning_rate=rates["lr"],
                            lr_decay=config.get("lr_decay", 1.0),
                            seed=config["seed"], target_amplitude=config["target_amplitude"],
@@ -110,8 +118,7 @@ def run_training(model, resume, quiet, given, echo=print) -> str:
     echo(f"run directory: {run.path}")
     np.seterr(over="ignore")
     try:
-        fit = in_place_trainer(system, algorithm) or train  # DRNs, dense Hopfield nets: EP updates in place
-        fit(system, dataset, algorithm, run, options, start_epoch=start_epoch, log=echo)
+        (fit or train)(system, dataset, algorithm, run, options, start_epoch=start_epoch, log=echo)
     finally:
         echo(f"results in {run.path} (plots: aeqprop plot {run.path})")
     return run.path
