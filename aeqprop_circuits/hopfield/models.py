@@ -42,7 +42,10 @@ PRESETS: dict[str, dict] = {
             "threshold": 1e-3, "adaptive_threshold": True, "gamma": 0.01,  # App. C
             "max_iterations": (100, 100),  # Table 2
             "schedule": "sequential",  # App. C: forward in free phases, backward in nudged
-            "cost_scale": 1.0,  # C = |s_N - y|^2 (Sec. 5.3)
+            # C = 1/2 |s_N - y|^2: Sec. 5.3 writes |s_N - y|^2, but with it the pessimistic phase at
+            # -beta = -0.5 has a flat output energy and cannot train, while the paper's does; its own
+            # derivations use dC/ds = s - y (docs/hopfield.md, "cost convention")
+            "cost_scale": 0.5,
             "precision": "float32",
         },
         "data": "fmnist", "input_range": (0.0, 1.0),
@@ -65,7 +68,7 @@ PRESETS: dict[str, dict] = {
             "bounds": [(0.0, 1.0), (0.0, 1.0), (-1.0, 2.0)],
             "init": "aeqprop", "gains": [0.6, 0.6, 1.5],
             "threshold": 1e-3, "adaptive_threshold": True, "gamma": 0.01,
-            "max_iterations": (100, 100), "schedule": "sequential", "cost_scale": 1.0,
+            "max_iterations": (100, 100), "schedule": "sequential", "cost_scale": 0.5,  # as aeqprop-dense
             "precision": "float32",
         },
         "data": "fmnist", "input_range": (0.0, 1.0),
