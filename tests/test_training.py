@@ -28,6 +28,21 @@ def test_presets_do_not_inherit_the_circuit_schedule():
     assert "lr_decay" in CIRCUIT_DEFAULTS
 
 
+def test_set_overrides_one_model_option_of_a_preset_and_keeps_the_others():
+    from aeqprop_circuits.errors import AeqpropError
+    from aeqprop_circuits.runs.session import parse_settings
+
+    preset = resolve_config(None, {"preset": "aeqprop-dense"})["model_options"]
+    given = {"preset": "aeqprop-dense", "model_settings": parse_settings(["cost_scale=1.0", "schedule=alternating"])}
+    options = resolve_config(None, given)["model_options"]
+    assert options["cost_scale"] == 1.0 != preset["cost_scale"] and options["schedule"] == "alternating"
+    assert {k: v for k, v in options.items() if k not in ("cost_scale", "schedule")} == \
+        {k: v for k, v in preset.items() if k not in ("cost_scale", "schedule")}
+    assert parse_settings(["bounds=[[0, 1], [-1, 2]]"]) == {"bounds": [[0, 1], [-1, 2]]}
+    with pytest.raises(AeqpropError, match="KEY=VALUE"):
+        parse_settings(["cost_scale"])
+
+
 def test_builder_init_scale_multiplies_the_initial_conductances():
     base = deep_resistive_network([4, 16, 3], seed=0, g0=1e-3)
     scaled = deep_resistive_network([4, 16, 3], seed=0, g0=1e-3, init_scale=2.0)

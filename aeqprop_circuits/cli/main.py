@@ -156,14 +156,17 @@ ALGORITHM_HELP = ("p-ep n-ep c-ep multi-point-ep p-cpl n-cpl c-cpl cl aeqprop-op
               help="Named hyperparameters (see docs/training.md, docs/hopfield.md, docs/drn.md).")
 @click.option("--max-train", type=int, default=None, help="Use only the first N training samples.")
 @click.option("--trace-every", type=int, default=None, help="Lyapunov trace every N steps (0: off).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A model option over the preset's (JSON value), e.g. --set cost_scale=1.0. Repeatable.")
 @click.option("--out", default=None, help="Run directory (a fresh name is chosen if it exists).")
 @click.option("--resume", default=None, help="Continue the run in this directory.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def train(model, model_option, resume, quiet, **given):
+def train(model, model_option, resume, quiet, settings, **given):
     """Train a netlist (or model spec) on a dataset with one of the operator loops."""
-    from ..runs.session import run_training
+    from ..runs.session import parse_settings, run_training
 
+    given["model_settings"] = parse_settings(settings) or None
     run_training(model_option or model, resume, quiet, given, echo=click.echo)
 
 

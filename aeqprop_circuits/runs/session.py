@@ -6,6 +6,8 @@ The config written to config.json holds every value the run used (defaults inclu
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from ..data.datasets import load_dataset
@@ -46,8 +48,24 @@ def _presets() -> dict:
     return presets
 
 
+def parse_settings(settings) -> dict:
+    """`--set KEY=VALUE` pairs as a dict; values are JSON (1.0, [0, 1], "text") or else plain strings."""
+    parsed = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AeqpropError(f"--set expects KEY=VALUE, got '{item}'")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
 def resolve_config(model: str | None, given: dict) -> dict:
-    """Defaults, then the preset's values, then what the user gave: later wins."""
+    """Defaults, then the preset's values, then what the user gave: later wins (model options key by key)."""
+    given = dict(given)
+    settings = given.pop("model_settings", None) or {}
     config = dict(CIRCUIT_DEFAULTS)
     preset = given.get("preset")
     if preset:
@@ -62,6 +80,8 @@ def resolve_config(model: str | None, given: dict) -> dict:
             config["algorithm"] = entry["algorithms"][0]
         config["target_amplitude"] = entry.get("target_amplitude", 1.0)
     config.update({k: v for k, v in given.items() if v is not None})
+    if settings:
+        config["model_options"] = {**config.get("model_options", {}), **settings}
     config["model"] = model or config.get("model")
     if not config["model"]:
         raise AeqpropError("no model: give a netlist file, --model SPEC or a --preset that names one")
