@@ -33,6 +33,7 @@ runs, not the speed).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,14 @@ from aeqprop_circuits.physics.system import Phase, PhysicalSystem
 from .interactions import Conv, Dense
 
 PRECISIONS = ("float64", "float32", "float16")
+# np.clip's ufunc, called directly: ndarray.clip's Python wrapper adds about 1 us a call (_relax_dense)
+_clip = np._core.umath.clip
 SCHEDULES = ("alternating", "sequential")
+
+
+def _mean(values: np.ndarray) -> float:
+    """values.mean() (same float: sum in the array's dtype, then / count) without np.mean's ~10 us of Python."""
+    return float(values.sum() / len(values))
 
 
 def _gemm_into(weights: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: float) -> None:
@@ -141,6 +149,7 @@ class HopfieldNetwork(PhysicalSystem):
         self._version = 0
         self._set_compute_parameters()
         self._drive_cache = None
+        self._transposed_cache = None
         # dense float32/float64 nets relax in place on preallocated layers (_relax_dense) and can
         # take the EP family's update in place (descend); conv and emulated float16 nets use the
         # generic tuple-per-iteration path
@@ -240,8 +249,10 @@ class HopfieldNetwork(PhysicalSystem):
         return drive, x
 
     def _initial_layers(self, batch):
-        return tuple(self._round(np.full((batch,) + shape, np.clip(0.0, p, q), dtype=self.dtype))
-                     for shape, (p, q) in zip(self.layer_shapes, self.bounds))
+        layers = tuple(np.empty((batch,) + shape, dtype=self.dtype) for shape in self.layer_shapes)
+        for layer, (p, q) in zip(layers, self.bounds):
+            layer.fill(min(max(0.0, p), q))  # not np.full: its Python wrapper costs more than filling 16 rows
+        return tuple(self._round(layer) for layer in layers)
 
     def _order(self, phase):
         free = phase.beta == 0 and phase.clamp is None
@@ -343,7 +354,7 @@ class HopfieldNetwork(PhysicalSystem):
                 self._gap_sum += self._l1(layers, start.layers)
                 self._gap_count += 1
             return HopfieldState(layers=layers, phase=phase, iterations=it, converged=converged,
-                                 change=float(rows.mean()))
+                                 change=_mean(rows))
         layers = self._initial_layers(batch) if start is None else tuple(start.layers)
         routes: dict = {}
         change, it, converged = float("inf"), 0, False
@@ -376,65 +387,78 @@ class HopfieldNetwork(PhysicalSystem):
         _, a, pull = nudge
         return ("nudge", a, pull) if a > 0 else None
 
+    def _transposed(self, weights):
+        """W_k^T contiguous for the backward products (a transposed view is a slower GEMM at these
+        shapes), kept while the parameters are unchanged: a step's free and nudged phases share it."""
+        cache = self._transposed_cache
+        if weights is self.weights and cache is not None and cache[0] == self._version:
+            return cache[1]
+        transposed = [None] + [np.ascontiguousarray(w.T) for w in weights[1:]]
+        if weights is self.weights:
+            self._transposed_cache = (self._version, transposed)
+        return transposed
+
     def _relax_dense(self, layers, drive, weights, biases, order, output, max_iter):
         """Block coordinate descent of a dense net, in place on `layers` (a list of owned (R, n_k) arrays).
 
-        The same exact block updates, in the same order and float arithmetic, as _sweep; no
-        array is allocated per iteration. `drive` is the input drive of the R rows, `output` as
-        from _output_mode, its `a` a scalar or an (R, 1) column (phases stacked as rows). The L1
-        change is measured every iteration when threshold > 0 (to stop), else on the last one
-        only. Returns (iterations, per-row L1 change of the last iteration, converged).
+        The same exact block updates, in the same order and float arithmetic, as _sweep. `drive`
+        is the input drive of B rows; R = m B when m phases of one batch are stacked as rows (the
+        drive is broadcast over them, not copied). `output` as from _output_mode, its `a` a scalar
+        or an (R, 1) column. The L1 change is measured every iteration when threshold > 0 (to
+        stop), else on the last one only. Returns (iterations, per-row L1 change of the last
+        iteration, converged).
+
+        An iteration is a flat list of in-place numpy calls built once (per layer: one GEMM per
+        neighbour, one add of its constant drive, one clip): at 16 rows the GEMMs take 20-35 us,
+        so every microsecond of Python or allocation between them shows in the time.
         """
-        n = self.n_layers
-        dt = self.dtype
-        # W_k^T contiguous for the backward products (a transposed view is a slower GEMM at these shapes)
-        transposed = [None] + [np.ascontiguousarray(w.T) for w in weights[1:]]
-        scratch = [np.empty_like(s) if 0 < k < n - 1 else None for k, s in enumerate(layers)]
-        previous = [np.empty_like(s) for s in layers]
-        # np.clip with scalars of the array's dtype: twice as fast as np.maximum then np.minimum
-        bounds = [(dt(p) if np.isfinite(p) else None, dt(q) if np.isfinite(q) else None) for p, q in self.bounds]
-        track = self.threshold > 0
-        last = n - 1
+        last = self.n_layers - 1
+        transposed = self._transposed(weights)
         clamp = output[1] if output[0] == "clamp" else None
         # the output's constant drive: b_N, plus the nudge's pull 2 beta c y (then divided by a)
         pull, divisor = (output[2], output[1]) if output[0] == "nudge" else (None, None)
         offset = biases[last] if pull is None else biases[last] + pull
-        rows, it, converged = np.full(len(drive), np.inf), 0, False
+        by_phase = (-1,) + drive.shape  # (m, B, n_1) view of R rows, the shape the drive broadcasts to
+        calls = []  # (function, arguments): the arguments end with the output array
+        for k in order:
+            s = layers[k]
+            if k == last and clamp is not None:
+                calls.append((np.copyto, (s, clamp)))
+                continue
+            if k == 0:
+                first = s.reshape(by_phase)
+                if k == last:  # a single layer: its drive already holds b_1
+                    calls.append((np.copyto, (first, drive)) if pull is None else
+                                 (np.add, (drive, pull.reshape(by_phase), first)))
+                else:
+                    calls += [(np.matmul, (layers[1], transposed[1], s)), (np.add, (first, drive, first))]
+            else:
+                calls += [(np.matmul, (layers[k - 1], weights[k], s)),
+                          (np.add, (s, offset if k == last else biases[k], s))]
+                if k < last:
+                    scratch = np.empty_like(s)
+                    calls += [(np.matmul, (layers[k + 1], transposed[k + 1], scratch)), (np.add, (s, scratch, s))]
+            if k == last and divisor is not None:
+                calls.append((np.divide, (s, divisor, s)))
+            p, q = self.bounds[k]
+            if math.isfinite(p) or math.isfinite(q):
+                calls.append((_clip, (s, self.dtype(p), self.dtype(q), s)))
+        track = self.threshold > 0
+        rows, it, converged = np.full(len(layers[0]), np.inf), 0, False
         while it < max_iter:
             it += 1
             measure = track or it == max_iter
             if measure:
-                for old, s in zip(previous, layers):
-                    np.copyto(old, s)
-            for k in order:
-                s = layers[k]
-                if k == last:
-                    if clamp is not None:
-                        np.copyto(s, clamp)
-                        continue
-                    if k == 0:  # a single layer: its drive already holds b_1
-                        np.copyto(s, drive) if pull is None else np.add(drive, pull, out=s)
-                    else:
-                        np.matmul(layers[k - 1], weights[k], out=s)
-                        s += offset
-                    if divisor is not None:
-                        s /= divisor
-                elif k == 0:
-                    np.matmul(layers[1], transposed[1], out=s)
-                    s += drive
-                else:
-                    np.matmul(layers[k - 1], weights[k], out=s)
-                    s += biases[k]
-                    np.matmul(layers[k + 1], transposed[k + 1], out=scratch[k])
-                    s += scratch[k]
-                p, q = bounds[k]
-                if p is not None or q is not None:
-                    s.clip(p, q, out=s)  # the method skips np.clip's dispatch layer
+                previous = [s.copy() for s in layers]
+            for function, arguments in calls:
+                function(*arguments)
             if measure:
-                rows = sum(np.abs(s - old).sum(axis=1) for s, old in zip(layers, previous))
-                if not np.all(np.isfinite(rows)):
+                for s, old in zip(layers, previous):  # |s - old| into old
+                    np.abs(np.subtract(s, old, out=old), out=old)
+                rows = sum(old.sum(axis=1) for old in previous)
+                if not np.isfinite(rows).all():
                     raise DivergenceError(f"relaxation produced non-finite states after {it} iterations")
-                if track and rows.mean() < self.threshold:
+                if track and _mean(rows) < self.threshold:
                     converged = True
                     break
         return it, rows, converged
@@ -457,7 +481,7 @@ class HopfieldNetwork(PhysicalSystem):
         a = np.repeat(np.array([1.0 + c for c in couplings], dtype=self.dtype), batch)[:, None]
         pull = np.concatenate([(c * target).astype(self.dtype) for c in couplings])
         layers = [np.concatenate([s] * m) for s in start.layers]
-        it, rows, _ = self._relax_dense(layers, np.concatenate([drive] * m), self.weights, self.biases,
+        it, rows, _ = self._relax_dense(layers, drive, self.weights, self.biases,
                                         self._order(phases[0]), ("nudge", a, pull), self.max_iterations[1])
         states = []
         for i, phase in enumerate(phases):
@@ -466,7 +490,7 @@ class HopfieldNetwork(PhysicalSystem):
                 self._gap_sum += self._l1(part, start.layers)
                 self._gap_count += 1
             states.append(HopfieldState(layers=part, phase=phase, iterations=it, converged=False,
-                                        change=float(rows[i * batch:(i + 1) * batch].mean())))
+                                        change=_mean(rows[i * batch:(i + 1) * batch])))
         return states
 
     # --- the EP family's update in place (runs/inplace.py) ---------------------------------
