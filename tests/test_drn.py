@@ -226,3 +226,38 @@ def test_the_shared_in_place_loop_takes_the_nudge_contrasts_only():
     for rule in ("exact-gradient", "cl", "c-cpl"):
         assert in_place_trainer(system, get_algorithm(rule, beta=0.1)) is None
     assert system.in_place_rates(0.5) == [0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize("rule", ["c-ep", "p-ep", "n-ep", "squares"])
+def test_fused_contrast_step_makes_the_same_update_as_the_generic_phases(rule):
+    """contrast_step (one hidden layer, ideal diodes, fixed sweeps) = settle, settle_nudges, descend, float32."""
+    from aeqprop_circuits.learning.algorithms import Contrast
+
+    if rule == "squares":  # weights summing to non-zero: the input block's squares enter the update
+        algorithm = Contrast("squares", "nudge", (0.0, 1.0), (-0.5, 1.0), beta=0.1)
+    else:
+        algorithm = get_algorithm(rule, beta=0.1)
+    options = dict(seed=24, iterations=4, dtype="float32", input_gain=3.0)
+    fused, generic = DRNSystem([30, 8, 3], **options), DRNSystem([30, 8, 3], **options)
+    rates = [0.003, 0.05, 0.02]
+    used = [(m, w) for m, w in zip(algorithm.multipliers, algorithm.weights) if w != 0.0]
+    terms = tuple((w / algorithm.beta, algorithm.beta * m) for m, w in used)
+    for step in range(3):
+        x, y = (a.astype(np.float32) for a in _batch([30, 8, 3], seed=25 + step, batch=5))
+        free = fused.contrast_step(x, y, terms, rates)
+        base = Phase(x, 0.0, y)
+        expected = generic.settle(base)
+        nudged = iter(generic.settle_nudges(base, [algorithm.beta * m for m, _ in used if m != 0.0], start=expected))
+        generic.descend([(w / algorithm.beta, expected if m == 0.0 else next(nudged)) for m, w in used], rates)
+        assert max(np.abs(a - b).max() for a, b in zip(free.layers, expected.layers)) < 1e-6
+        assert np.abs(fused.parameters - generic.parameters).max() < 1e-6 * np.abs(generic.parameters).max()
+    assert np.array_equal(free.inputs, expected.inputs) and free.phase.beta == 0.0
+
+
+def test_fused_contrast_step_declines_what_it_does_not_cover():
+    terms = ((-5.0, -0.1), (5.0, 0.1))
+    x, y = _batch([6, 5, 4, 3], seed=26)
+    assert DRNSystem([6, 5, 4, 3], iterations=4).contrast_step(x, y, terms, 0.01) is None  # two hidden layers
+    assert DRNSystem([6, 5, 3]).contrast_step(x, y[:, :3], terms, 0.01) is None  # sweeps to convergence
+    system = DRNSystem([6, 5, 3], iterations=4)
+    assert system.contrast_step(x, y[:, :3], ((-1.0, -0.1), (0.5, 0.0), (1.0, 0.1)), 0.01) is None  # free in between

@@ -60,11 +60,11 @@ def timing():
         MatmulClock.active = False
 
 
-def _matmul(a, b):
+def _matmul(a, b, out=None):
     if not MatmulClock.active:
-        return a @ b
+        return np.matmul(a, b, out=out)
     began = time.perf_counter()
-    out = a @ b
+    out = np.matmul(a, b, out=out)
     MatmulClock.seconds += time.perf_counter() - began
     MatmulClock.calls += 1
     return out
@@ -74,8 +74,9 @@ def _gemm_into(weights: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: 
     """weights += alpha * left^T @ right, in place, one BLAS call (weights C-contiguous (N, H))."""
     began = time.perf_counter() if MatmulClock.active else 0.0
     gemm = blas.sgemm if weights.dtype == np.float32 else blas.dgemm
-    # weights^T is Fortran-ordered (H, N): C = alpha * right^T @ left + 1 * C, written in place.
-    out = gemm(alpha, right, left, beta=1.0, c=weights.T, trans_a=True, overwrite_c=True)
+    # weights^T is Fortran-ordered (H, N): C = alpha * right^T @ left + 1 * C, written in place. The
+    # operands go in as Fortran-ordered transposes of the C-ordered buffers, so the wrapper copies nothing.
+    out = gemm(alpha, right.T, left.T, beta=1.0, c=weights.T, trans_b=True, overwrite_c=True)
     if not np.may_share_memory(out, weights):  # BLAS wrapper made a copy: write it back
         weights[...] = out.T
     if MatmulClock.active:
@@ -90,6 +91,41 @@ def _clip_nonnegative(values: np.ndarray) -> None:
     np.maximum rewrites every entry and propagates NaNs on the way.
     """
     np.copyto(values, 0, where=values < 0)
+
+
+try:  # the clip ufunc itself: np.clip's Python wrapper costs more than the clip at batch 4
+    _clip = np._core.umath.clip
+except AttributeError:  # numpy < 2
+    _clip = np.core.umath.clip
+
+
+@dataclass(eq=False)
+class _StepPlan:
+    """Constants and reusable buffers of `contrast_step` for one contrast and batch size (B rows per phase).
+
+    The states' rows are stacked in the order of the terms, as `descend` stacks them; the nudged
+    phases relax in place inside the output block's augmented matrices, so the update finds its
+    rows where the settle left them.
+    """
+
+    betas: np.ndarray  # (m, 1, 1) the nudged phases' beta
+    signed_betas: np.ndarray  # (m, 1, 2n) [beta, -beta]: the nudge's pull on [op, on] per volt of target
+    min_beta: float
+    total: float  # sum_k c_k: the weight of the input block's squares (0 for p-, n- and c-ep)
+    row_weights: np.ndarray  # (R,) c_k / B per row, R = K B
+    half_weights: np.ndarray  # (R,) c_k / 2B
+    negative_weights: np.ndarray  # (R, 1) -c_k / B
+    phase_weights: np.ndarray  # (K, 1, 1) -c_k / B
+    free_rows: slice | None  # the free phase's rows when its term has a weight
+    input_right: np.ndarray  # input block: [-sum_k c_k h_k / B; (1); 1/2 sum c h^2 / B]
+    hidden_left: np.ndarray  # output block: [h (R rows); 1/2 sum c h^2 / B; 1]
+    output_right: np.ndarray  # output block: [-(c/B) o (R rows); 1; 1/2 sum c o^2 / B]
+    outputs: np.ndarray  # (R, 2n) the stacked output layers
+    hidden_nudged: np.ndarray  # (m B, H) view of hidden_left: the nudged phases' hidden layers
+    outputs_nudged: np.ndarray  # (m, B, 2n) view of outputs
+    pulled: np.ndarray  # (K, B, H) scratch
+    rails: np.ndarray  # (2, R, H + 2n) scratch: [V - 1, V + 1]
+    to_hidden: np.ndarray  # (2n, H) scratch: the output-to-hidden block with 1 / D folded in
 
 
 @dataclass(eq=False)
@@ -180,6 +216,7 @@ class DRNSystem(PhysicalSystem):
         n = self.n_outputs
         self._swap = np.r_[n:2 * n, 0:n]  # output layer [op, on] -> [on, op]
         self._augmented = {}  # (rows, width) -> reusable buffer of descend's augmented matrices
+        self._plans = {}  # (batch size, terms) -> _StepPlan of contrast_step, or None if it does not apply
         self.parameters = self._initial(seed, init, init_gain)
 
     # --- construction -----------------------------------------------------------------------
@@ -659,36 +696,48 @@ class DRNSystem(PhysicalSystem):
                 total = None
                 pulled = Vb * weights[:, None]
             # [Va; 1/2 sum c a^2 / B; 1]^T [-(c/B) Vb; 1; 1/2 sum c b^2 / B] = sum_k c_k dE/dW(s_k)
-            left, right = self._augmented_pair(len(Va), W.shape)
-            left[:-2] = Va
+            # (without the squares of Va when their weight sum_k c_k is 0)
+            left, right = self._augmented_pair(len(Va), W.shape, total != 0.0)
+            left[:len(Va)] = Va
             if total is None:
                 np.matmul(weights, Va * Va, out=left[-2])
                 left[-2] *= dt(0.5)
             elif total:
                 np.multiply(np.add.reduce(Va * Va, axis=0), dt(0.5 * total / B), out=left[-2])
-            else:  # a centred contrast: the input block's squares cancel exactly
-                left[-2] = 0.0
-            np.negative(pulled, out=right[:-2])
+            np.negative(pulled, out=right[:len(Va)])
             np.matmul(weights, Vb * Vb, out=right[-1])
             right[-1] *= dt(0.5)
             _gemm_into(W, left, right, -steps[k])
             _clip_nonnegative(W)
         if self.bias:
             V = np.concatenate(stacked, axis=1)
-            start = self._bias_slices[0].start
-            plus, minus = self._theta[self._bias_slices[0]], self._theta[self._bias_slices[1]]
-            plus -= dt(0.5 * steps[-1]) * (weights @ ((V - 1.0) ** 2))
-            minus -= dt(0.5 * steps[-1]) * (weights @ ((V + 1.0) ** 2))
-            _clip_nonnegative(self._theta[start:])
+            self._descend_biases(np.stack([V - 1.0, V + 1.0]), weights, steps[-1])
         self._version += 1
 
-    def _augmented_pair(self, rows: int, shape) -> tuple[np.ndarray, np.ndarray]:
-        """Reusable (rows + 2, fan_in) and (rows + 2, fan_out) buffers, constant rows set: [.; .; 1] and [.; 1; .]."""
-        key = (rows, *shape)
+    def _descend_biases(self, rails: np.ndarray, weights: np.ndarray, step: float) -> None:
+        """The biases' part of `descend`: rails = [V - 1, V + 1] (2, R, n_biased), overwritten by its squares.
+
+        The +1 V biases then the -1 V ones, as theta stores them: one (broadcast) product for both.
+        """
+        np.square(rails, out=rails)
+        biases = self._theta[self._bias_slices[0].start:]
+        biases -= self.dtype.type(0.5 * step) * (weights @ rails).ravel()
+        _clip_nonnegative(biases)
+
+    def _augmented_pair(self, rows: int, shape, fan_in_squares: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Reusable buffers [V_a; squares_a; 1] and [V_b; 1; squares_b] (constant rows set), rows + 2 high.
+
+        Without `fan_in_squares` (a contrast whose weights sum to 0 on shared inputs: those squares
+        cancel exactly) the pair is [V_a; 1] and [V_b; squares_b]: one GEMM row fewer.
+        """
+        key = (rows, *shape, fan_in_squares)
         pair = self._augmented.get(key)
         if pair is None:
-            left, right = np.empty((rows + 2, shape[0]), self.dtype), np.empty((rows + 2, shape[1]), self.dtype)
-            left[-1], right[-2] = 1.0, 1.0
+            extra = 2 if fan_in_squares else 1
+            left, right = np.empty((rows + extra, shape[0]), self.dtype), np.empty((rows + extra, shape[1]), self.dtype)
+            left[-1] = 1.0
+            if fan_in_squares:
+                right[-2] = 1.0
             pair = self._augmented[key] = (left, right)
         return pair
 
@@ -758,3 +807,146 @@ class DRNSystem(PhysicalSystem):
     def in_place_rates(self, learning_rate) -> list | None:
         """What `descend` takes for runs/inplace.py: per-block step sizes, or None if not constant per block."""
         return self.block_steps(learning_rate)
+
+    def contrast_step(self, x: np.ndarray, target: np.ndarray, terms, rates) -> DRNState | None:
+        """One step of a nudge contrast, fused for one hidden layer: free phase, nudged phases, update in place.
+
+        What runs/inplace.py's generic step does with `settle`, `settle_nudges` and `descend`, in the
+        same arithmetic (tests check one step against it), with about half the numpy calls, which
+        are most of the cost at batch 4: the per-theta factors as (H + 2n,) vectors over [hidden,
+        outputs] (the biases' layout), no stacking of the free state (broadcasting), the nudged
+        phases relaxed in the update's buffers, the hidden squares shared by both blocks' updates,
+        the biases in one product.
+        terms: ((c_k, beta_k), ...), the contrast's weights / beta and the phases' nudges (0: the free
+        phase); rates: per-block step sizes [w1, w2, bias] or a scalar. Returns the free phase's
+        state, or None where there is no fused step (several hidden layers, Shockley diodes,
+        sweeps to convergence, no biases, the free phase between nudged phases).
+        """
+        plan = self._plans.get((len(x), terms), False)
+        if plan is False:
+            plan = self._plans[len(x), terms] = self._make_plan(terms, len(x))
+        if plan is None:
+            return None
+        if not isinstance(rates, (list, tuple)):
+            rates = [float(rates)] * 3
+        dt = self.dtype.type
+        W0, W1 = self.weights
+        B, (H, n2), n_in = len(x), W1.shape, self.n_inputs
+        lo, hi = dt(self.v_low), dt(self.v_high)
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        y = target if target.dtype == self.dtype else target.astype(self.dtype)
+        # The input layer and a row of ones, which is also the input block's augmented [v_in; 1] (no squares
+        # when sum_k c_k = 0). Fresh: the state keeps v_in.
+        input_left = np.empty((B + 1, 2 * n_in), self.dtype)
+        input_left[-1] = 1.0
+        v_in = input_left[:B]
+        np.multiply(x, dt(self.input_gain), out=v_in[:, :n_in])
+        np.negative(v_in[:, :n_in], out=v_in[:, n_in:])
+        current = _matmul(input_left, W0)  # the input currents and, in the last row, W0's column sums
+        # What the settles need of theta (as _derived), over [hidden, op, on].
+        plus, minus = self._theta[self._bias_slices[0]], self._theta[self._bias_slices[1]]
+        column_sums, current = current[B], current[:B]
+        row_sums = W1.sum(axis=1)
+        D = plus + minus
+        D[:H] += column_sums + row_sums
+        D[H:] += W1.sum(axis=0)
+        inv_D = 1.0 / D
+        bias_current = plus - minus
+        derived = self._cache_D = _Derived(self._version, [D[:H], D[H:]], [inv_D[:H], inv_D[H:]],
+                                           [bias_current[:H], bias_current[H:]])
+        current += bias_current[:H]
+        scaled = current * inv_D[:H]
+        to_hidden = np.multiply(W1.T, inv_D[:H], out=plan.to_hidden)
+        to_output, output_bias = W1 * inv_D[H:], bias_current[H:] * inv_D[H:]
+        # Free phase: the generic sweeps from V = 0, whose first hidden update is the clipped scaled current.
+        h = _clip(scaled, lo, hi)
+        o = _matmul(h, to_output)
+        o += output_bias
+        for _ in range(self.iterations - 1):
+            h = _matmul(o, to_hidden)
+            h += scaled
+            _clip(h, lo, hi, out=h)
+            o = _matmul(h, to_output)
+            o += output_bias
+        # Nudged phases from the free state: _relax_one_hidden's folded output update, per phase.
+        if plan.min_beta < 0:
+            self._check_convex(plan.min_beta, derived)
+        swap, beta = self._swap, plan.betas
+        D_out, out_bias = D[H:], bias_current[H:]
+        D_swapped = D_out[swap]
+        inv_det = 1.0 / (D_out * D_swapped + beta * (D_out + D_swapped))  # (m, 1, 2n)
+        diagonal = (D_swapped + beta) * inv_det  # [a, c]: multiplies r
+        cross = beta * inv_det  # [b, b]: multiplies r with its halves swapped
+        blocks = W1 * diagonal + W1[:, swap] * cross  # (m, H, 2n)
+        offset = out_bias * diagonal + out_bias[swap] * cross \
+            + (diagonal - cross) * (np.concatenate([y, y], axis=1) * plan.signed_betas)
+        hidden, outputs = plan.hidden_nudged, plan.outputs_nudged
+        hidden_3d = hidden.reshape(outputs.shape[0], B, H)
+        start = h
+        for _ in range(self.iterations):
+            _matmul(start, blocks, out=outputs)
+            outputs += offset
+            _matmul(outputs.reshape(-1, n2), to_hidden, out=hidden)
+            hidden_3d += scaled
+            _clip(hidden, lo, hi, out=hidden)
+            start = hidden_3d
+        # The update (descend's products, on the buffers the phases filled).
+        R = len(plan.outputs)
+        stacked_hidden, stacked_outputs = plan.hidden_left[:R], plan.outputs
+        if plan.free_rows is not None:
+            stacked_hidden[plan.free_rows], stacked_outputs[plan.free_rows] = h, o
+        right = plan.input_right
+        np.multiply(stacked_hidden.reshape(-1, B, H), plan.phase_weights, out=plan.pulled)
+        np.add.reduce(plan.pulled, axis=0, out=right[:B])
+        np.matmul(plan.half_weights, np.square(stacked_hidden), out=plan.hidden_left[-2])
+        right[-1] = plan.hidden_left[-2]
+        if plan.total:  # [v_in; 1/2 sum c a^2 / B; 1]
+            input_left = np.empty((B + 2, 2 * n_in), self.dtype)
+            input_left[:B], input_left[-1] = v_in, 1.0
+            np.multiply(np.add.reduce(np.square(v_in), axis=0), dt(0.5 * plan.total / B), out=input_left[-2])
+        _gemm_into(W0, input_left, right, -rates[0])
+        _clip_nonnegative(W0)
+        right = plan.output_right
+        np.multiply(stacked_outputs, plan.negative_weights, out=right[:R])
+        np.matmul(plan.half_weights, np.square(stacked_outputs), out=right[-1])
+        _gemm_into(W1, plan.hidden_left, right, -rates[1])
+        _clip_nonnegative(W1)
+        rails = plan.rails
+        np.subtract(stacked_hidden, 1.0, out=rails[0, :, :H])
+        np.subtract(stacked_outputs, 1.0, out=rails[0, :, H:])
+        np.add(stacked_hidden, 1.0, out=rails[1, :, :H])
+        np.add(stacked_outputs, 1.0, out=rails[1, :, H:])
+        self._descend_biases(rails, plan.row_weights, rates[-1])
+        self._version += 1
+        return DRNState([h, o], v_in, Phase(x, 0.0, target), self._version - 1, self.iterations, True, self)
+
+    def _make_plan(self, terms, B: int) -> _StepPlan | None:
+        fusable = self.n_hidden == 1 and self.diodes == "ideal" and self.iterations and self.bias
+        terms = [(float(c), float(b)) for c, b in terms if c != 0.0]
+        nudged = [i for i, (_, b) in enumerate(terms) if b != 0.0]
+        free = [i for i, (_, b) in enumerate(terms) if b == 0.0]
+        if not fusable or not nudged or len(free) > 1 or nudged != list(range(nudged[0], nudged[-1] + 1)):
+            return None
+        dt, n = self.dtype, self.n_outputs
+        H, n2, K, m = self.widths[1], 2 * n, len(terms), len(nudged)
+        R = K * B
+        weights = np.repeat(np.array([c / B for c, _ in terms]), B).astype(dt)  # as descend casts c_k / B
+        betas = np.array([b for _, b in terms if b != 0.0], dt)[:, None, None]
+        total = sum(c for c, _ in terms)
+        input_right = np.empty((B + (2 if total else 1), H), dt)
+        hidden_left, output_right = np.empty((R + 2, H), dt), np.empty((R + 2, n2), dt)
+        hidden_left[-1], output_right[-2] = 1.0, 1.0
+        if total:
+            input_right[-2] = 1.0
+        outputs = np.empty((R, n2), dt)
+        rows = slice(nudged[0] * B, (nudged[-1] + 1) * B)
+        signed_betas = np.concatenate([np.repeat(betas, n, axis=2), np.repeat(-betas, n, axis=2)], axis=2)
+        return _StepPlan(
+            betas=betas, signed_betas=signed_betas, min_beta=float(betas.min()), total=total,
+            row_weights=weights, half_weights=weights * dt.type(0.5),
+            negative_weights=-weights[:, None], phase_weights=-weights[::B, None, None],
+            free_rows=slice(free[0] * B, (free[0] + 1) * B) if free else None, input_right=input_right,
+            hidden_left=hidden_left, output_right=output_right, outputs=outputs, hidden_nudged=hidden_left[rows],
+            outputs_nudged=outputs[rows].reshape(m, B, n2), pulled=np.empty((K, B, H), dt),
+            rails=np.empty((2, R, H + n2), dt), to_hidden=np.empty((n2, H), dt))

@@ -49,11 +49,18 @@ def in_place_trainer(system, algorithm):
 def ep_step(system, algorithm: Contrast, x: np.ndarray, target: np.ndarray, rates):
     """One step of a nudge-contrast rule: the free phase, the nudged phases from it, theta updated in place.
 
-    Returns the free phase's state (settled before the update).
+    Returns the free phase's state (settled before the update). A system may do the whole step
+    at once (`contrast_step(x, target, ((c_k, beta_k), ...), rates)`, c_k the contrast weight / beta
+    of the phase nudged at beta_k) and return None where it cannot.
     """
+    used = [(m, w) for m, w in zip(algorithm.multipliers, algorithm.weights) if w != 0.0]
+    fused = getattr(system, "contrast_step", None)
+    if fused is not None:
+        free = fused(x, target, tuple((float(w) / algorithm.beta, algorithm.beta * m) for m, w in used), rates)
+        if free is not None:
+            return free
     base = Phase(x, 0.0, target)
     free = system.settle(base)
-    used = [(m, w) for m, w in zip(algorithm.multipliers, algorithm.weights) if w != 0.0]
     nudges = [algorithm.beta * m for m, _ in used if m != 0.0]
     nudged = iter(system.settle_nudges(base, nudges, start=free) if nudges else [])
     terms = [(w / algorithm.beta, free if m == 0.0 else next(nudged)) for m, w in used]
