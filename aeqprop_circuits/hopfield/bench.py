@@ -45,13 +45,24 @@ def _images(count: int, seed: int):
 
 def median_seconds(fn, repeats: int) -> float:
     """Median wall time of `repeats` calls of fn, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
+    return interleaved_medians({"fn": fn}, repeats)["fn"]
+
+
+def interleaved_medians(functions: dict, repeats: int) -> dict:
+    """Median wall time of a call of each function, called in turn (f, g, .., f, g, ..) after a warm-up.
+
+    In turn rather than one after the other, so that load changes on a shared machine hit all
+    alike and their ratios (an iteration against its GEMMs) do not compare two moments.
+    """
+    times = {name: [] for name in functions}
+    for fn in functions.values():
         fn()
-        times.append(time.perf_counter() - began)
-    return float(np.median(times))
+    for _ in range(repeats):
+        for name, fn in functions.items():
+            began = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - began)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def bench_one(hidden: int, *, batch: int = 16, iterations: int = 15, beta: float = 0.2, lr=None,
@@ -80,8 +91,6 @@ def bench_one(hidden: int, *, batch: int = 16, iterations: int = 15, beta: float
     base = Phase(x, 0.0, y)
     drive_time = median_seconds(lambda: net.interactions[0].forward(x, net.weights[0]) + net.biases[0], repeats)
     free = net.settle(base)
-    free_time = median_seconds(lambda: net.settle(base), repeats)
-    nudged_time = median_seconds(lambda: net.settle_nudges(base, [-beta, beta], start=free), repeats)
     nudged = net.settle_nudges(base, [-beta, beta], start=free)
     saved = [w.copy() for w in net.weights], [b.copy() for b in net.biases]
     # a tiny rate (BLAS returns early for alpha = 0); the weights are restored after
@@ -89,17 +98,32 @@ def bench_one(hidden: int, *, batch: int = 16, iterations: int = 15, beta: float
     update_time = median_seconds(lambda: net.descend(contrast, 1e-12), repeats)
     for w, s in zip(net.weights + net.biases, saved[0] + saved[1]):
         np.copyto(w, s)
+    net._version += 1  # the weights changed in place: no cached drive or W^T of the updated ones
 
-    def products(rows):  # one iteration's GEMMs: s_2 W_2^T (hidden) and s_1 W_2 (output)
+    def products(rows):  # a phase's GEMMs: per iteration s_2 W_2^T (hidden) and s_1 W_2 (output)
         s1 = np.concatenate([free.layers[0]] * rows)
         s2 = np.concatenate([free.layers[1]] * rows)
         w2, w2t = net.weights[1], np.ascontiguousarray(net.weights[1].T)
         h, o = np.empty_like(s1), np.empty_like(s2)
-        return lambda: (np.matmul(s2, w2t, out=h), np.matmul(s1, w2, out=o))
 
+        def phase():
+            for _ in range(iterations):
+                np.matmul(s2, w2t, out=h)
+                np.matmul(s1, w2, out=o)
+        return phase
+
+    def free_phase():  # as in a step, where the free phase transposes W_2 and the nudged phases reuse it
+        net._transposed_cache = None
+        return net.settle(base)
+
+    def nudged_phases():
+        return net.settle_nudges(base, [-beta, beta], start=free)
+
+    timed = interleaved_medians({"free": free_phase, "nudged": nudged_phases,
+                                 "products_free": products(1), "products_nudged": products(2)}, repeats * 3)
+    free_time, nudged_time = timed["free"], timed["nudged"]
     iteration_free, iteration_nudged = free_time / iterations, nudged_time / iterations
-    products_free = median_seconds(products(1), repeats * 10)
-    products_nudged = median_seconds(products(2), repeats * 10)
+    products_free, products_nudged = timed["products_free"] / iterations, timed["products_nudged"] / iterations
 
     theta, rate = net.parameters, net.per_parameter(lr) if isinstance(lr, dict) else lr
     began = time.perf_counter()
