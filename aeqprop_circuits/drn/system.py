@@ -844,17 +844,15 @@ class DRNSystem(PhysicalSystem):
         np.multiply(x, dt(self.input_gain), out=v_in[:, :n_in])
         np.negative(v_in[:, :n_in], out=v_in[:, n_in:])
         current = _matmul(input_left, W0)  # the input currents and, in the last row, W0's column sums
-        # What the settles need of theta (as _derived), over [hidden, op, on].
+        # What the settles need of theta (_derived's D, 1/D, bias currents) over [hidden, op, on].
         plus, minus = self._theta[self._bias_slices[0]], self._theta[self._bias_slices[1]]
         column_sums, current = current[B], current[:B]
-        row_sums = W1.sum(axis=1)
+        row_sums = np.add.reduce(W1, axis=1)
         D = plus + minus
         D[:H] += column_sums + row_sums
-        D[H:] += W1.sum(axis=0)
+        D[H:] += np.add.reduce(W1, axis=0)
         inv_D = 1.0 / D
         bias_current = plus - minus
-        derived = self._cache_D = _Derived(self._version, [D[:H], D[H:]], [inv_D[:H], inv_D[H:]],
-                                           [bias_current[:H], bias_current[H:]])
         current += bias_current[:H]
         scaled = current * inv_D[:H]
         to_hidden = np.multiply(W1.T, inv_D[:H], out=plan.to_hidden)
@@ -870,8 +868,10 @@ class DRNSystem(PhysicalSystem):
             o = _matmul(h, to_output)
             o += output_bias
         # Nudged phases from the free state: _relax_one_hidden's folded output update, per phase.
-        if plan.min_beta < 0:
-            self._check_convex(plan.min_beta, derived)
+        if plan.min_beta < 0:  # _check_convex's bound, from the row sums at hand; its full test where that fails
+            bound = float((D[H:].astype(np.float64) - (row_sums / D[:H]) @ W1).min())
+            if bound + 2.0 * plan.min_beta <= 0:
+                self._check_convex(plan.min_beta, self._derived())
         swap, beta = self._swap, plan.betas
         D_out, out_bias = D[H:], bias_current[H:]
         D_swapped = D_out[swap]
@@ -883,12 +883,13 @@ class DRNSystem(PhysicalSystem):
             + (diagonal - cross) * (np.concatenate([y, y], axis=1) * plan.signed_betas)
         hidden, outputs = plan.hidden_nudged, plan.outputs_nudged
         hidden_3d = hidden.reshape(outputs.shape[0], B, H)
+        scaled_rows = np.concatenate([scaled] * len(outputs))
         start = h
         for _ in range(self.iterations):
             _matmul(start, blocks, out=outputs)
             outputs += offset
             _matmul(outputs.reshape(-1, n2), to_hidden, out=hidden)
-            hidden_3d += scaled
+            hidden += scaled_rows
             _clip(hidden, lo, hi, out=hidden)
             start = hidden_3d
         # The update (descend's products, on the buffers the phases filled).
