@@ -435,7 +435,7 @@ class HopfieldNetwork(PhysicalSystem):
                 first = s if len(s) == len(drive) else s.reshape(by_phase)
                 if k == last:  # a single layer: its drive already holds b_1
                     calls.append((np.copyto, (first, drive)) if pull is None else
-                                 (np.add, (drive, pull.reshape(by_phase), first)))
+                                 (np.add, (drive, pull.reshape(first.shape), first)))
                 else:
                     calls += [(np.matmul, (layers[1], transposed[1], s)), (np.add, (first, drive, first))]
             else:
