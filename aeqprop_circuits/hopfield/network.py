@@ -33,6 +33,7 @@ runs, not the speed).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -354,13 +355,12 @@ class HopfieldNetwork(PhysicalSystem):
         output = self._output_mode(nudge) if self.in_place and callback is None else None
         if output is not None:  # dense: in place on owned copies, same updates in the same order
             layers = list(self._initial_layers(batch)) if start is None else [s.copy() for s in start.layers]
-            it, rows, converged = self._relax_dense(layers, drive, weights, biases, order, output, max_iter)
+            it, _, change, converged = self._relax_dense(layers, drive, weights, biases, order, output, max_iter)
             layers = tuple(layers)
             if record_gap and self.adaptive_threshold and start is not None and not free:
                 self._gap_sum += self._l1(layers, start.layers)
                 self._gap_count += 1
-            return HopfieldState(layers=layers, phase=phase, iterations=it, converged=converged,
-                                 change=_mean(rows))
+            return HopfieldState(layers=layers, phase=phase, iterations=it, converged=converged, change=change)
         layers = self._initial_layers(batch) if start is None else tuple(start.layers)
         routes: dict = {}
         change, it, converged = float("inf"), 0, False
@@ -412,7 +412,7 @@ class HopfieldNetwork(PhysicalSystem):
         drive is broadcast over them, not copied). `output` as from _output_mode, its `a` a scalar
         or an (R, 1) column. The L1 change is measured every iteration when threshold > 0 (to
         stop), else on the last one only. Returns (iterations, per-row L1 change of the last
-        iteration, converged).
+        iteration, its mean over the rows, converged).
 
         An iteration is a flat list of in-place numpy calls built once (per layer: one GEMM per
         neighbour, one add of its constant drive, one clip): at 16 rows the GEMMs take 20-35 us,
@@ -449,7 +449,7 @@ class HopfieldNetwork(PhysicalSystem):
             if self._box[k] is not None:
                 calls.append((_clip, (s, *self._box[k], s)))
         track = self.threshold > 0
-        rows, it, converged = np.full(len(layers[0]), np.inf), 0, False
+        rows, change, it, converged = None, float("inf"), 0, False
         while it < max_iter:
             it += 1
             measure = track or it == max_iter
@@ -460,13 +460,18 @@ class HopfieldNetwork(PhysicalSystem):
             if measure:
                 for s, old in zip(layers, previous):  # |s - old| into old
                     np.abs(np.subtract(s, old, out=old), out=old)
-                rows = sum(old.sum(axis=1) for old in previous)
-                if not np.isfinite(rows).all():
+                rows = previous[0].sum(axis=1)
+                for old in previous[1:]:
+                    rows += old.sum(axis=1)
+                change = _mean(rows)
+                if not math.isfinite(change):  # (rows >= 0: the mean is finite if and only if all are)
                     raise DivergenceError(f"relaxation produced non-finite states after {it} iterations")
-                if track and _mean(rows) < self.threshold:
+                if track and change < self.threshold:
                     converged = True
                     break
-        return it, rows, converged
+        if rows is None:
+            rows = np.full(len(layers[0]), np.inf)
+        return it, rows, change, converged
 
     def settle_nudges(self, base: Phase, betas, start: HopfieldState) -> list[HopfieldState]:
         """The phases base.nudged(b), b in betas, each from `start` (the EP family's nudged phases).
@@ -486,7 +491,7 @@ class HopfieldNetwork(PhysicalSystem):
         a = np.repeat(np.array([1.0 + c for c in couplings], dtype=self.dtype), batch)[:, None]
         pull = np.concatenate([(c * target).astype(self.dtype) for c in couplings])
         layers = [np.concatenate([s] * m) for s in start.layers]
-        it, rows, _ = self._relax_dense(layers, drive, self.weights, self.biases,
+        it, rows, _, _ = self._relax_dense(layers, drive, self.weights, self.biases,
                                         self._order(phases[0]), ("nudge", a, pull), self.max_iterations[1])
         states = []
         for i, phase in enumerate(phases):
