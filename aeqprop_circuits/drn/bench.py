@@ -1,8 +1,9 @@
 """`aeqprop bench train`: the cost of a DRN training step, of its matrix products, of an epoch.
 
 Times `steps` training steps (after a warm-up) of the in-place loop the trainer uses
-(runs/inplace.py), with the matrix products timed from inside (`system.timing`), so the
-report says how much of a step is BLAS and how much is everything else. An epoch is
+(runs/inplace.py; for one hidden layer, DRNSystem.contrast_step's fused step), with the
+matrix products timed from inside (`system.timing`), so the report says how much of a step
+is BLAS and how much is everything else. An epoch is
 extrapolated from the step time (60 000 / batch steps for Fashion-MNIST) plus a measured
 evaluation pass over the 10 000 test images (what the in-place trainer does after each epoch;
 its training metrics are running means over the epoch's free phases). Wall and CPU (process)
@@ -69,6 +70,7 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
         for i in range(warmup, warmup + steps):
             ep_step(system, rule, x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch], lr)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    fused = any(plan is not None for plan in system._plans.values())  # DRNSystem.contrast_step took the steps
     gemm_seconds, gemm_calls = clock.seconds, clock.calls
     # Evaluation: free phases over batches of 512, as runs.trainer.evaluate does.
     e_wall, e_cpu = time.perf_counter(), time.process_time()
@@ -85,6 +87,7 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
     return {
         "model": model, "algorithm": algorithm, "batch": batch, "iterations": system.iterations,
         "dtype": str(system.dtype), "parameters": system.n_parameters, "data": source, "steps": steps,
+        "step_path": "fused one-hidden-layer step" if fused else "generic phases",
         "ms_per_step_wall": 1e3 * wall / steps, "ms_per_step_cpu": 1e3 * cpu / steps,
         "ms_per_step_matmul": 1e3 * gemm_seconds / steps, "matmul_calls_per_step": gemm_calls / steps,
         "matmul_share": gemm_seconds / wall,
@@ -104,7 +107,8 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
 def format_report(r: dict) -> str:
     lines = [
         f"{r['model']}  {r['algorithm']}  batch {r['batch']}  {r['iterations']} block iterations/phase  "
-        f"{r['dtype']}  {r['parameters']:,} conductances  ({r['data']} inputs, {r['steps']} steps)",
+        f"{r['dtype']}  {r['parameters']:,} conductances  ({r['data']} inputs, {r['steps']} steps, "
+        f"{r['step_path']})",
         f"  step:    {r['ms_per_step_wall']:.3f} ms wall, {r['ms_per_step_cpu']:.3f} ms CPU; matrix products "
         f"{r['ms_per_step_matmul']:.3f} ms ({r['matmul_calls_per_step']:.0f} calls, "
         f"{100 * r['matmul_share']:.0f}% of the step)",
