@@ -14,6 +14,10 @@ def test_circuit_defaults_are_the_documented_ones():
     assert (config["epochs"], config["lr"], config["beta"], config["epsilon"]) == (60, 2.0, 0.2, 10.0)
     assert config["lr_decay"] == 0.95 and config["relax_rounds"] == 1 and config["trace_every"] == 1
     assert resolve_config("netlists/iris.cir", {"relax_rounds": 20})["relax_rounds"] == 20
+    for data in ("wine", "wine:validation"):
+        wine = resolve_config("netlists/wine.cir", {"data": data})
+        assert (wine["lr"], wine["epsilon"], wine["epochs"], wine["beta"]) == (0.5, 2.5, 60, 0.2)
+    assert resolve_config("netlists/wine.cir", {"data": "wine", "lr": 2.0})["lr"] == 2.0
 
 
 def test_presets_do_not_inherit_the_circuit_schedule():
