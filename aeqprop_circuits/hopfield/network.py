@@ -408,11 +408,10 @@ class HopfieldNetwork(PhysicalSystem):
         """Block coordinate descent of a dense net, in place on `layers` (a list of owned (R, n_k) arrays).
 
         The same exact block updates, in the same order and float arithmetic, as _sweep. `drive`
-        is the input drive of B rows; R = m B when m phases of one batch are stacked as rows (the
-        drive is broadcast over them, not copied). `output` as from _output_mode, its `a` a scalar
-        or an (R, 1) column. The L1 change is measured every iteration when threshold > 0 (to
-        stop), else on the last one only. Returns (iterations, per-row L1 change of the last
-        iteration, its mean over the rows, converged).
+        is the input drive of the R rows, `output` as from _output_mode, its `a` a scalar or an
+        (R, 1) column (phases stacked as rows). The L1 change is measured every iteration when
+        threshold > 0 (to stop), else on the last one only. Returns (iterations, per-row L1
+        change of the last iteration, its mean over the rows, converged).
 
         An iteration is a flat list of in-place numpy calls built once (per layer: one GEMM per
         neighbour, one add of its constant drive, one clip): at 16 rows the GEMMs take 20-35 us,
@@ -424,20 +423,17 @@ class HopfieldNetwork(PhysicalSystem):
         # the output's constant drive: b_N, plus the nudge's pull 2 beta c y (then divided by a)
         pull, divisor = (output[2], output[1]) if output[0] == "nudge" else (None, None)
         offset = biases[last] if pull is None else biases[last] + pull
-        by_phase = (-1,) + drive.shape  # (m, B, n_1) view of R rows, the shape the drive broadcasts to
         calls = []  # (function, arguments): the arguments end with the output array
         for k in order:
             s = layers[k]
             if k == last and clamp is not None:
                 calls.append((np.copyto, (s, clamp)))
                 continue
-            if k == 0:  # (a broadcast add costs ~1 us more than a plain one at 16 x 1024: only if stacked)
-                first = s if len(s) == len(drive) else s.reshape(by_phase)
+            if k == 0:
                 if k == last:  # a single layer: its drive already holds b_1
-                    calls.append((np.copyto, (first, drive)) if pull is None else
-                                 (np.add, (drive, pull.reshape(first.shape), first)))
+                    calls.append((np.copyto, (s, drive)) if pull is None else (np.add, (drive, pull, s)))
                 else:
-                    calls += [(np.matmul, (layers[1], transposed[1], s)), (np.add, (first, drive, first))]
+                    calls += [(np.matmul, (layers[1], transposed[1], s)), (np.add, (s, drive, s))]
             else:
                 calls += [(np.matmul, (layers[k - 1], weights[k], s)),
                           (np.add, (s, offset if k == last else biases[k], s))]
@@ -491,7 +487,8 @@ class HopfieldNetwork(PhysicalSystem):
         a = np.repeat(np.array([1.0 + c for c in couplings], dtype=self.dtype), batch)[:, None]
         pull = np.concatenate([(c * target).astype(self.dtype) for c in couplings])
         layers = [np.concatenate([s] * m) for s in start.layers]
-        it, rows, _, _ = self._relax_dense(layers, drive, self.weights, self.biases,
+        # the drive repeated (one copy per step; adding it broadcast over the phases was no faster)
+        it, rows, _, _ = self._relax_dense(layers, np.concatenate([drive] * m), self.weights, self.biases,
                                         self._order(phases[0]), ("nudge", a, pull), self.max_iterations[1])
         states = []
         for i, phase in enumerate(phases):
