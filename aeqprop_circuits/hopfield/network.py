@@ -445,26 +445,27 @@ class HopfieldNetwork(PhysicalSystem):
             if self._box[k] is not None:
                 calls.append((_clip, (s, *self._box[k], s)))
         track = self.threshold > 0
-        rows, change, it, converged = None, float("inf"), 0, False
-        while it < max_iter:
-            it += 1
-            measure = track or it == max_iter
-            if measure:
-                previous = [s.copy() for s in layers]
+        it = 0 if track else max(max_iter - 1, 0)  # iterations before the measured ones
+        for _ in range(it):
             for function, arguments in calls:
                 function(*arguments)
-            if measure:
-                for s, old in zip(layers, previous):  # |s - old| into old
-                    np.abs(np.subtract(s, old, out=old), out=old)
-                rows = previous[0].sum(axis=1)
-                for old in previous[1:]:
-                    rows += old.sum(axis=1)
-                change = _mean(rows)
-                if not math.isfinite(change):  # (rows >= 0: the mean is finite if and only if all are)
-                    raise DivergenceError(f"relaxation produced non-finite states after {it} iterations")
-                if track and change < self.threshold:
-                    converged = True
-                    break
+        rows, change, converged = None, float("inf"), False
+        while it < max_iter:
+            it += 1
+            previous = [s.copy() for s in layers]
+            for function, arguments in calls:
+                function(*arguments)
+            for s, old in zip(layers, previous):  # |s - old| into old
+                np.abs(np.subtract(s, old, out=old), out=old)
+            rows = previous[0].sum(axis=1)
+            for old in previous[1:]:
+                rows += old.sum(axis=1)
+            change = _mean(rows)
+            if not math.isfinite(change):  # (rows >= 0: the mean is finite if and only if all are)
+                raise DivergenceError(f"relaxation produced non-finite states after {it} iterations")
+            if track and change < self.threshold:
+                converged = True
+                break
         if rows is None:
             rows = np.full(len(layers[0]), np.inf)
         return it, rows, change, converged
