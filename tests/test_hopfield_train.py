@@ -154,3 +154,13 @@ def test_lean_loop_trains_through_the_cli_session(tmp_path):
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert len(rows) == 3 and "train_seconds" in rows[0]  # the lean loop ran
     assert float(rows[-1]["test_accuracy"]) > 0.8  # 0.1 at initialisation
+
+
+def test_bench_times_each_phase_against_its_own_gemms():
+    from aeqprop_circuits.hopfield.bench import bench_one, format_report
+
+    row = bench_one(32, steps=2, generic_steps=1, repeats=2, warmup=1)
+    for phase in ("free", "nudged"):
+        for clock in ("", "_cpu"):
+            assert 0 < row[f"products_{phase}{clock}_ms"] < row[f"iteration_{phase}{clock}_ms"]
+    assert "784-32-10" in format_report([row])
