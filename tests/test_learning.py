@@ -120,6 +120,38 @@ def test_lyapunov_never_increases_across_aeqprop_steps(name, scale):
         assert after <= before + 1e-9 * abs(before)
 
 
+def test_contrastive_learning_estimate_is_the_gradient_of_its_contrastive_objective(problem):
+    """CL's contrast dE(s_clamped) - dE(s_0) = dJ/dtheta, J = F_clamped - F_0: the function its trace follows."""
+    system, x, y, _ = problem
+    theta = system.parameters
+    g = get_algorithm("cl", beta=0.1).estimate(system, x, y).gradient
+
+    def objective(t):
+        system.parameters = t
+        return step_trace(system, x, y, 0.0, 0.1, clamped=True)["lyapunov"]
+
+    h = 1e-6
+    for k in (0, 7, len(theta) - 1):
+        e = np.zeros_like(theta)
+        e[k] = h
+        assert (objective(theta + e) - objective(theta - e)) / (2 * h) == pytest.approx(g[k], rel=1e-4, abs=1e-9)
+    system.parameters = theta
+    trace = step_trace(system, x, y, 0.0, 0.1, clamped=True)
+    assert trace["lyapunov"] > 0 and trace["lyapunov_lower"] is None
+
+
+def test_contrastive_learning_descends_its_objective_at_a_small_rate():
+    circuit = deep_resistive_network([2, 3, 1], seed=5, ideal=False, g_range=(1e-6, 1e-2))
+    system = CircuitSystem(circuit)
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        x, y = rng.uniform(-1, 1, (3, 2)), rng.uniform(-0.2, 0.2, (3, 1))
+        before = step_trace(system, x, y, 0.0, 0.1, clamped=True)["lyapunov"]
+        g = get_algorithm("cl", beta=0.1).estimate(system, x, y).gradient
+        system.parameters = np.clip(system.parameters - 0.05 * g, *system.parameter_bounds())
+        assert step_trace(system, x, y, 0.0, 0.1, clamped=True)["lyapunov"] < before
+
+
 def test_lyapunov_bounds_the_loss(problem):
     system, x, y, _ = problem
     for beta in (0.5, 0.1, 0.01):

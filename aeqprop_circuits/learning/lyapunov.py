@@ -2,7 +2,15 @@
 
 L_{b1;b2}(theta) = [F(b2, theta) - F(b1, theta)] / (b2 - b1), F(b, theta) = min_s E + b C:
 two settles, no quadrature. It never increases across an Aeqprop step with nudges (b1, b2),
-for any epsilon and beta; and L_{0;b} <= C(s_0) <= L_{-b;0} bounds the loss.
+for any epsilon and beta; and L_{0;b} <= C(s_0) <= L_{-b;0} bounds the loss. An EP step is
+an SGD step on the same function (dF/dtheta = dE/dtheta at the equilibrium), so it descends
+it when the rate is small for its curvature.
+
+Contrastive learning's step is SGD on its own function, the contrastive objective
+J(theta) = F_clamped(theta) - F(0, theta) >= 0 (outputs clamped to the target; Movellan 1991):
+its estimate dE/dtheta(s_clamped) - dE/dtheta(s_0) is exactly dJ/dtheta, so J is the function
+its trace follows (`clamped=True`). Coupled learning has none: its clamp value moves with the
+free outputs, so its contrast is not the gradient of a function of theta (EBL study, App. B).
 """
 
 from __future__ import annotations
@@ -29,12 +37,22 @@ def lyapunov(system: PhysicalSystem, inputs, target, beta_1: float, beta_2: floa
     return (known[beta_2] - known[beta_1]) / (beta_2 - beta_1)
 
 
-def step_trace(system: PhysicalSystem, inputs, target, beta_1: float, beta_2: float, bounds: bool = True) -> dict:
-    """Loss, Lyapunov value and (optionally) its bounds, for the current parameters on one batch."""
+def step_trace(system: PhysicalSystem, inputs, target, beta_1: float, beta_2: float, bounds: bool = True,
+               clamped: bool = False) -> dict:
+    """Loss, Lyapunov value and (optionally) its bounds, for the current parameters on one batch.
+
+    `clamped`: the value is contrastive learning's J = F_clamped - F(0) instead (no bounds).
+    """
     f0, free = free_energy(system, inputs, target, 0.0)
     known = {0.0: f0}
-    record = {"loss": float(np.mean(system.cost(free, target))),
-              "lyapunov": lyapunov(system, inputs, target, beta_1, beta_2, free, known)}
+    record = {"loss": float(np.mean(system.cost(free, target)))}
+    if clamped:
+        state = system.settle(Phase(inputs, 0.0, target, clamp=target), start=free)
+        record["lyapunov"] = float(np.mean(system.energy(state))) - f0
+        record["lyapunov_lower"] = record["lyapunov_upper"] = None
+        bounds = False
+    else:
+        record["lyapunov"] = lyapunov(system, inputs, target, beta_1, beta_2, free, known)
     if bounds:
         span = beta_2 - beta_1
         record["lyapunov_lower"] = lyapunov(system, inputs, target, 0.0, span, free, known)

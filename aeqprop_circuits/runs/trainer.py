@@ -73,9 +73,14 @@ def epoch_batches(n_samples: int, epoch: int, options: TrainOptions):
         yield order[b * options.batch_size:(b + 1) * options.batch_size]
 
 
-def step_record(epoch: int, step: int, beta_1: float, beta_2: float, before: dict, after: dict) -> dict:
-    """One line of steps.jsonl from the Lyapunov traces before and after a step."""
+def step_record(epoch: int, step: int, beta_1: float, beta_2: float, before: dict, after: dict,
+                clamped: bool = False) -> dict:
+    """One line of steps.jsonl from the Lyapunov traces before and after a step.
+
+    `function` names what lyapunov_* hold: L_{beta1;beta2}, or CL's contrastive objective.
+    """
     return {"epoch": epoch, "step": step, "beta1": beta_1, "beta2": beta_2,
+            "function": "F_clamped - F_0" if clamped else "L_beta1;beta2",
             "loss_before": before["loss"], "loss_after": after["loss"],
             "lyapunov_before": before["lyapunov"], "lyapunov_after": after["lyapunov"],
             "lyapunov_lower": after["lyapunov_lower"], "lyapunov_upper": after["lyapunov_upper"]}
@@ -113,6 +118,7 @@ def train(system: PhysicalSystem, data: Dataset, algorithm, run: RunDir, options
         algorithm.epsilon = algorithm.epsilon * decay
     velocity = optimiser.init(system.parameters)
     bounds = system.parameter_bounds()
+    clamped = getattr(algorithm, "mode", None) == "clamp"  # CL: traced on its contrastive objective
     x_all, y_all = training_split(data, options)
     step = start_epoch * math.ceil(len(x_all) / options.batch_size)
     row = {}
@@ -128,8 +134,8 @@ def train(system: PhysicalSystem, data: Dataset, algorithm, run: RunDir, options
             theta = system.parameters
             estimate = algorithm.estimate(system, x, target)
             beta_1, beta_2 = estimate.betas
-            before = step_trace(system, x, target, beta_1, beta_2, bounds=False) if trace and beta_2 > beta_1 \
-                else None
+            before = step_trace(system, x, target, beta_1, beta_2, bounds=False, clamped=clamped) \
+                if trace and beta_2 > beta_1 else None
             if estimate.new_parameters is not None:
                 new = project(estimate.new_parameters, bounds)
             else:
@@ -139,8 +145,8 @@ def train(system: PhysicalSystem, data: Dataset, algorithm, run: RunDir, options
                 raise DivergenceError(f"step {step}: parameters became non-finite")
             system.parameters = new
             if before is not None:
-                after = step_trace(system, x, target, beta_1, beta_2)
-                run.append_step(step_record(epoch, step, beta_1, beta_2, before, after))
+                after = step_trace(system, x, target, beta_1, beta_2, clamped=clamped)
+                run.append_step(step_record(epoch, step, beta_1, beta_2, before, after, clamped))
         if hasattr(system, "end_epoch"):  # e.g. the adaptive relaxation threshold of Hopfield nets
             system.end_epoch()
         if options.lr_decay != 1.0:
