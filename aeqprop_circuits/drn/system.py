@@ -93,10 +93,10 @@ def _clip_nonnegative(values: np.ndarray) -> None:
     np.copyto(values, 0, where=values < 0)
 
 
-try:  # the clip ufunc itself: np.clip's Python wrapper costs more than the clip at batch 4
-    _clip = np._core.umath.clip
-except AttributeError:  # numpy < 2
-    _clip = np.core.umath.clip
+# The clip ufunc itself (private in numpy 1 and 2): np.clip's Python wrapper costs more than the
+# clip at batch 4. np.clip (same results, slower) if a numpy release moves it.
+_clip = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", None) or \
+    getattr(getattr(getattr(np, "core", None), "umath", None), "clip", None) or np.clip
 
 
 @dataclass(eq=False)
