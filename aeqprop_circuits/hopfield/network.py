@@ -45,9 +45,9 @@ from aeqprop_circuits.physics.system import Phase, PhysicalSystem
 from .interactions import Conv, Dense
 
 PRECISIONS = ("float64", "float32", "float16")
-# np.clip's ufunc, called directly: ndarray.clip's Python wrapper adds about 1 us a call (_relax_dense)
-_clip = np._core.umath.clip
 SCHEDULES = ("alternating", "sequential")
+# the ufunc behind np.clip, called directly: ndarray.clip's Python wrapper adds ~1 us a call (_relax_dense)
+_clip = (np._core if hasattr(np, "_core") else np.core).umath.clip
 
 
 def _mean(values: np.ndarray) -> float:
@@ -490,7 +490,7 @@ class HopfieldNetwork(PhysicalSystem):
         layers = [np.concatenate([s] * m) for s in start.layers]
         # the drive repeated (one copy per step; adding it broadcast over the phases was no faster)
         it, rows, _, _ = self._relax_dense(layers, np.concatenate([drive] * m), self.weights, self.biases,
-                                        self._order(phases[0]), ("nudge", a, pull), self.max_iterations[1])
+                                           self._order(phases[0]), ("nudge", a, pull), self.max_iterations[1])
         states = []
         for i, phase in enumerate(phases):
             part = tuple(s[i * batch:(i + 1) * batch] for s in layers)
