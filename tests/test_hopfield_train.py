@@ -163,4 +163,5 @@ def test_bench_times_each_phase_against_its_own_gemms():
     for phase in ("free", "nudged"):
         for clock in ("", "_cpu"):
             assert 0 < row[f"products_{phase}{clock}_ms"] < row[f"iteration_{phase}{clock}_ms"]
+        assert row[f"marginal_iteration_{phase}_cpu_ms"] > 0
     assert "784-32-10" in format_report([row])

@@ -13,7 +13,9 @@ batch 16, 15 free and 15 nudged iterations. For each H this times, on Fashion-MN
 - one relaxation iteration (the free phase's time / its iterations, and the stacked nudged
   one's) against its matrix products alone: the same GEMMs on operands of the same shapes,
   layout and dtype, as many as the phase makes in a row, timed in turn with the phases (wall
-  and CPU time; the ratio is what issue 6 targets, <= 1.5x);
+  and CPU time; the ratio is what issue 6 targets, <= 1.5x); and the marginal iteration, what
+  one more iteration adds to a phase (phases of twice the iterations, minus; CPU time), which
+  leaves out what a phase costs once (its setup, the last iteration's L1 change, its states);
 - `generic_steps` steps of the generic path (rule.estimate, SGD on the float64 theta, the
   parameters setter: what runs/trainer.py does per step), for comparison.
 """
@@ -118,18 +120,24 @@ def bench_one(hidden: int, *, batch: int = 16, iterations: int = 15, beta: float
                 np.matmul(s1, w2, out=o)
         return phase
 
-    def free_phase():  # as in a step, where the free phase transposes W_2 and the nudged phases reuse it
+    def free_phase(count=iterations):  # as in a step, where the free phase transposes W_2 and the nudged reuse it
+        net.max_iterations = (count, count)
         net._transposed_cache = None
         return net.settle(base)
 
-    def nudged_phases():
+    def nudged_phases(count=iterations):
+        net.max_iterations = (count, count)
         return net.settle_nudges(base, [-beta, beta], start=free)
 
-    phases = {"free": free_phase, "nudged": nudged_phases, "products_free": products(1), "products_nudged": products(2)}
+    phases = {"free": free_phase, "nudged": nudged_phases, "products_free": products(1), "products_nudged": products(2),
+              "free_twice": lambda: free_phase(2 * iterations), "nudged_twice": lambda: nudged_phases(2 * iterations)}
     wall_times, cpu_times = interleaved_medians(phases, repeats * 3)
+    net.max_iterations = (iterations, iterations)
     free_time, nudged_time = wall_times["free"], wall_times["nudged"]
     per_iteration = {f"{clock}{name}": times[name] / iterations * 1e3
                      for clock, times in (("", wall_times), ("cpu_", cpu_times)) for name in times}
+    # what one more iteration adds to a phase (CPU), without the phase's fixed costs
+    marginal = {name: per_iteration[f"cpu_{name}_twice"] - per_iteration[f"cpu_{name}"] for name in ("free", "nudged")}
 
     theta, rate = net.parameters, net.per_parameter(lr) if isinstance(lr, dict) else lr
     began = time.perf_counter()
@@ -150,6 +158,7 @@ def bench_one(hidden: int, *, batch: int = 16, iterations: int = 15, beta: float
         "iteration_free_cpu_ms": per_iteration["cpu_free"], "products_free_cpu_ms": per_iteration["cpu_products_free"],
         "iteration_nudged_cpu_ms": per_iteration["cpu_nudged"],
         "products_nudged_cpu_ms": per_iteration["cpu_products_nudged"],
+        "marginal_iteration_free_cpu_ms": marginal["free"], "marginal_iteration_nudged_cpu_ms": marginal["nudged"],
         "generic_step_ms": generic_wall * 1e3, "generic_epoch_s": generic_wall * epoch_steps,
         "load_before": load_before, "load_after": os.getloadavg()[0],
     }
@@ -162,7 +171,9 @@ def bench_hopfield(hidden=(1024, 2048), **options) -> list[dict]:
 def _iteration_ratio(row: dict, phase: str) -> str:
     wall, products = row[f"iteration_{phase}_ms"], row[f"products_{phase}_ms"]
     cpu = row[f"iteration_{phase}_cpu_ms"] / row[f"products_{phase}_cpu_ms"]
-    return f"{wall * 1e3:.0f} / {products * 1e3:.0f} us ({wall / products:.2f}x; CPU {cpu:.2f}x)"
+    marginal = row[f"marginal_iteration_{phase}_cpu_ms"] / row[f"products_{phase}_cpu_ms"]
+    return (f"{wall * 1e3:.0f} / {products * 1e3:.0f} us "
+            f"({wall / products:.2f}x; CPU {cpu:.2f}x, marginal {marginal:.2f}x)")
 
 
 def format_report(rows: list[dict]) -> str:
@@ -178,6 +189,7 @@ def format_report(rows: list[dict]) -> str:
             f"{r['generic_step_ms']:.1f} ({r['generic_epoch_s']:.0f}) | "
             f"{r['load_before']:.2f} -> {r['load_after']:.2f} |")
     lines.append("(ms per step of the lean c-ep loop, wall and CPU; epoch = 60 000 / B steps, training only; "
-                 "iteration = a phase's time / its iterations, wall, with the ratio in CPU time after it; "
+                 "iteration = a phase's time / its iterations, wall, with the ratio in CPU time after it and that "
+                 "of the marginal iteration (what one more adds to a phase, its fixed costs left out); "
                  f"data: {rows[0]['data'] if rows else '-'})")
     return "\n".join(lines)
