@@ -182,6 +182,20 @@ def plot(run_dir):
 
 
 @main.command()
+@click.argument("run_dirs", nargs=-1, required=True)
+@click.option("--label", "labels", multiple=True, help="Name of each run in the table and legend (in order).")
+@click.option("--out", default="comparison.png", show_default=True, help="PNG to write.")
+@user_errors
+def compare(run_dirs, labels, out):
+    """Test error per epoch of several runs: a Markdown table on stdout and a PNG."""
+    from ..runs.plots import compare_runs
+
+    table, path = compare_runs(list(run_dirs), list(labels) or None, out)
+    click.echo(table)
+    click.echo(f"plot: {path}", err=True)
+
+
+@main.command()
 @click.argument("model")
 @click.option("--algorithm", default="c-ep", show_default=True, help=ALGORITHM_HELP)
 @click.option("--beta", type=float, default=0.1, show_default=True)

@@ -124,3 +124,36 @@ def plot_relaxation(run_dir: str) -> str | None:
 def plot_run(run_dir: str) -> list[str]:
     paths = [plot_metrics(run_dir), plot_lyapunov(run_dir), plot_relaxation(run_dir)]
     return [p for p in paths if p]
+
+
+def compare_runs(run_dirs: list[str], labels: list[str] | None = None, out: str | None = None) -> tuple[str, str]:
+    """Test error (or test loss, for regression) per epoch of several runs: a Markdown table and a PNG.
+
+    Runs of different lengths are compared epoch by epoch; a run that has not reached an epoch
+    leaves its cell empty. Returns (table, path of the PNG).
+    """
+    labels = list(labels or [os.path.basename(os.path.normpath(d)) for d in run_dirs])
+    if len(labels) != len(run_dirs):
+        raise AeqpropError(f"{len(labels)} labels for {len(run_dirs)} runs")
+    metrics = [_read_metrics(d) for d in run_dirs]
+    classify = all(not np.all(np.isnan(m["test_accuracy"])) for m in metrics)
+    name, unit = ("test error", "%") if classify else ("test loss", "")
+    series = [dict(zip(m["epoch"].astype(int), 100 * (1 - m["test_accuracy"]) if classify else m["test_loss"]))
+              for m in metrics]
+    last = max(max(s) for s in series)
+    rows = [f"| epoch | {' | '.join(labels)} |", "|---" * (len(labels) + 1) + "|"]
+    for epoch in range(1, last + 1):
+        rows.append(f"| {epoch} | " + " | ".join(f"{s[epoch]:.2f}" if epoch in s else "" for s in series) + " |")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, s in zip(labels, series):
+        epochs = sorted(s)
+        ax.plot(epochs, [s[e] for e in epochs], "o-", markersize=3, label=label)
+    ax.set(xlabel="epoch", ylabel=f"{name} ({unit})" if unit else name, title=f"{name} per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = out or "comparison.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return "\n".join(rows), path

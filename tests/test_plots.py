@@ -1,0 +1,49 @@
+"""`aeqprop plot` and `aeqprop compare`: the PNGs a run promises, and the comparison table."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from aeqprop_circuits.cli.main import main
+from aeqprop_circuits.runs.session import run_training
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    out = []
+    for algorithm, epochs in (("c-ep", 2), ("p-ep", 3)):
+        out.append(run_training("netlists/iris.cir", None, True, {
+            "algorithm": algorithm, "epochs": epochs, "max_train": 30, "trace_every": 2,
+            "out": str(root / algorithm)}, echo=lambda *a: None))
+    return out
+
+
+def test_plot_writes_the_three_pngs_of_a_run(runs):
+    result = CliRunner().invoke(main, ["plot", runs[0]])
+    assert result.exit_code == 0, result.output
+    for name in ("metrics.png", "lyapunov.png", "relaxation.png"):
+        path = os.path.join(runs[0], name)
+        assert path in result.output and os.path.getsize(path) > 1000
+
+
+def test_compare_tabulates_each_runs_test_error_per_epoch(runs, tmp_path):
+    png = str(tmp_path / "cmp.png")
+    result = CliRunner().invoke(main, ["compare", *runs, "--label", "centred", "--label", "positive", "--out", png])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "| epoch | centred | positive |"
+    with open(os.path.join(runs[1], "metrics.csv")) as f:
+        third = list(csv.DictReader(f))[2]
+    assert lines[4] == f"| 3 |  | {100 * float(third['test_error']):.2f} |"  # c-ep ran 2 epochs: empty cell
+    assert os.path.getsize(png) > 1000
+
+
+def test_plot_and_compare_name_what_is_not_a_run(tmp_path):
+    for command in (["plot", str(tmp_path)], ["compare", str(tmp_path)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code != 0 and "no metrics.csv" in result.output and "Traceback" not in result.output
