@@ -20,6 +20,12 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _read_metrics(run_dir: str) -> dict[str, np.ndarray]:
     path = os.path.join(run_dir, "metrics.csv")
     if not os.path.exists(path):
@@ -46,9 +52,7 @@ def plot_metrics(run_dir: str) -> str:
         ax.grid(alpha=0.3)
         ax.legend()
     path = os.path.join(run_dir, "metrics.png")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
     return path
 
 
@@ -79,9 +83,7 @@ def plot_lyapunov(run_dir: str) -> str | None:
     for a in axes:
         a.grid(alpha=0.3)
     out = os.path.join(run_dir, "lyapunov.png")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, out)
     return out
 
 
@@ -115,9 +117,7 @@ def plot_relaxation(run_dir: str) -> str | None:
     ax.set(xlabel="iteration", ylabel="E − E_final", title="relaxation of the free phase (8 test inputs)")
     ax.grid(alpha=0.3)
     out = os.path.join(run_dir, "relaxation.png")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, out)
     return out
 
 
@@ -153,7 +153,5 @@ def compare_runs(run_dirs: list[str], labels: list[str] | None = None, out: str 
     ax.grid(alpha=0.3)
     ax.legend()
     path = out or "comparison.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
     return "\n".join(rows), path
