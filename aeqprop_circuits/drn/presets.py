@@ -39,11 +39,11 @@ PRESETS: dict[str, dict] = {
         "epochs": 10,  # paper: num_epochs = 10 for DRN-XS
         "beta": 0.1,  # tuned here (paper: nudging = 1.0 in its units; see the module docstring)
         "lr": {"w1": 3e-5, "w2": 0.03, "b": 0.03},  # tuned here (paper: 0.006 for all, its units)
-        # Aeqprop: its step is epsilon * beta * (EP estimate). epsilon = lr / beta (the c-ep rates) fails: the
-        # input block's step is not the EP step at gain 100, and with the input block 100x lower training still
-        # collapses within 2000 images (hidden layer saturated). lr / (10 beta) for the output block and biases,
-        # lr / (1000 beta) for the input block is the largest setting found stable (docs/drn.md).
-        "epsilon": {"w1": 3e-7, "w2": 0.03, "b": 0.03},
+        # Aeqprop: epsilon = lr / beta, the c-ep rates. With the oracle controller and one parameter relaxation
+        # the step is then exactly c-ep's at +-beta/2 (`aeqprop train` runs it in place, docs/training.md).
+        # Session 2 found this epsilon collapsing on the generic operator loop (docs/drn.md): use that loop
+        # (--relax-rounds > 1, --controller proportional) with epsilon {"w1": 3e-7, "w2": 0.03, "b": 0.03}.
+        "epsilon": {"w1": 3e-4, "w2": 0.3, "b": 0.3},
         "relax_rounds": 1,  # Aeqprop: App. C's single parallel parameter relaxation
         "lr_decay": 0.99,  # paper: ExponentialLR(gamma=0.99) per epoch
         "target_amplitude": 0.5,  # tuned here (one-hot targets as the paper's SquaredError, amplitude 0.5 V)
@@ -59,7 +59,7 @@ PRESETS: dict[str, dict] = {
         "epochs": 50,  # paper: num_epochs = 50
         "beta": 0.1,
         "lr": {"w1": 3e-5, "w2": 0.01, "b": 0.01},  # tuned here (fan-in 1024 into the outputs: w2 below drn-xs)
-        "epsilon": {"w1": 3e-7, "w2": 0.01, "b": 0.01},  # Aeqprop: as drn-xs (lr / 10 beta; input block / 1000)
+        "epsilon": {"w1": 3e-4, "w2": 0.1, "b": 0.1},  # Aeqprop: lr / beta, as drn-xs
         "relax_rounds": 1,
         "lr_decay": 0.99,
         "target_amplitude": 0.5,
@@ -75,7 +75,7 @@ PRESETS: dict[str, dict] = {
         "epochs": 50,
         "beta": 0.1,
         "lr": {"w1": 3e-5, "w2": 0.01, "w3": 0.01, "b": 0.01},
-        "epsilon": {"w1": 3e-7, "w2": 0.01, "w3": 0.01, "b": 0.01},  # Aeqprop: as drn-xs
+        "epsilon": {"w1": 3e-4, "w2": 0.1, "w3": 0.1, "b": 0.1},  # Aeqprop: lr / beta, as drn-xs
         "relax_rounds": 1,
         "lr_decay": 0.99,
         "target_amplitude": 0.5,
