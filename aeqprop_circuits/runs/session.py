@@ -75,7 +75,7 @@ def resolve_config(model: str | None, given: dict) -> dict:
     preset = given.get("preset")
     if not preset:
         config.update(DATASET_DEFAULTS.get(str(given.get("data") or config["data"]).split(":")[0], {}))
-    if preset:
+    else:
         presets = _presets()
         if preset not in presets:
             raise AeqpropError(f"unknown preset '{preset}'; expected one of {', '.join(presets) or '(none)'}")
