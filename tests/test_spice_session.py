@@ -118,21 +118,33 @@ def test_near_ideal_stand_in_is_within_a_few_millivolts_of_the_ideal_drn():
     assert np.abs(_outputs(default, spice_rows(default, sources)) - ideal).max() > 10 * difference
 
 
+def _edit_analyses(monkeypatch, edit) -> list:
+    """Route spice()'s ngspice analyses through `edit(command, vectors, message) -> (vectors, message)`.
+
+    Returns the list the analysed commands are appended to, in order.
+    """
+    real, commands = spice_module._analyse, []
+
+    def analyse(ng, command, kind, reject_fallback=True):
+        commands.append(command)
+        vectors, message, seconds = real(ng, command, kind, reject_fallback)
+        return (*edit(command, vectors, message), seconds)
+
+    monkeypatch.setattr(spice_module, "_analyse", analyse)
+    return commands
+
+
 @needs_ngspice
 def test_a_stopped_sweep_resumes_after_an_op_at_the_failing_row(monkeypatch):
     """ngspice's dc sweep stopping at a row: that row by `op`, the rest by a new sweep from the next row."""
     _, circuit, _, sources = _drn(5)
-    real = spice_module._analyse
-    commands = []
 
-    def sweep_stops_at_row_2(ng, command, kind, reject_fallback=True):
-        commands.append(command)
+    def sweep_stops_at_row_2(command, vectors, message):
         if command.startswith("dc") and len([c for c in commands if c.startswith("dc")]) == 1:
-            vectors, message, seconds = real(ng, command, kind, reject_fallback)
-            return {k: v[:2] for k, v in vectors.items()}, message, seconds  # rows 0 and 1 only
-        return real(ng, command, kind, reject_fallback)
+            return {k: v[:2] for k, v in vectors.items()}, message  # rows 0 and 1 only
+        return vectors, message
 
-    monkeypatch.setattr(spice_module, "_analyse", sweep_stops_at_row_2)
+    commands = _edit_analyses(monkeypatch, sweep_stops_at_row_2)
     ours = spice_rows(circuit, sources, tight=True)
     assert ours.success, ours.message
     assert [c.split()[0] for c in commands] == ["dc", "op", "dc"] and commands[2].split()[2] == "3"
@@ -141,17 +153,8 @@ def test_a_stopped_sweep_resumes_after_an_op_at_the_failing_row(monkeypatch):
 
 @needs_ngspice
 def test_a_sweep_through_the_transient_fallback_is_redone_row_by_row(monkeypatch):
-    real = spice_module._analyse
-    commands = []
-
-    def fallback_in_sweep(ng, command, kind, reject_fallback=True):
-        commands.append(command)
-        vectors, message, seconds = real(ng, command, kind, reject_fallback)
-        if command.startswith("dc"):
-            message = "source stepping failed; " + message
-        return vectors, message, seconds
-
-    monkeypatch.setattr(spice_module, "_analyse", fallback_in_sweep)
+    commands = _edit_analyses(monkeypatch, lambda command, vectors, message: (
+        vectors, "source stepping failed; " + message if command.startswith("dc") else message))
     _, circuit, _, sources = _drn(3)
     ours = spice_rows(circuit, sources, tight=True)
     assert ours.success and [c.split()[0] for c in commands] == ["dc", "op", "op", "op"]
@@ -201,23 +204,21 @@ def test_points_within_ngspices_node_voltage_tolerance_are_accepted(monkeypatch)
     clamped = circuit.node_names[next(int(n) for n in circuit.ideal_diodes.nodes[diode]
                                       if not circuit.node_names[int(n)].startswith("rail"))]
     output = circuit.node_names[int(circuit.learning.outputs[0, 0])]
-    real = spice_module._analyse
 
     def shifted(node, by):
-        def analyse(ng, command, kind, reject_fallback=True):
-            vectors, message, seconds = real(ng, command, kind, reject_fallback)
+        def edit(command, vectors, message):
             vectors[node.lower()] = vectors[node.lower()] + by
-            return vectors, message, seconds
-        return analyse
+            return vectors, message
+        return edit
 
-    monkeypatch.setattr(spice_module, "_analyse", shifted(clamped, 5e-5))
+    _edit_analyses(monkeypatch, shifted(clamped, 5e-5))
     nearby = spice_rows(circuit, sources, method="alter")
     assert nearby.success and nearby.residual > 10 * 1e-3 * np.abs(clean.currents["ideal_diodes"]).max()
     vectors = spice_module._vectors  # spice() alone, with its KCL bound, rejects the same point
     monkeypatch.setattr(spice_module, "_vectors", lambda ng: {k: v + (5e-5 if k == clamped.lower() else 0.0)
                                                               for k, v in vectors(ng).items()})
     assert "violates KCL" in spice(circuit, sources).message
-    monkeypatch.setattr(spice_module, "_analyse", shifted(output, 0.1))
+    _edit_analyses(monkeypatch, shifted(output, 0.1))
     far = spice_rows(circuit, sources, method="alter")
     assert not far.success and "violates KCL" in far.message
 
@@ -227,17 +228,13 @@ def test_a_sweep_row_off_the_operating_point_is_solved_again_by_op(monkeypatch):
     """A warm-started sweep point that passes ngspice's test but not spice()'s KCL bound gets a full `op`."""
     _, circuit, _, sources = _drn(3)
     output = circuit.node_names[int(circuit.learning.outputs[0, 0])].lower()
-    real = spice_module._analyse
-    commands = []
 
-    def row_1_off(ng, command, kind, reject_fallback=True):
-        commands.append(command)
-        vectors, message, seconds = real(ng, command, kind, reject_fallback)
+    def row_1_off(command, vectors, message):
         if command.startswith("dc"):
             vectors[output] = vectors[output] + np.array([0.0, 0.05, 0.0])
-        return vectors, message, seconds
+        return vectors, message
 
-    monkeypatch.setattr(spice_module, "_analyse", row_1_off)
+    commands = _edit_analyses(monkeypatch, row_1_off)
     ours = spice_rows(circuit, sources, tight=True)
     assert ours.success and ours.message == "ngspice dc sweep (1 of 3 rows again by .op) converged"
     assert commands == [commands[0], "op"] and commands[0].startswith("dc")
