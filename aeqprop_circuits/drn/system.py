@@ -36,10 +36,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import blas
 
 from ..circuit.circuit import DEFAULT_GMIN, THERMAL_VOLTAGE
 from ..errors import AeqpropError, DivergenceError
+from ..physics.kernels import clip, gemm_into
 from ..physics.system import Phase, PhysicalSystem
 
 
@@ -71,14 +71,9 @@ def _matmul(a, b, out=None):
 
 
 def _gemm_into(weights: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: float) -> None:
-    """weights += alpha * left^T @ right, in place, one BLAS call (weights C-contiguous (N, H))."""
+    """kernels.gemm_into, counted by the MatmulClock when it runs."""
     began = time.perf_counter() if MatmulClock.active else 0.0
-    gemm = blas.sgemm if weights.dtype == np.float32 else blas.dgemm
-    # weights^T is Fortran-ordered (H, N): C = alpha * right^T @ left + 1 * C, written in place. The
-    # operands go in as Fortran-ordered transposes of the C-ordered buffers, so the wrapper copies nothing.
-    out = gemm(alpha, right.T, left.T, beta=1.0, c=weights.T, trans_b=True, overwrite_c=True)
-    if not np.may_share_memory(out, weights):  # BLAS wrapper made a copy: write it back
-        weights[...] = out.T
+    gemm_into(weights, left, right, alpha)
     if MatmulClock.active:
         MatmulClock.seconds += time.perf_counter() - began
         MatmulClock.calls += 1
@@ -91,12 +86,6 @@ def _clip_nonnegative(values: np.ndarray) -> None:
     np.maximum rewrites every entry and propagates NaNs on the way.
     """
     np.copyto(values, 0, where=values < 0)
-
-
-# The clip ufunc itself (private in numpy 1 and 2): np.clip's Python wrapper costs more than the
-# clip at batch 4. np.clip (same results, slower) if a numpy release moves it.
-_clip = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", None) or \
-    getattr(getattr(getattr(np, "core", None), "umath", None), "clip", None) or np.clip
 
 
 @dataclass(eq=False)
@@ -858,13 +847,13 @@ class DRNSystem(PhysicalSystem):
         to_hidden = np.multiply(W1.T, inv_D[:H], out=plan.to_hidden)
         to_output, output_bias = W1 * inv_D[H:], bias_current[H:] * inv_D[H:]
         # Free phase: the generic sweeps from V = 0, whose first hidden update is the clipped scaled current.
-        h = _clip(scaled, lo, hi)
+        h = clip(scaled, lo, hi)
         o = _matmul(h, to_output)
         o += output_bias
         for _ in range(self.iterations - 1):
             h = _matmul(o, to_hidden)
             h += scaled
-            _clip(h, lo, hi, out=h)
+            clip(h, lo, hi, out=h)
             o = _matmul(h, to_output)
             o += output_bias
         # Nudged phases from the free state: _relax_one_hidden's folded output update, per phase.
@@ -890,7 +879,7 @@ class DRNSystem(PhysicalSystem):
             outputs += offset
             _matmul(outputs.reshape(-1, n2), to_hidden, out=hidden)
             hidden += scaled_rows
-            _clip(hidden, lo, hi, out=hidden)
+            clip(hidden, lo, hi, out=hidden)
             start = hidden_3d
         # The update (descend's products, on the buffers the phases filled).
         R = len(plan.outputs)

@@ -37,31 +37,20 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import blas
 
 from aeqprop_circuits.errors import DivergenceError
+from aeqprop_circuits.physics.kernels import clip, gemm_into
 from aeqprop_circuits.physics.system import Phase, PhysicalSystem
 
 from .interactions import Conv, Dense
 
 PRECISIONS = ("float64", "float32", "float16")
 SCHEDULES = ("alternating", "sequential")
-# the ufunc behind np.clip, called directly: ndarray.clip's Python wrapper adds ~1 us a call (_relax_dense)
-_clip = (np._core if hasattr(np, "_core") else np.core).umath.clip
 
 
 def _mean(values: np.ndarray) -> float:
     """values.mean() (same float: sum in the array's dtype, then / count) without np.mean's ~10 us of Python."""
     return float(values.sum() / len(values))
-
-
-def _gemm_into(weights: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: float) -> None:
-    """weights += alpha * left^T @ right in place, one BLAS call (weights C-contiguous (n_pre, n_post))."""
-    gemm = blas.sgemm if weights.dtype == np.float32 else blas.dgemm
-    # weights^T is Fortran-ordered (n_post, n_pre): C = alpha * right^T @ left + C, written in place
-    out = gemm(alpha, right, left, beta=1.0, c=weights.T, trans_a=True, overwrite_c=True)
-    if not np.may_share_memory(out, weights):  # the wrapper copied (unexpected layout): write back
-        weights[...] = out.T
 
 
 @dataclass(frozen=True, eq=False)
@@ -443,7 +432,7 @@ class HopfieldNetwork(PhysicalSystem):
             if k == last and divisor is not None:
                 calls.append((np.divide, (s, divisor, s)))
             if self._box[k] is not None:
-                calls.append((_clip, (s, *self._box[k], s)))
+                calls.append((clip, (s, *self._box[k], s)))
         track = self.threshold > 0
         it = 0 if track else max(max_iter - 1, 0)  # iterations before the measured ones
         for _ in range(it):
@@ -550,7 +539,7 @@ class HopfieldNetwork(PhysicalSystem):
                 pres = [s.layers[k - 1] for _, s in terms]
                 pre = np.concatenate(pres) if len(pres) > 1 else pres[0]
                 post = np.concatenate(posts) if len(posts) > 1 else posts[0]
-            _gemm_into(self.weights[k], pre, post, rate_w / batch)
+            gemm_into(self.weights[k], pre, post, rate_w / batch)
             self.biases[k] += dt(rate_b / batch) * post.sum(axis=0)
         self._version += 1
         self._theta_stale = True

@@ -1,0 +1,27 @@
+"""In-place numpy/BLAS kernels shared by the systems that train in place (DRNs, dense Hopfield nets).
+
+At batch 4-16 a call's Python overhead is a visible part of a training step, so these skip
+the convenience wrappers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import blas
+
+# The clip ufunc itself (private in numpy 1 and 2): np.clip's Python wrapper costs more than the
+# clip at these sizes. np.clip (same results, slower) if a numpy release moves it.
+clip = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", None) or \
+    getattr(getattr(getattr(np, "core", None), "umath", None), "clip", None) or np.clip
+
+
+def gemm_into(weights: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: float) -> None:
+    """weights += alpha * left^T @ right, in place, one BLAS call (weights C-contiguous (n_in, n_out)).
+
+    weights^T is Fortran-ordered (n_out, n_in): C = alpha * right^T @ left + C, written in place;
+    C-ordered operands go in as Fortran-ordered transposes, so the wrapper copies nothing.
+    """
+    gemm = blas.sgemm if weights.dtype == np.float32 else blas.dgemm
+    out = gemm(alpha, right.T, left.T, beta=1.0, c=weights.T, trans_b=True, overwrite_c=True)
+    if not np.may_share_memory(out, weights):  # the wrapper copied (unexpected layout): write back
+        weights[...] = out.T
