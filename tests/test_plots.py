@@ -43,6 +43,20 @@ def test_compare_tabulates_each_runs_test_error_per_epoch(runs, tmp_path):
     assert os.path.getsize(png) > 1000
 
 
+def test_compare_last_gives_mean_and_std_of_the_last_epochs(runs, tmp_path):
+    result = CliRunner().invoke(main, ["compare", runs[1], "--last", "2", "--out", str(tmp_path / "c.png")])
+    assert result.exit_code == 0, result.output
+    with open(os.path.join(runs[1], "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    errors = [100 * float(r["test_error"]) for r in rows]
+    window = errors[-2:]
+    mean, std = sum(window) / 2, abs(window[0] - window[1]) / 2
+    best = min(range(3), key=errors.__getitem__)
+    train = 100 * (1 - (float(rows[1]["train_accuracy"]) + float(rows[2]["train_accuracy"])) / 2)
+    summary = [line for line in result.output.splitlines() if line.startswith("| p-ep |")][-1]
+    assert summary == (f"| p-ep | 2–3 | {mean:.2f} ± {std:.2f} | {errors[best]:.2f} ({best + 1}) | {train:.2f} |")
+
+
 def test_plot_and_compare_name_what_is_not_a_run(tmp_path):
     for command in (["plot", str(tmp_path)], ["compare", str(tmp_path)]):
         result = CliRunner().invoke(main, command)

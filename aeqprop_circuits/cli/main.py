@@ -185,12 +185,14 @@ def plot(run_dir):
 @click.argument("run_dirs", nargs=-1, required=True)
 @click.option("--label", "labels", multiple=True, help="Name of each run in the table and legend (in order).")
 @click.option("--out", default="comparison.png", show_default=True, help="PNG to write.")
+@click.option("--last", type=click.IntRange(min=0), default=0,
+              help="Also give each run's mean ± std over its last N epochs (Aeqprop Table 1: 50).")
 @user_errors
-def compare(run_dirs, labels, out):
+def compare(run_dirs, labels, out, last):
     """Test error per epoch of several runs: a Markdown table on stdout and a PNG."""
     from ..runs.plots import compare_runs
 
-    table, path = compare_runs(list(run_dirs), list(labels) or None, out)
+    table, path = compare_runs(list(run_dirs), list(labels) or None, out, last)
     click.echo(table)
     click.echo(f"plot: {path}", err=True)
 
