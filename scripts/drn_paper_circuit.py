@@ -48,13 +48,16 @@ class PaperDRN:
     def sources(self, x):
         return (self.gain * np.concatenate([x, -x], axis=1)).astype(self.dtype)
 
-    def relax(self, v, h, o, iterations, beta=0.0, y=None):
+    def clamp(self, v):
+        """What the phases of one step share: the inputs' current into the hidden nodes and their conductance sums."""
+        return v @ self.g1 + self.b1, self.g1.sum(0) + self.g2.sum(1)
+
+    def relax(self, clamped, h, o, iterations, beta=0.0, y=None):
         """Block coordinate descent from (h, o): each layer in closed form, hidden then output."""
-        drive = v @ self.g1 + self.b1  # the input layer's current into the hidden nodes: constant within a phase
-        d_hidden = self.g1.sum(0) + self.g2.sum(1)
+        drive, d_hidden = clamped
         d_out = self.g2.sum(0) + beta
         if np.any(d_out <= 0):
-            raise FloatingPointError(f"nudge beta = {beta} makes an output node's energy non-convex")
+            raise SystemExit(f"nudge beta = {beta} makes an output node's energy non-convex (beta >= its conductance)")
         pull = self.b2 + (beta * y if beta else 0.0)
         for _ in range(iterations):
             h = (drive + o @ self.g2.T) / d_hidden
@@ -81,7 +84,7 @@ class PaperDRN:
         for i in range(0, len(x), batch):
             v = self.sources(x[i:i + batch])
             h = np.zeros((len(v), self.g1.shape[1]), self.dtype)
-            out.append(self.relax(v, h, np.zeros((len(v), self.g2.shape[1]), self.dtype), iterations)[1])
+            out.append(self.relax(self.clamp(v), h, np.zeros((len(v), self.g2.shape[1]), self.dtype), iterations)[1])
         return np.concatenate(out).argmax(1)
 
 
@@ -119,10 +122,11 @@ def main():
         for start in range(0, len(order) - args.batch + 1, args.batch):
             index = order[start:start + args.batch]
             v, y = net.sources(x_train[index]), targets[index]
-            h, o = net.relax(v, h, o, args.iterations)  # free phase, warm-started from the last batch
+            clamped = net.clamp(v)  # one input GEMM per step, not per phase
+            h, o = net.relax(clamped, h, o, args.iterations)  # free phase, warm-started from the last batch
             wrong += int((o.argmax(1) != y_train[index]).sum())
-            hp, op = net.relax(v, h, o, args.iterations, args.beta, y)
-            hm, om = net.relax(v, h, o, args.iterations, -args.beta, y)
+            hp, op = net.relax(clamped, h, o, args.iterations, args.beta, y)
+            hm, om = net.relax(clamped, h, o, args.iterations, -args.beta, y)
             net.step(v, hp, op, hm, om, args.beta, lr)
         if not (np.isfinite(net.g1).all() and np.isfinite(net.g2).all()):
             raise SystemExit(f"diverged in pass {epoch}: non-finite conductances")

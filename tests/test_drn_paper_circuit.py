@@ -32,7 +32,7 @@ def _energy(net, v, h, o, beta, y):
 def test_block_descent_reaches_the_bounded_minimiser():
     net, v, y = _tiny()
     for beta in (0.0, 0.3, -0.2):
-        h, o = net.relax(v, np.zeros((2, 4)), np.zeros((2, 2)), 400, beta, y)
+        h, o = net.relax(net.clamp(v), np.zeros((2, 4)), np.zeros((2, 2)), 400, beta, y)
         for b in range(2):
             bounds = [(0, None)] * 2 + [(None, 0)] * 2 + [(None, None)] * 2
             best = minimize(lambda s, b=b, beta=beta: _energy(net, v[b], s[:4], s[4:], beta, y[b]), np.zeros(6),
@@ -44,9 +44,9 @@ def test_block_descent_reaches_the_bounded_minimiser():
 
 def test_centered_step_equals_the_direct_formula():
     net, v, y = _tiny()
-    h, o = net.relax(v, np.zeros((2, 4)), np.zeros((2, 2)), 50)
-    hp, op = net.relax(v, h, o, 50, 0.3, y)
-    hm, om = net.relax(v, h, o, 50, -0.3, y)
+    h, o = net.relax(net.clamp(v), np.zeros((2, 4)), np.zeros((2, 2)), 50)
+    hp, op = net.relax(net.clamp(v), h, o, 50, 0.3, y)
+    hm, om = net.relax(net.clamp(v), h, o, 50, -0.3, y)
 
     def grads(hh, oo):  # dE/dtheta, batch mean, broadcast form
         return (0.5 * ((v[:, :, None] - hh[:, None, :]) ** 2).mean(0),
