@@ -26,7 +26,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from aeqprop_circuits.data.datasets import load_dataset  # noqa: E402
+from aeqprop_circuits.data.datasets import load_dataset, random_hflip  # noqa: E402
 from aeqprop_circuits.errors import AeqpropError, DivergenceError  # noqa: E402
 from aeqprop_circuits.hopfield import PRESETS, build_model  # noqa: E402
 from aeqprop_circuits.learning.algorithms import get_algorithm  # noqa: E402
@@ -96,15 +96,6 @@ def evaluate(net, x, y, batch=500):
     return 1.0 - correct / len(x), loss / len(x)
 
 
-def flip(xb, rng, shape):
-    """Random horizontal flip of half the images (App. D), on flattened C x H x W rows."""
-    c, h, w = shape
-    imgs = xb.reshape(len(xb), c, h, w).copy()
-    sel = rng.random(len(xb)) < 0.5
-    imgs[sel] = imgs[sel][..., ::-1]
-    return imgs.reshape(len(xb), -1)
-
-
 def run_rule(name, args, data, done_epochs, log_path):
     net = make_net(args)
     rule = make_rule(name, args)
@@ -126,7 +117,7 @@ def run_rule(name, args, data, done_epochs, log_path):
             idx = order[b * args.batch:(b + 1) * args.batch]
             xb = x_train[idx]
             if args.hflip:
-                xb = flip(xb, flip_rng, net.input_shape)
+                xb = random_hflip(xb, net.input_shape, flip_rng)
             target = eye[y_train[idx]]
             try:
                 est = rule.estimate(net, xb, target)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from aeqprop_circuits.data.datasets import _split, load_dataset, validation_split
+from aeqprop_circuits.data.datasets import _split, load_dataset, random_hflip, validation_split
 
 
 @pytest.mark.parametrize("name", ["iris", "wine"])
@@ -50,3 +50,16 @@ def test_validation_split_never_touches_the_test_part():
     assert np.bincount(val.y_test).tolist() == [8, 8, 8]
     named = load_dataset("iris:validation", 1)
     assert np.array_equal(named.x_test, val.x_test) and np.array_equal(named.y_train, val.y_train)
+
+
+def test_random_hflip_mirrors_each_image_or_leaves_it():
+    shape = (2, 3, 4)  # C x H x W, rows flattened C-major
+    x = np.random.default_rng(0).random((400, 24)).astype(np.float32)
+    out = random_hflip(x, shape, np.random.default_rng(1))
+    mirrored = x.reshape(400, 2, 3, 4)[..., ::-1].reshape(400, 24)
+    flipped = np.all(out == mirrored, axis=1)
+    assert np.all(flipped | np.all(out == x, axis=1))
+    assert 160 < flipped.sum() < 240  # probability 1/2
+    assert out.dtype == np.float32
+    assert np.array_equal(out, random_hflip(x, shape, np.random.default_rng(1)))  # seeded
+    assert np.array_equal(out[0].reshape(2, 3, 4)[1, 2], (mirrored if flipped[0] else x)[0].reshape(2, 3, 4)[1, 2])

@@ -165,3 +165,19 @@ def test_bench_times_each_phase_against_its_own_gemms():
             assert 0 < row[f"products_{phase}{clock}_ms"] < row[f"iteration_{phase}{clock}_ms"]
         assert row[f"marginal_iteration_{phase}_cpu_ms"] > 0
     assert "784-32-10" in format_report([row])
+
+
+def test_both_trainers_flip_the_same_training_images(tmp_path):
+    """--augment hflip: the lean and generic loops see the same seeded flips; flipping changes the step."""
+    nets = {name: dense_net(threshold=0.0) for name in ("generic", "lean", "unflipped")}
+    data = one_batch_dataset(nets["generic"])
+    data = Dataset("tiny-images", data.x_train, data.y_train, data.x_test, data.y_test, data.n_classes, (5, 6))
+    algorithm = get_algorithm("c-ep", beta=0.2)
+    flips = TrainOptions(epochs=2, batch_size=6, learning_rate=0.3, progress=False, trace_every=0, augment="hflip")
+    plain = TrainOptions(epochs=2, batch_size=6, learning_rate=0.3, progress=False, trace_every=0)
+    quiet = {"log": lambda m: None}
+    train(nets["generic"], data, algorithm, RunDir(str(tmp_path / "generic")), flips, **quiet)
+    train_in_place(nets["lean"], data, algorithm, RunDir(str(tmp_path / "lean")), flips, **quiet)
+    train_in_place(nets["unflipped"], data, algorithm, RunDir(str(tmp_path / "unflipped")), plain, **quiet)
+    assert np.abs(nets["lean"].parameters - nets["generic"].parameters).max() < 1e-5  # float32 rounding, 4 steps
+    assert np.abs(nets["lean"].parameters - nets["unflipped"].parameters).max() > 1e-3

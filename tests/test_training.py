@@ -67,3 +67,13 @@ def test_default_settings_descend_the_lyapunov_function_on_the_shipped_iris_netl
     assert len(steps) == 12
     for step in steps:
         assert step["lyapunov_after"] <= step["lyapunov_before"] + 1e-9 * abs(step["lyapunov_before"]) + 1e-12
+
+
+def test_hflip_needs_an_image_dataset_and_is_recorded(tmp_path):
+    from aeqprop_circuits.errors import AeqpropError
+
+    assert resolve_config(None, {"preset": "aeqprop-dense"})["augment"] == "hflip"  # the authors' code flips
+    assert resolve_config("netlists/iris.cir", {})["augment"] == "none"
+    with pytest.raises(AeqpropError, match="not an image dataset"):
+        run_training("netlists/iris.cir", None, True, {"augment": "hflip", "epochs": 1,
+                                                       "out": str(tmp_path / "run")}, echo=lambda m: None)

@@ -155,6 +155,9 @@ ALGORITHM_HELP = ("p-ep n-ep c-ep multi-point-ep p-cpl n-cpl c-cpl cl aeqprop-op
 @click.option("--preset", default=None,
               help="Named hyperparameters (see docs/training.md, docs/hopfield.md, docs/drn.md).")
 @click.option("--max-train", type=int, default=None, help="Use only the first N training samples.")
+@click.option("--augment", default=None, type=click.Choice(["none", "hflip"]),
+              help="Training-set augmentation: hflip mirrors each training image with probability 1/2 "
+                   "(seeded per epoch). [default: preset, else none]")
 @click.option("--trace-every", type=int, default=None, help="Lyapunov trace every N steps (0: off).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="A model option over the preset's (JSON value), e.g. --set cost_scale=1.0. Repeatable.")

@@ -28,6 +28,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int  # 0 for regression
+    image_shape: tuple[int, ...] | None = None  # (H, W) or (C, H, W) of each flattened row; None if not images
 
     @property
     def n_features(self) -> int:
@@ -85,7 +86,7 @@ def validation_split(data: Dataset, seed: int = 0, fraction: float = 0.2) -> Dat
     part (the test part is never touched): choose hyperparameters on this, then report test."""
     stratify = data.n_classes > 0
     xtr, ytr, xva, yva = _split(data.x_train, data.y_train, seed, fraction, stratify=stratify)
-    return Dataset(f"{data.name}:validation", xtr, ytr, xva, yva, data.n_classes)
+    return Dataset(f"{data.name}:validation", xtr, ytr, xva, yva, data.n_classes, data.image_shape)
 
 
 def _sklearn(name: str, seed: int) -> Dataset:
@@ -130,7 +131,18 @@ def load_idx_dataset(name: str, directory: str, install_hint: str) -> Dataset:
     except DatasetError as err:
         raise DatasetError(f"{name}: {err}; install it with: {install_hint}") from None
     flat = lambda a: a.reshape(len(a), -1).astype(np.float32) / 255.0  # noqa: E731
-    return Dataset(name, flat(xtr), ytr.astype(int), flat(xte), yte.astype(int), 10)
+    return Dataset(name, flat(xtr), ytr.astype(int), flat(xte), yte.astype(int), 10, xtr.shape[1:])
+
+
+def random_hflip(x: np.ndarray, image_shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Each image of the batch mirrored left-right with probability 1/2 (rows are flattened images).
+
+    Training-set augmentation of the Aeqprop reference code for Fashion-MNIST (and of the EBL
+    study, App. D); it is what keeps those runs from fitting the training set as closely as ours
+    did without it (docs/hopfield.md, "Horizontal flips").
+    """
+    mirrored = x.reshape(len(x), -1, image_shape[-1])[..., ::-1].reshape(x.shape)
+    return np.where(rng.random((len(x), 1)) < 0.5, mirrored, x)
 
 
 def regression_task(seed: int = 0, n_train: int = 1000, n_test: int = 200, degree: int = 10) -> Dataset:

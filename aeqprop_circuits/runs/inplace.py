@@ -35,7 +35,16 @@ from ..learning.algorithms import Contrast
 from ..learning.lyapunov import step_trace
 from ..physics.system import Phase
 from .rundir import RunDir
-from .trainer import TrainOptions, epoch_batches, finish_epoch, log_untrained, step_record, train, training_split
+from .trainer import (
+    TrainOptions,
+    augmenter,
+    epoch_batches,
+    finish_epoch,
+    log_untrained,
+    step_record,
+    train,
+    training_split,
+)
 
 
 def in_place_trainer(system, algorithm):
@@ -93,8 +102,9 @@ def train_in_place(system, data: Dataset, algorithm: Contrast, run: RunDir, opti
     for epoch in range(start_epoch + 1, options.epochs + 1):
         began, cpu_began = time.time(), time.process_time()
         traced, traced_cpu, loss_sum, correct = 0.0, 0.0, 0.0, 0
+        augment = augmenter(data, options, epoch)
         for index in epoch_batches(len(x_all), epoch, options):
-            x, target = x_all[index], targets_all[index]
+            x, target = augment(x_all[index]), targets_all[index]
             step += 1
             trace = options.trace_every and step % options.trace_every == 0 and beta_2 > beta_1
             if trace:

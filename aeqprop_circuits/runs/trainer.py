@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.datasets import Dataset
+from ..data.datasets import Dataset, random_hflip
 from ..errors import DivergenceError
 from ..learning.lyapunov import step_trace
 from ..learning.optim import SGD, project
@@ -29,6 +29,7 @@ class TrainOptions:
     eval_batch: int = 512
     progress: bool = True
     max_train: int | None = None  # subsample the training set (quick runs)
+    augment: str | None = None  # "hflip": random horizontal flips of the training images
 
 
 def evaluate(system: PhysicalSystem, data: Dataset, inputs, labels, options: TrainOptions) -> tuple[float, float]:
@@ -71,6 +72,14 @@ def epoch_batches(n_samples: int, epoch: int, options: TrainOptions):
                        mininterval=1.0)
     for b in batches:
         yield order[b * options.batch_size:(b + 1) * options.batch_size]
+
+
+def augmenter(data: Dataset, options: TrainOptions, epoch: int):
+    """The epoch's transform of training batches: seeded random flips with augment="hflip", else none."""
+    if not options.augment:
+        return lambda x: x
+    rng = np.random.default_rng([options.seed, epoch, 1])
+    return lambda x: random_hflip(x, data.image_shape, rng)
 
 
 def step_record(epoch: int, step: int, beta_1: float, beta_2: float, before: dict, after: dict,
@@ -125,9 +134,9 @@ def train(system: PhysicalSystem, data: Dataset, algorithm, run: RunDir, options
     if start_epoch == 0:
         log_untrained(system, data, options, log)
     for epoch in range(start_epoch + 1, options.epochs + 1):
-        began = time.time()
+        began, augment = time.time(), augmenter(data, options, epoch)
         for index in epoch_batches(len(x_all), epoch, options):
-            x, labels = x_all[index], y_all[index]
+            x, labels = augment(x_all[index]), y_all[index]
             target = data.targets(labels, system.n_outputs, options.target_amplitude)
             step += 1
             trace = options.trace_every and step % options.trace_every == 0
