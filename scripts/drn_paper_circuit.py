@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from aeqprop_circuits.data.datasets import load_dataset
+from aeqprop_circuits.data.datasets import load_dataset, random_hflip
 
 
 class PaperDRN:
@@ -52,30 +52,42 @@ class PaperDRN:
         """What the phases of one step share: the inputs' current into the hidden nodes and their conductance sums."""
         return v @ self.g1 + self.b1, self.g1.sum(0) + self.g2.sum(1)
 
-    def relax(self, clamped, h, o, iterations, beta=0.0, y=None):
-        """Block coordinate descent from (h, o): each layer in closed form, hidden then output."""
+    def relax(self, clamped, h, o, iterations, beta=0.0, y=None, backward=False):
+        """Block coordinate descent from (h, o): each layer in closed form, hidden then output
+        (output then hidden with `backward`, the universal-DRN script's order in nudged phases)."""
         drive, d_hidden = clamped
         d_out = self.g2.sum(0) + beta
         if np.any(d_out <= 0):
             raise SystemExit(f"nudge beta = {beta} makes an output node's energy non-convex (beta >= its conductance)")
         pull = self.b2 + (beta * y if beta else 0.0)
         for _ in range(iterations):
+            if backward:
+                o = (h @ self.g2 + pull) / d_out
             h = (drive + o @ self.g2.T) / d_hidden
             h[:, :self.half] = np.maximum(h[:, :self.half], 0)
             h[:, self.half:] = np.minimum(h[:, self.half:], 0)
-            o = (h @ self.g2 + pull) / d_out
+            if not backward:
+                o = (h @ self.g2 + pull) / d_out
         return h, o
 
-    def step(self, v, h_plus, o_plus, h_minus, o_minus, beta, lr):
-        """Centered EP: theta -= lr [dE/dtheta(+beta) - dE/dtheta(-beta)] / 2 beta, in GEMM form."""
-        scale = lr / (2 * beta * len(v))
+    def step(self, v, h_plus, o_plus, h_minus, o_minus, beta, lr, momentum=0.0):
+        """Centered EP: [dE/dtheta(+beta) - dE/dtheta(-beta)] / 2 beta, in GEMM form, then SGD
+        (PyTorch's momentum form: velocity = momentum * velocity + gradient) and clipping at 0."""
+        scale = 1.0 / (2 * beta * len(v))
         # 1/2 mean (a_i - b_j)^2 differences: the a_i^2 terms of the input block cancel (same sources)
-        self.g1 -= scale * (0.5 * ((h_plus**2).sum(0) - (h_minus**2).sum(0)) - v.T @ (h_plus - h_minus))
-        self.g2 -= scale * (0.5 * ((h_plus**2).sum(0) - (h_minus**2).sum(0))[:, None]
-                            + 0.5 * ((o_plus**2).sum(0) - (o_minus**2).sum(0))
-                            - (h_plus.T @ o_plus - h_minus.T @ o_minus))
-        self.b1 += scale * (h_plus - h_minus).sum(0)  # dE/db = -V
-        self.b2 += scale * (o_plus - o_minus).sum(0)
+        hidden_sq = 0.5 * ((h_plus**2).sum(0) - (h_minus**2).sum(0))
+        grads = (scale * (hidden_sq - v.T @ (h_plus - h_minus)),
+                 scale * (hidden_sq[:, None] + 0.5 * ((o_plus**2).sum(0) - (o_minus**2).sum(0))
+                          - (h_plus.T @ o_plus - h_minus.T @ o_minus)),
+                 -scale * (h_plus - h_minus).sum(0),  # dE/db = -V
+                 -scale * (o_plus - o_minus).sum(0))
+        params = (self.g1, self.g2, self.b1, self.b2)
+        if momentum:
+            self.velocity = [momentum * u + g for u, g in zip(self.velocity, grads)] if hasattr(self, "velocity") \
+                else list(grads)
+            grads = self.velocity
+        for theta, g in zip(params, grads):
+            theta -= lr * g
         np.maximum(self.g1, 0, out=self.g1)
         np.maximum(self.g2, 0, out=self.g2)
 
@@ -101,6 +113,9 @@ def main():
     p.add_argument("--iterations", type=int, default=4)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--hflip", action="store_true", help="mirror each training image with probability 1/2")
+    p.add_argument("--backward", action="store_true", help="nudged phases relax the output layer first")
     p.add_argument("--out", help="also append the JSON lines to this file")
     args = p.parse_args()
 
@@ -118,16 +133,18 @@ def main():
     lr, began = args.lr, time.time()
     for epoch in range(1, args.passes + 1):
         order = np.random.default_rng([args.seed, epoch]).permutation(len(x_train))
+        flips = np.random.default_rng([args.seed, epoch, 1])
         wrong = 0
         for start in range(0, len(order) - args.batch + 1, args.batch):
             index = order[start:start + args.batch]
-            v, y = net.sources(x_train[index]), targets[index]
+            x = random_hflip(x_train[index], data.image_shape, flips) if args.hflip else x_train[index]
+            v, y = net.sources(x), targets[index]
             clamped = net.clamp(v)  # one input GEMM per step, not per phase
             h, o = net.relax(clamped, h, o, args.iterations)  # free phase, warm-started from the last batch
             wrong += int((o.argmax(1) != y_train[index]).sum())
-            hp, op = net.relax(clamped, h, o, args.iterations, args.beta, y)
-            hm, om = net.relax(clamped, h, o, args.iterations, -args.beta, y)
-            net.step(v, hp, op, hm, om, args.beta, lr)
+            hp, op = net.relax(clamped, h, o, args.iterations, args.beta, y, args.backward)
+            hm, om = net.relax(clamped, h, o, args.iterations, -args.beta, y, args.backward)
+            net.step(v, hp, op, hm, om, args.beta, lr, args.momentum)
         if not (np.isfinite(net.g1).all() and np.isfinite(net.g2).all()):
             raise SystemExit(f"diverged in pass {epoch}: non-finite conductances")
         lr *= args.decay
