@@ -261,3 +261,27 @@ def test_fused_contrast_step_declines_what_it_does_not_cover():
     assert DRNSystem([6, 5, 3]).contrast_step(x, y[:, :3], terms, 0.01) is None  # sweeps to convergence
     system = DRNSystem([6, 5, 3], iterations=4)
     assert system.contrast_step(x, y[:, :3], ((-1.0, -0.1), (0.5, 0.0), (1.0, 0.1)), 0.01) is None  # free in between
+
+
+@pytest.mark.parametrize("sizes", [[30, 8, 3], [30, 6, 5, 3]])  # the fused step, then settle/descend
+def test_in_place_momentum_equals_the_generic_trainers_sgd_momentum(tmp_path, sizes):
+    from aeqprop_circuits.data.datasets import Dataset
+    from aeqprop_circuits.runs.inplace import train_in_place
+    from aeqprop_circuits.runs.rundir import RunDir
+    from aeqprop_circuits.runs.trainer import TrainOptions, train
+
+    rng = np.random.default_rng(27)
+    x, labels = rng.uniform(0, 1, (20, sizes[0])), rng.integers(0, 3, 20)
+    data = Dataset("tiny", x, labels, x[:5], labels[:5], 3)
+    options = dict(seed=28, iterations=4, dtype="float32", input_gain=3.0)
+    lean, generic, plain = (DRNSystem(sizes, **options) for _ in range(3))
+    rule = get_algorithm("c-ep", beta=0.1)
+    rates = lean.per_parameter([0.003] + [0.05] * (len(sizes) - 1))
+    run = dict(epochs=2, batch_size=5, learning_rate=rates, lr_decay=0.9, progress=False, trace_every=0)
+    quiet = {"log": lambda m: None}
+    train_in_place(lean, data, rule, RunDir(str(tmp_path / "lean")), TrainOptions(momentum=0.9, **run), **quiet)
+    train(generic, data, rule, RunDir(str(tmp_path / "generic")), TrainOptions(momentum=0.9, **run), **quiet)
+    train_in_place(plain, data, rule, RunDir(str(tmp_path / "plain")), TrainOptions(**run), **quiet)
+    scale = np.abs(generic.parameters).max()
+    assert np.abs(lean.parameters - generic.parameters).max() < 1e-5 * scale
+    assert np.abs(lean.parameters - plain.parameters).max() > 1e-3 * scale  # momentum changed the steps

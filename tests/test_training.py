@@ -77,3 +77,11 @@ def test_hflip_needs_an_image_dataset_and_is_recorded(tmp_path):
     with pytest.raises(AeqpropError, match="not an image dataset"):
         run_training("netlists/iris.cir", None, True, {"augment": "hflip", "epochs": 1,
                                                        "out": str(tmp_path / "run")}, echo=lambda m: None)
+
+
+def test_momentum_is_refused_for_aeqprop_whose_step_is_the_physics(tmp_path):
+    from aeqprop_circuits.errors import AeqpropError
+
+    with pytest.raises(AeqpropError, match="momentum"):
+        run_training("netlists/iris.cir", None, True, {"algorithm": "aeqprop-centered", "momentum": 0.9,
+                                                       "out": str(tmp_path / "run")}, echo=lambda m: None)

@@ -140,6 +140,9 @@ ALGORITHM_HELP = ("p-ep n-ep c-ep multi-point-ep p-cpl n-cpl c-cpl cl aeqprop-op
 @click.option("--beta", type=float, default=None, help="Nudge strength (normalised units). [default: preset]")
 @click.option("--epsilon", type=float, default=None, help="Knob coupling of Aeqprop; its step is epsilon*beta.")
 @click.option("--lr", type=float, default=None, help="Learning rate of the EP/CL/CpL/exact rules.")
+@click.option("--momentum", type=float, default=None,
+              help="SGD momentum of the EP/CL/CpL/exact rules (velocity = momentum * velocity + gradient). "
+                   "[default: 0]")
 @click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--seed", type=int, default=None, help="[default: 0]")

@@ -206,6 +206,8 @@ class DRNSystem(PhysicalSystem):
         self._swap = np.r_[n:2 * n, 0:n]  # output layer [op, on] -> [on, op]
         self._augmented = {}  # (rows, width) -> reusable buffer of descend's augmented matrices
         self._plans = {}  # (batch size, terms) -> _StepPlan of contrast_step, or None if it does not apply
+        self.momentum = 0.0  # SGD momentum of `descend` / `contrast_step` (PyTorch's form), set by the trainer
+        self._velocity = None  # (P,) like theta, allocated at the first step with momentum
         self.parameters = self._initial(seed, init, init_gain)
 
     # --- construction -----------------------------------------------------------------------
@@ -696,8 +698,7 @@ class DRNSystem(PhysicalSystem):
             np.negative(pulled, out=right[:len(Va)])
             np.matmul(weights, Vb * Vb, out=right[-1])
             right[-1] *= dt(0.5)
-            _gemm_into(W, left, right, -steps[k])
-            _clip_nonnegative(W)
+            self._descend_block(k, left, right, steps[k])
         if self.bias:
             V = np.concatenate(stacked, axis=1)
             self._descend_biases(np.stack([V - 1.0, V + 1.0]), weights, steps[-1])
@@ -709,9 +710,33 @@ class DRNSystem(PhysicalSystem):
         The +1 V biases then the -1 V ones, as theta stores them: one (broadcast) product for both.
         """
         np.square(rails, out=rails)
-        biases = self._theta[self._bias_slices[0].start:]
-        biases -= self.dtype.type(0.5 * step) * (weights @ rails).ravel()
+        start = self._bias_slices[0].start
+        biases, gradient = self._theta[start:], self.dtype.type(0.5) * (weights @ rails).ravel()
+        if self.momentum:
+            velocity = self._velocities()[start:]
+            velocity *= self.dtype.type(self.momentum)
+            velocity += gradient
+            gradient = velocity
+        biases -= self.dtype.type(step) * gradient
         _clip_nonnegative(biases)
+
+    def _descend_block(self, k: int, left: np.ndarray, right: np.ndarray, step: float) -> None:
+        """W_k <- max(0, W_k - step * left^T right), through the velocity when momentum > 0."""
+        W = self.weights[k]
+        if self.momentum:
+            velocity = self._velocities()[self._slices[k]].reshape(W.shape)
+            velocity *= self.dtype.type(self.momentum)
+            _gemm_into(velocity, left, right, 1.0)
+            W -= self.dtype.type(step) * velocity
+        else:
+            _gemm_into(W, left, right, -step)
+        _clip_nonnegative(W)
+
+    def _velocities(self) -> np.ndarray:
+        """The momentum buffer, zero at the first step (and after a resume: it is not checkpointed)."""
+        if self._velocity is None:
+            self._velocity = np.zeros_like(self._theta)
+        return self._velocity
 
     def _augmented_pair(self, rows: int, shape, fan_in_squares: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Reusable buffers [V_a; squares_a; 1] and [V_b; 1; squares_b] (constant rows set), rows + 2 high.
@@ -895,13 +920,11 @@ class DRNSystem(PhysicalSystem):
             input_left = np.empty((B + 2, 2 * n_in), self.dtype)
             input_left[:B], input_left[-1] = v_in, 1.0
             np.multiply(np.add.reduce(np.square(v_in), axis=0), dt(0.5 * plan.total / B), out=input_left[-2])
-        _gemm_into(W0, input_left, right, -rates[0])
-        _clip_nonnegative(W0)
+        self._descend_block(0, input_left, right, rates[0])
         right = plan.output_right
         np.multiply(stacked_outputs, plan.negative_weights, out=right[:R])
         np.matmul(plan.half_weights, np.square(stacked_outputs), out=right[-1])
-        _gemm_into(W1, plan.hidden_left, right, -rates[1])
-        _clip_nonnegative(W1)
+        self._descend_block(1, plan.hidden_left, right, rates[1])
         rails = plan.rails
         np.subtract(stacked_hidden, 1.0, out=rails[0, :, :H])
         np.subtract(stacked_outputs, 1.0, out=rails[0, :, H:])

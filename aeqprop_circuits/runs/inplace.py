@@ -7,8 +7,9 @@ physics. A system that can settle several nudges of one batch together (`settle_
 apply a contrast of its local measurements to theta in place (`descend(terms, rates)`) gets
 this loop instead, for the nudge-contrast rules (p-ep, n-ep, c-ep, multi-point-ep). The phases
 and contrast weights come from the rule object in learning/algorithms.py, not restated: a
-step settles the same phases as `Contrast.estimate` and the update is SGD without momentum,
-lr * EP estimate, what the generic trainer computes (tests check one step of each against it).
+step settles the same phases as `Contrast.estimate` and the update is SGD, lr * EP estimate
+(with momentum where the system keeps a velocity: DRNs), what the generic trainer computes
+(tests check steps of each against it).
 
 Rates: `system.in_place_rates(learning_rate)` turns a scalar or per-group rates into what its
 `descend` takes (nested lists/tuples of floats), or None when they vary inside a group (then
@@ -87,8 +88,10 @@ def train_in_place(system, data: Dataset, algorithm: Contrast, run: RunDir, opti
                    start_epoch: int = 0, log=print) -> dict:
     """Same contract as runs.trainer.train (epochs, metrics, checkpoints, resume, Lyapunov trace)."""
     rates = system.in_place_rates(options.learning_rate)
-    if rates is None:
+    if rates is None or (options.momentum and not hasattr(system, "momentum")):
         return train(system, data, algorithm, run, options, start_epoch=start_epoch, log=log)
+    if options.momentum:
+        system.momentum = options.momentum
     rates = _scaled(rates, float(options.lr_decay) ** start_epoch)
     x_all, y_all = training_split(data, options)
     x_all = np.asarray(x_all, dtype=system.dtype)

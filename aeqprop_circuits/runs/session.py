@@ -23,7 +23,8 @@ from .trainer import TrainOptions, train
 # validation runs a descent step of the Lyapunov function; Aeqprop relaxes the parameters once (App. C).
 CIRCUIT_DEFAULTS = {"data": "iris", "algorithm": "c-ep", "solver": "auto", "controller": "oracle", "seed": 0,
                     "beta": 0.2, "epsilon": 10.0, "lr": 2.0, "epochs": 60, "batch_size": 10, "trace_every": 1,
-                    "target_amplitude": 0.5, "lr_decay": 0.95, "relax_rounds": 1, "augment": "none"}
+                    "target_amplitude": 0.5, "lr_decay": 0.95, "relax_rounds": 1, "augment": "none",
+                    "momentum": 0.0}
 # Per dataset, over CIRCUIT_DEFAULTS (circuits only): Wine at lr 2 keeps its validation accuracy but
 # some steps raise the Lyapunov function (1-7 per 4500 traced steps); at lr 0.5 none do, in the
 # validation runs and the full 5-seed runs alike (docs/results.md, "How the defaults were chosen").
@@ -35,7 +36,8 @@ PRESET_KEYS = {"model": "model", "data": "data", "beta": "beta", "batch_size": "
                "controller": "controller", "epsilon": "epsilon", "learning_rate": "lr", "lr": "lr",
                "lr_decay": "lr_decay", "model_options": "model_options", "trace_every": "trace_every",
                "target_amplitude": "target_amplitude", "algorithm": "algorithm",
-               "relax_rounds": "relax_rounds", "augment": "augment"}
+               "relax_rounds": "relax_rounds", "augment": "augment",
+               "momentum": "momentum"}
 PRESETS: dict[str, dict] = {}
 
 
@@ -133,6 +135,9 @@ def run_training(model, resume, quiet, given, echo=print) -> str:
     if augment == "hflip" and dataset.image_shape is None:
         raise AeqpropError(f"--augment hflip flips images, but {config['data']} is not an image dataset "
                            "(fmnist, mnist)")
+    if config.get("momentum") and str(config["algorithm"]).startswith("aeqprop"):
+        raise AeqpropError("--momentum applies to the EP, CL, CpL and exact-gradient rules; an Aeqprop step is "
+                           "the parameters' own relaxation")
     rates = {"epsilon": per_parameter(system, config["epsilon"]), "lr": per_parameter(system, config["lr"])}
     algorithm = algorithm_from_config({**config, **rates})
     fit = in_place_trainer(system, algorithm)  # DRNs, dense Hopfield nets: EP updates in place
@@ -144,7 +149,7 @@ def run_training(model, resume, quiet, given, echo=print) -> str:
         echo(f"{config['algorithm']}: oracle controller, one parameter relaxation -> the equivalent EP step, "
              "applied in place")
     options = TrainOptions(epochs=config["epochs"], batch_size=config["batch_size"], learning_rate=rates["lr"],
-                           lr_decay=config.get("lr_decay", 1.0),
+                           lr_decay=config.get("lr_decay", 1.0), momentum=config.get("momentum", 0.0),
                            seed=config["seed"], target_amplitude=config["target_amplitude"],
                            trace_every=config["trace_every"], progress=not quiet,
                            max_train=config.get("max_train"), augment=None if augment == "none" else augment)

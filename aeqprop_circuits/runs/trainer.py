@@ -23,6 +23,7 @@ class TrainOptions:
     batch_size: int = 10
     learning_rate: float | np.ndarray = 0.1
     lr_decay: float = 1.0  # learning rate (and Aeqprop's epsilon) multiplied by this after each epoch
+    momentum: float = 0.0  # SGD momentum (velocity = momentum * velocity + gradient); not checkpointed
     seed: int = 0
     target_amplitude: float = 1.0
     trace_every: int = 1  # Lyapunov/loss trace every N steps (0: never)
@@ -122,7 +123,7 @@ def train(system: PhysicalSystem, data: Dataset, algorithm, run: RunDir, options
     or the parameters become non-finite.
     """
     decay = options.lr_decay ** start_epoch
-    optimiser = SGD(options.learning_rate * decay)
+    optimiser = SGD(options.learning_rate * decay, options.momentum)
     if hasattr(algorithm, "epsilon"):
         algorithm.epsilon = algorithm.epsilon * decay
     velocity = optimiser.init(system.parameters)
@@ -159,7 +160,7 @@ def train(system: PhysicalSystem, data: Dataset, algorithm, run: RunDir, options
         if hasattr(system, "end_epoch"):  # e.g. the adaptive relaxation threshold of Hopfield nets
             system.end_epoch()
         if options.lr_decay != 1.0:
-            optimiser = SGD(optimiser.learning_rate * options.lr_decay)
+            optimiser = SGD(optimiser.learning_rate * options.lr_decay, options.momentum)
             if hasattr(algorithm, "epsilon"):
                 algorithm.epsilon = algorithm.epsilon * options.lr_decay
         row = finish_epoch(system, data, run, options, epoch, began, x_all, y_all, log)
