@@ -2,6 +2,7 @@
 
     OPENBLAS_NUM_THREADS=1 python scripts/drn_paper_circuit.py --passes 5              # validation split
     OPENBLAS_NUM_THREADS=1 python scripts/drn_paper_circuit.py --split test --passes 50 --out F.jsonl
+    python scripts/drn_paper_circuit.py --to-run-dir F.jsonl DIR     # DIR/metrics.csv for `aeqprop compare`
 
 Our DRN presets train the builder's circuit (hidden nodes held in [0, 1] V by two diodes,
 bias resistors to +-1 V rails, differential output pairs) and DRN-1H plateaus near 11 % on
@@ -100,8 +101,25 @@ class PaperDRN:
         return np.concatenate(out).argmax(1)
 
 
+def to_run_dir(jsonl: str, run_dir: str) -> None:
+    """A metrics.csv from this script's JSON lines, so that `aeqprop compare` reads the run."""
+    import csv
+    import os
+
+    rows = [json.loads(line) for line in open(jsonl)]
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "metrics.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", "train_accuracy", "test_accuracy", "test_error", "seconds"])
+        for r in rows:
+            writer.writerow([r["pass"], 1 - r["train_error_running"] / 100, 1 - r["error"] / 100, r["error"] / 100,
+                             r["seconds"]])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--to-run-dir", nargs=2, metavar=("JSONL", "DIR"),
+                   help="only write DIR/metrics.csv from the JSON lines of a run, for `aeqprop compare`")
     p.add_argument("--split", choices=["validation", "test"], default="validation",
                    help="validation: train on images 0-49 999, evaluate on 50 000-59 999; test: all 60 000 / test set")
     p.add_argument("--passes", type=int, default=5)
@@ -118,6 +136,8 @@ def main():
     p.add_argument("--backward", action="store_true", help="nudged phases relax the output layer first")
     p.add_argument("--out", help="also append the JSON lines to this file")
     args = p.parse_args()
+    if args.to_run_dir:
+        return to_run_dir(*args.to_run_dir)
 
     data = load_dataset("fmnist")
     if args.split == "validation":
