@@ -137,9 +137,9 @@ def load_idx_dataset(name: str, directory: str, install_hint: str) -> Dataset:
 def random_hflip(x: np.ndarray, image_shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """Each image of the batch mirrored left-right with probability 1/2 (rows are flattened images).
 
-    Training-set augmentation of the Aeqprop reference code for Fashion-MNIST (and of the EBL
-    study, App. D); it is what keeps those runs from fitting the training set as closely as ours
-    did without it (docs/hopfield.md, "Horizontal flips").
+    The Fashion-MNIST training-set augmentation of the papers' code (Aeqprop, the DRN scripts)
+    and of the EBL study (App. D); without it our runs fitted the training set far more closely
+    than the papers' (docs/hopfield.md, "The authors' code against ours").
     """
     mirrored = x.reshape(len(x), -1, image_shape[-1])[..., ::-1].reshape(x.shape)
     return np.where(rng.random((len(x), 1)) < 0.5, mirrored, x)

@@ -50,7 +50,8 @@ PRESETS: dict[str, dict] = {
         },
         "data": "fmnist", "input_range": (0.0, 1.0),
         # the authors' code flips half the Fashion-MNIST training images at random (its datasets.py;
-        # not in the paper's text); without it our runs overfit (docs/hopfield.md, "Horizontal flips")
+        # not in the paper's text); with it the train error is the paper's (docs/hopfield.md,
+        # "The authors' code against ours")
         "augment": "hflip",
         "beta": 0.5, "batch_size": 32, "epochs": 200,  # Table 2, Table 1 caption
         "epsilon": {"w1": 0.1, "w2": 0.05, "b1": 0.02, "b2": 0.01},  # Table 2
