@@ -32,6 +32,13 @@ def load_system(model: str, solver: str = "auto", seed: int = 0, **options):
         except ImportError as err:
             raise AeqpropError(f"{model}: the Hopfield module is not available ({err})") from None
         return build_model(model, seed=seed, **options)
+    circuit = options.pop("circuit", "window") if model.startswith("drn:") else None
+    if circuit == "signed":  # the universal-DRN code's circuit (drn/signed.py); no netlist-solver path
+        from .drn.signed import SignedDRNSystem
+        return SignedDRNSystem.from_spec(model, seed=seed, **options)
+    if circuit not in (None, "window"):
+        raise AeqpropError(f"circuit '{circuit}': expected window (the builder's DRN) or signed (the universal-DRN "
+                           "code's excitatory/inhibitory units, bias currents, single outputs)")
     if model.startswith("drn:") and solver in ("auto", "coordinate"):  # dense-block fast path (docs/drn.md)
         from .drn import DRNSystem
         return DRNSystem.from_spec(model, seed=seed, **options)

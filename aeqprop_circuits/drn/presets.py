@@ -23,6 +23,7 @@ block, whose measured voltage drops are ~gain x, takes a rate ~1/gain^2 of the o
 from __future__ import annotations
 
 _PAPER_CODE = "Scellier 2024, energy-based-learning papers/fast-drn/drn.py"
+_UNIVERSAL_CODE = "Scellier 2024 (arXiv 2312.15063), energy-based-learning papers/universal-drn/drn-vs-relu-nn.py"
 
 PRESETS: dict[str, dict] = {
     "drn-xs": {
@@ -64,6 +65,28 @@ PRESETS: dict[str, dict] = {
         "lr_decay": 0.99,
         "target_amplitude": 0.5,
         "trace_every": 0,
+    },
+    "drn-1h-universal": {
+        "source": f"{_UNIVERSAL_CODE}: its Fashion-MNIST DRN-1H recipe, on its own circuit (drn/signed.py)",
+        "model": "drn:1568-1024-10",
+        "model_options": {
+            "circuit": "signed",  # excitatory/inhibitory hidden units, bias current sources, single outputs
+            "input_gain": 300.0,  # paper: dataset gain 5 x model gain 60
+            "iterations": 4, "dtype": "float32",  # paper: 4 block iterations per phase, float32
+            "warm_start": True,  # paper code: a training step's free phase starts from the previous one's
+        },
+        "data": "fmnist",
+        "augment": "hflip",  # paper code: RandomHorizontalFlip on Fashion-MNIST training images
+        "algorithm": "c-ep",  # paper: centered EP
+        "beta": 0.5,  # paper: nudging 0.5
+        "lr": 0.005,  # paper: SGD at 0.005 for every block
+        "momentum": 0.9,  # paper: SGD momentum 0.9
+        "batch_size": 32,  # paper: batch 32
+        "epochs": 100,  # paper: 100 epochs
+        "lr_decay": 0.99,  # paper: ExponentialLR(0.99) per epoch
+        "target_amplitude": 1.0,  # one-hot targets
+        "trace_every": 0,
+        "paper_test_error": {"c-ep": 10.38},  # the script's expected result (train error 6.14 %)
     },
     "drn-2h": {
         "source": f"{_PAPER_CODE} (DRN-2H); beta, lr, input_gain, amplitude as drn-1h (not tuned for 2 hidden layers)",

@@ -1,0 +1,366 @@
+"""The universal-DRN circuit: one-sided hidden units, bias current sources, single-node outputs.
+
+Scellier's deep-resistive-network code (energy-based-learning, model/resistive/, used by
+papers/fast-drn and papers/universal-drn) simulates a different circuit from the package's
+builder (drn/system.py), and its Fashion-MNIST DRN-1H result (10.38 %) is this circuit's:
+
+- half of each hidden layer is excitatory (an ideal diode to ground holds the node >= 0 V),
+  the other half inhibitory (<= 0 V); there is no upper rail;
+- biases are current sources into the hidden and output nodes (energy -b V, b of either
+  sign), not conductances to rails;
+- an output is a single node, the cost 1/2 |o - y|^2;
+- inputs are source pairs at +-input_gain x, conductances join consecutive layers.
+
+Energy (units of g0: theta = g / g0, potentials in volts, bias currents in g0 x 1 V):
+E = 1/2 sum g_ij (V_i - V_j)^2 - sum b_k V_k, with the diodes as hard sign constraints. A
+layer's nodes do not touch each other, so the exact minimiser over one layer is its
+weighted neighbour mean plus its bias current, divided by its conductance sum, clipped to
+its sign: a matrix product and a clip per layer update, as in the builder's DRN. Block
+order: forward in the free phase, output first in nudged or clamped phases (the
+universal-DRN script's order). `iterations` fixes the sweeps per phase (the paper's 4);
+None sweeps until the largest change is below `tol`.
+
+During training (`contrast_step`, runs/inplace.py) the free phase of a step starts where the
+previous step's free phase ended, as the paper's code does (the hardware is not reset
+between minibatches); `settle` on its own, and so evaluation, starts from zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import AeqpropError, DivergenceError
+from ..physics.system import Phase, PhysicalSystem
+
+
+@dataclass(eq=False)
+class SignedDRNState:
+    """Potentials of the free layers (hidden..., outputs), each (B, width), and of the input layer."""
+
+    layers: list
+    inputs: np.ndarray
+    phase: Phase
+    theta: np.ndarray | None = None
+
+    @property
+    def potentials(self) -> list:
+        return self.layers
+
+
+class SignedDRNSystem(PhysicalSystem):
+    """DRN `sizes = [n_inputs, hidden..., n_outputs]` (data counts; the inputs are doubled) of the universal-DRN code.
+
+    input_gain: sources at +-input_gain x (the universal-DRN script's Fashion-MNIST gain is 300).
+    init_gain:  weights max(0, U(-1, 1) gain / sqrt(fan_in)) in the paper code's draw order, biases 0.
+    warm_start: the free phase of a training step starts from the previous step's free state.
+    """
+
+    def __init__(self, sizes, *, seed: int = 0, g0: float = 1e-3, input_gain: float = 1.0,
+                 iterations: int | None = 4, tol: float | None = None, max_iterations: int = 10_000,
+                 dtype="float32", init_gain: float = 1.0, warm_start: bool = True):
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 3 or min(sizes) < 1:
+            raise AeqpropError(f"signed DRN sizes {sizes}: expected [n_inputs, hidden..., n_outputs], "
+                               "at least one hidden layer, all positive")
+        self.sizes, self.g0, self.input_gain = sizes, float(g0), float(input_gain)
+        self.iterations = None if iterations in (None, 0, "converge") else int(iterations)
+        self.dtype = np.dtype(dtype)
+        self.tol = float(tol) if tol is not None else (1e-12 if self.dtype == np.float64 else 1e-6)
+        self.max_iterations, self.warm_start = int(max_iterations), bool(warm_start)
+        self.n_inputs, self.n_outputs = sizes[0], sizes[-1]
+        self.widths = [2 * sizes[0], *sizes[1:]]
+        shapes = list(zip(self.widths[:-1], self.widths[1:]))
+        edges = np.cumsum([0, *(a * b for a, b in shapes)])
+        self._slices = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+        self._shapes = shapes
+        self.n_weights = int(edges[-1])
+        self.n_parameters = self.n_weights + sum(self.widths[1:])
+        # Sign windows of the hidden layers: excitatory first half [0, inf), inhibitory second half (-inf, 0].
+        self._low, self._high = [], []
+        for width in self.widths[1:-1]:
+            half = width // 2
+            self._low.append(np.r_[np.zeros(half), np.full(width - half, -np.inf)].astype(self.dtype))
+            self._high.append(np.r_[np.full(half, np.inf), np.zeros(width - half)].astype(self.dtype))
+        self._version = 0
+        self._cache = None  # (version, conductance sums per free layer)
+        self._drive = None  # (inputs array, version, input potentials, their current into layer 1)
+        self._resting = None  # the last training step's free layers (warm start)
+        self.momentum, self._velocity = 0.0, None  # SGD momentum of `descend`, set by the trainer
+        self.parameters = self._initial(seed, init_gain)
+
+    @classmethod
+    def from_spec(cls, spec: str, seed: int = 0, **options) -> SignedDRNSystem:
+        """'drn:1568-1024-10' with model option circuit=signed (the spec counts the doubled inputs)."""
+        from ..circuit.builder import parse_drn_spec
+
+        return cls(parse_drn_spec(spec), seed=seed, **options)
+
+    def _initial(self, seed: int, gain: float) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        theta = np.zeros(self.n_parameters)
+        for (fan_in, fan_out), where in zip(self._shapes, self._slices):
+            theta[where] = np.maximum(rng.uniform(-1, 1, (fan_in, fan_out)) * gain / np.sqrt(fan_in), 0).ravel()
+        return theta
+
+    # --- parameters -------------------------------------------------------------------------
+    @property
+    def parameters(self) -> np.ndarray:
+        return self._theta.copy()
+
+    @parameters.setter
+    def parameters(self, theta: np.ndarray) -> None:
+        theta = np.array(theta, dtype=self.dtype)
+        if theta.shape != (self.n_parameters,):
+            raise AeqpropError(f"expected {self.n_parameters} parameters, got shape {theta.shape}")
+        if not np.isfinite(theta).all():
+            raise DivergenceError("non-finite parameters: the learning step diverged")
+        self._theta = theta
+        self._bind()
+
+    def _bind(self) -> None:
+        theta = self._theta
+        self.weights = [theta[s].reshape(shape) for s, shape in zip(self._slices, self._shapes)]
+        edges = self.n_weights + np.cumsum([0, *self.widths[1:]])
+        self.biases = [theta[a:b] for a, b in zip(edges[:-1], edges[1:])]
+        self._version += 1
+
+    def parameter_bounds(self):
+        low = np.zeros(self.n_parameters, dtype=self.dtype)
+        low[self.n_weights:] = -np.inf  # bias currents have either sign
+        return low, np.full(self.n_parameters, np.inf, dtype=self.dtype)
+
+    def per_parameter(self, rates) -> np.ndarray:
+        """A (P,) array from per-block values {"w1": .., "w2": .., "b": ..} (or a scalar)."""
+        if np.isscalar(rates):
+            return np.full(self.n_parameters, float(rates))
+        out = np.empty(self.n_parameters)
+        for k, where in enumerate(self._slices):
+            out[where] = rates[f"w{k + 1}"]
+        out[self.n_weights:] = rates.get("b", rates[f"w{len(self._slices)}"])
+        return out
+
+    def in_place_rates(self, learning_rate) -> list | None:
+        """Per-block step sizes [w1, ..., wL, b] for `descend`, or None when a block's rates differ."""
+        if np.isscalar(learning_rate):
+            return [float(learning_rate)] * (len(self._slices) + 1)
+        rate = np.asarray(learning_rate, dtype=np.float64)
+        pieces = [rate[s] for s in self._slices] + [rate[self.n_weights:]]
+        if any(not np.all(piece == piece[0]) for piece in pieces):
+            return None
+        return [float(piece[0]) for piece in pieces]
+
+    # --- the physics ------------------------------------------------------------------------
+    def _conductance_sums(self) -> list:
+        """Each free layer's total conductance per node, cached per theta."""
+        if self._cache is None or self._cache[0] != self._version:
+            sums = [W.sum(axis=0) for W in self.weights]
+            for k in range(len(sums) - 1):
+                sums[k] = sums[k] + self.weights[k + 1].sum(axis=1)
+            self._cache = (self._version, sums)
+        return self._cache[1]
+
+    def _input_drive(self, inputs: np.ndarray):
+        """(input potentials, their current into the first free layer plus its bias): one GEMM per batch and theta."""
+        cached = self._drive
+        if cached is not None and cached[0] is inputs and cached[1] == self._version:
+            return cached[2], cached[3]
+        x = np.asarray(inputs, dtype=self.dtype) * self.dtype.type(self.input_gain)
+        v_in = np.concatenate([x, -x], axis=1)
+        drive = v_in @ self.weights[0] + self.biases[0]
+        self._drive = (inputs, self._version, v_in, drive)
+        return v_in, drive
+
+    def _output_factors(self, phase: Phase, D_out: np.ndarray):
+        """(extra pull on the outputs, their conductance sum) under the phase's nudge."""
+        if phase.beta == 0.0 or phase.clamp is not None:
+            return 0.0, D_out
+        if phase.target is None:
+            raise AeqpropError("a nudged phase needs a target")
+        total = D_out + self.dtype.type(phase.beta)
+        if np.any(total <= 0):
+            j = int(np.argmin(total))
+            raise DivergenceError(f"nudge beta = {phase.beta} makes output {j}'s energy non-convex: its "
+                                  f"conductance sum is {float(D_out[j]):.4g} (normalised), so beta must be above "
+                                  f"{-float(D_out[j]):.4g}")
+        return np.asarray(phase.target, dtype=self.dtype) * self.dtype.type(phase.beta), total
+
+    def settle(self, phase: Phase, start: SignedDRNState | None = None, callback=None) -> SignedDRNState:
+        v_in, drive = self._input_drive(phase.inputs)
+        B = len(v_in)
+        if start is not None and len(start.layers[0]) == B:
+            V = list(start.layers)
+        else:
+            V = [np.zeros((B, w), dtype=self.dtype) for w in self.widths[1:]]
+        if phase.clamp is not None:
+            V[-1] = np.asarray(phase.clamp, dtype=self.dtype)
+        D = self._conductance_sums()
+        pull, D_out = self._output_factors(phase, D[-1])
+        last = len(V) - 1
+        free = phase.beta == 0.0 and phase.clamp is None
+        order = list(range(last + 1)) if free else list(range(last, -1, -1))
+        if phase.clamp is not None:
+            order.remove(last)
+        limit = self.iterations or self.max_iterations
+        for _ in range(limit):
+            change = 0.0
+            for k in order:
+                r = drive if k == 0 else V[k - 1] @ self.weights[k] + self.biases[k]
+                if k < last:
+                    new = np.clip((r + V[k + 1] @ self.weights[k + 1].T) / D[k], self._low[k], self._high[k])
+                else:
+                    new = (r + pull) / D_out
+                if self.iterations is None:
+                    change = max(change, float(np.abs(new - V[k]).max(initial=0.0)))
+                V[k] = new
+            if callback is not None:
+                callback(self._energy(V, v_in, phase))
+            if self.iterations is None and change <= self.tol:
+                break
+        else:
+            if self.iterations is None:
+                raise DivergenceError(f"a phase did not settle in {limit} block sweeps")
+        if not np.isfinite(V[-1]).all():
+            raise DivergenceError("non-finite potentials: a node has no conductance left (all its resistors "
+                                  "trained to 0) or the phase diverged")
+        return SignedDRNState(V, v_in, phase, self._theta)
+
+    def settle_nudges(self, base: Phase, betas, start: SignedDRNState) -> list[SignedDRNState]:
+        return [self.settle(base.nudged(b), start=start) for b in betas]
+
+    def outputs(self, state: SignedDRNState) -> np.ndarray:
+        return state.layers[-1].astype(np.float64)
+
+    def cost(self, state: SignedDRNState, target: np.ndarray) -> np.ndarray:
+        diff = self.outputs(state) - target
+        return 0.5 * (diff * diff).sum(axis=1)
+
+    def _energy(self, V, v_in, phase: Phase) -> np.ndarray:
+        layers = [v_in.astype(np.float64), *(layer.astype(np.float64) for layer in V)]
+        e = np.zeros(len(v_in))
+        for k, W in enumerate(self.weights):
+            Va, Vb, W = layers[k], layers[k + 1], W.astype(np.float64)
+            e += 0.5 * ((Va * Va) @ W.sum(axis=1) + (Vb * Vb) @ W.sum(axis=0)) - ((Va @ W) * Vb).sum(axis=1)
+            e -= Vb @ self.biases[k].astype(np.float64)
+        if phase.beta != 0.0 and phase.clamp is None:
+            diff = layers[-1] - phase.target
+            e += 0.5 * phase.beta * (diff * diff).sum(axis=1)
+        return e
+
+    def energy(self, state: SignedDRNState) -> np.ndarray:
+        return self._energy(state.layers, state.inputs, state.phase)
+
+    # --- local measurements and the update --------------------------------------------------
+    def _contrast(self, terms):
+        """sum_k c_k dE/dtheta(s_k) per block (batch means), as GEMMs: (weight blocks, bias gradient)."""
+        B = len(terms[0][1].inputs)
+        weights = [self.dtype.type(c / B) for c, _ in terms]
+        layers = [[s.inputs, *s.layers] for _, s in terms]
+        blocks = []
+        for k in range(len(self.weights)):
+            # 1/2 sum c (a_i - b_j)^2 / B = 1/2 sum c a_i^2 / B + 1/2 sum c b_j^2 / B - (sum c a^T b / B)_ij
+            shared = k == 0 and all(ls[0] is layers[0][0] for ls in layers)
+            if shared:  # the phases share their inputs: one product with the contrast of the first layer
+                Va = layers[0][0]
+                pulled = sum(w * ls[1] for w, ls in zip(weights, layers))
+                block = -(Va.T @ pulled)
+                total = sum(weights)
+                if total:
+                    block += (0.5 * total) * (Va * Va).sum(axis=0)[:, None]
+                block += 0.5 * sum(w * (ls[1] * ls[1]).sum(axis=0) for w, ls in zip(weights, layers))[None, :]
+            else:
+                block = sum(w * (0.5 * (ls[k] * ls[k]).sum(axis=0)[:, None]
+                                 + 0.5 * (ls[k + 1] * ls[k + 1]).sum(axis=0)[None, :] - ls[k].T @ ls[k + 1])
+                            for w, ls in zip(weights, layers))
+            blocks.append(block)
+        bias = -sum(w * np.concatenate(ls[1:], axis=1).sum(axis=0) for w, ls in zip(weights, layers))
+        return blocks, bias
+
+    def energy_gradient(self, state: SignedDRNState) -> np.ndarray:
+        blocks, bias = self._contrast([(1.0, state)])
+        return np.concatenate([*(b.ravel() for b in blocks), bias])
+
+    def relax_parameters(self, state: SignedDRNState, knobs, epsilon) -> np.ndarray:
+        theta = np.asarray(knobs) - epsilon * self.energy_gradient(state)
+        theta[:self.n_weights] = np.maximum(theta[:self.n_weights], 0.0)
+        return theta
+
+    def descend(self, terms, steps) -> None:
+        """theta <- theta - step * sum_k c_k dE/dtheta(s_k) (through the velocity with momentum), conductances >= 0."""
+        terms = [(float(c), s) for c, s in terms if c != 0.0]
+        if not terms:
+            return
+        steps = [float(steps)] * (len(self.weights) + 1) if np.isscalar(steps) else list(steps)
+        blocks, bias = self._contrast(terms)
+        if self.momentum:
+            if self._velocity is None:
+                self._velocity = np.zeros_like(self._theta)
+            m = self.dtype.type(self.momentum)
+            pieces = [self._velocity[s].reshape(shape) for s, shape in zip(self._slices, self._shapes)]
+            pieces.append(self._velocity[self.n_weights:])
+            for velocity, gradient in zip(pieces, [*blocks, bias]):
+                velocity *= m
+                velocity += gradient
+            blocks, bias = pieces[:-1], pieces[-1]
+        for W, gradient, step in zip(self.weights, blocks, steps):
+            W -= self.dtype.type(step) * gradient
+            np.copyto(W, 0, where=W < 0)
+        self._theta[self.n_weights:] -= self.dtype.type(steps[-1]) * bias
+        self._version += 1
+
+    def contrast_step(self, x: np.ndarray, target: np.ndarray, terms, rates) -> SignedDRNState:
+        """A nudge-contrast step (runs/inplace.py), its free phase warm-started from the previous step's."""
+        base = Phase(x, 0.0, target)
+        start = None
+        if self.warm_start and self._resting is not None:
+            start = SignedDRNState(self._resting, None, base)
+        free = self.settle(base, start=start)
+        self._resting = free.layers
+        nudged = iter(self.settle_nudges(base, [b for _, b in terms if b != 0.0], start=free))
+        self.descend([(c, free if b == 0.0 else next(nudged)) for c, b in terms], rates)
+        return free
+
+    # --- the circuit ------------------------------------------------------------------------
+    def circuit(self):
+        """This network as a Circuit (ideal diodes, bias current sources at their trained values): a netlist away."""
+        from ..circuit.circuit import Circuit, Diodes, IdealDiodes, Learning, Resistors, Sources
+
+        n_in, n_out = self.n_inputs, self.n_outputs
+        names = ["0", *(f"xp{i}" for i in range(n_in)), *(f"xn{i}" for i in range(n_in))]
+        layers, start = [], len(names)
+        for k, width in enumerate(self.widths[1:]):
+            prefix = "o" if k == len(self.widths) - 2 else f"h{k + 1}_"
+            names.extend(f"{prefix}{i}" for i in range(width))
+            layers.append(np.arange(start, start + width))
+            start += width
+        nodes, r_names = [], []
+        for k, src in enumerate([np.arange(1, 2 * n_in + 1), *layers[:-1]]):
+            a, b = np.meshgrid(src, layers[k], indexing="ij")
+            nodes.append(np.stack([a.ravel(), b.ravel()], axis=1))
+            r_names.extend(f"rw{k + 1}_{i}_{j}" for i in range(len(src)) for j in range(len(layers[k])))
+        conductance = self._theta[:self.n_weights].astype(np.float64) * self.g0
+        resistors = Resistors(tuple(r_names), np.concatenate(nodes), conductance)
+        hidden = np.concatenate(layers[:-1])
+        excitatory = np.concatenate([np.arange(len(layer)) < len(layer) // 2 for layer in layers[:-1]])
+        zero = np.zeros_like(hidden)  # ground -> node holds V >= 0; node -> ground holds V <= 0
+        d_nodes = np.where(excitatory[:, None], np.stack([zero, hidden], 1), np.stack([hidden, zero], 1))
+        d_names = tuple(f"d{names[node]}" for node in hidden)
+        biased = np.concatenate(layers)
+        s_names = [f"vxp{i}" for i in range(n_in)] + [f"vxn{i}" for i in range(n_in)] + \
+                  [f"ib{names[i]}" for i in biased]
+        s_nodes = [(i, 0) for i in range(1, 2 * n_in + 1)] + [(0, i) for i in biased]  # I 0 node: into the node
+        s_values = np.r_[np.zeros(2 * n_in), self._theta[self.n_weights:].astype(np.float64) * self.g0]
+        sources = Sources(tuple(s_names), s_nodes, s_values, np.r_[np.ones(2 * n_in), np.zeros(len(biased))])
+        input_map = np.zeros((len(s_names), n_in))
+        input_map[np.arange(n_in), np.arange(n_in)] = self.input_gain
+        input_map[n_in + np.arange(n_in), np.arange(n_in)] = -self.input_gain
+        learning = Learning(
+            input_sources=tuple(f"pair(vxp{i},vxn{i})" for i in range(n_in)), input_map=input_map,
+            output_names=tuple(f"o{j}" for j in range(n_out)),
+            outputs=np.stack([layers[-1], np.zeros(n_out, dtype=np.int64)], axis=1),
+            trainable=np.arange(self.n_weights), low=np.zeros(self.n_weights),
+            high=np.full(self.n_weights, np.inf), g0=self.g0)
+        title = "signed deep resistive network " + "-".join(str(s) for s in [2 * n_in, *self.sizes[1:]])
+        return Circuit(title, tuple(names), resistors, Diodes((), np.zeros((0, 2)), [], []),
+                       IdealDiodes(d_names, d_nodes), sources, learning, layers=tuple(layers))
