@@ -1,0 +1,160 @@
+"""SignedDRNSystem: the universal-DRN code's circuit (aeqprop_circuits/drn/signed.py)."""
+
+import csv
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from aeqprop_circuits.circuit.energy import Nudge
+from aeqprop_circuits.data.datasets import load_dataset
+from aeqprop_circuits.drn.signed import SignedDRNSystem
+from aeqprop_circuits.errors import AeqpropError, DivergenceError
+from aeqprop_circuits.learning.algorithms import get_algorithm
+from aeqprop_circuits.models import load_system
+from aeqprop_circuits.physics.system import Phase
+from aeqprop_circuits.runs.inplace import ep_step
+from aeqprop_circuits.runs.trainer import TrainOptions, evaluate
+from aeqprop_circuits.solvers import solve
+
+SIZES = ([3, 4, 2], [3, 4, 4, 2])
+
+
+def _system(sizes, seed=1, **options):
+    """Every node connected and biases of both signs: a strictly convex energy with active diodes."""
+    system = SignedDRNSystem(sizes, seed=seed, input_gain=2.0, iterations=None, dtype="float64", **options)
+    rng = np.random.default_rng(seed)
+    theta = system.parameters
+    theta[:system.n_weights] += rng.uniform(0.1, 0.5, system.n_weights)
+    theta[system.n_weights:] = rng.normal(0.0, 0.5, system.n_parameters - system.n_weights)
+    system.parameters = theta
+    x = rng.uniform(0.0, 1.0, (3, sizes[0]))
+    y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], 3)]
+    return system, x, y
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+@pytest.mark.parametrize("beta", [0.0, 0.3, -0.2])
+def test_settle_is_the_bounded_minimiser_of_the_energy(sizes, beta):
+    system, x, y = _system(sizes)
+    state = system.settle(Phase(x, beta, y))
+    hidden = system.widths[1:-1]
+    bounds = [b for w in hidden for b in [(0, None)] * (w // 2) + [(None, 0)] * (w - w // 2)]
+    bounds += [(None, None)] * sizes[-1]
+    edges = np.cumsum([0, *system.widths[1:]])
+    for b in range(len(x)):
+        def energy(s, b=b):
+            layers = [s[None, i:j] for i, j in zip(edges[:-1], edges[1:])]
+            return system._energy(layers, state.inputs[b:b + 1], Phase(x[b:b + 1], beta, y[b:b + 1]))[0]
+
+        best = minimize(energy, np.zeros(edges[-1]), method="L-BFGS-B", bounds=bounds,
+                        options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 10_000})
+        found = np.concatenate([layer[b] for layer in state.layers])
+        assert system.energy(state)[b] <= best.fun + 1e-9
+        np.testing.assert_allclose(found, best.x, atol=1e-5)
+    assert (np.concatenate(state.layers[:-1], axis=1) == 0).any()  # some diodes conduct
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3])
+def test_settle_equals_the_qp_solver_on_its_circuit(beta):
+    system, x, y = _system([3, 4, 2])
+    state = system.settle(Phase(x, beta, y))
+    circuit = system.circuit()
+    reference = solve(circuit, sources=circuit.source_values(x), method="qp",
+                      nudge=Nudge(beta * system.g0, y) if beta else None)
+    layers = np.concatenate([reference.potentials[:, layer] for layer in circuit.layers], axis=1)
+    assert np.abs(np.concatenate(state.layers, axis=1) - layers).max() < 1e-9
+    assert np.allclose(system.energy(state), reference.energy / system.g0, atol=1e-10)
+
+
+def test_energy_gradient_is_the_derivative_of_the_energy_at_a_fixed_state():
+    system, x, y = _system([3, 4, 2])
+    state = system.settle(Phase(x, 0.2, y))
+    theta, gradient, h = system.parameters, system.energy_gradient(state), 1e-6
+    numeric = np.empty_like(theta)
+    for i in range(len(theta)):  # a tiny net: the loop is over 30 parameters
+        energies = []
+        for shift in (h, -h):
+            shifted = theta.copy()
+            shifted[i] += shift
+            system.parameters = shifted
+            energies.append(system.energy(state).mean())
+        numeric[i] = (energies[0] - energies[1]) / (2 * h)
+    np.testing.assert_allclose(gradient, numeric, atol=1e-6)
+
+
+def test_descend_with_momentum_equals_sgd_on_the_estimates():
+    from aeqprop_circuits.learning.optim import SGD
+
+    rule = get_algorithm("c-ep", beta=0.3)
+    lean = SignedDRNSystem([5, 32, 3], seed=2, input_gain=2.0, dtype="float64", warm_start=False)
+    lean.momentum = 0.9
+    generic = SignedDRNSystem([5, 32, 3], seed=2, input_gain=2.0, dtype="float64")
+    sgd, velocity, rng = SGD(0.05, 0.9), np.zeros(generic.n_parameters), np.random.default_rng(3)
+    low, high = generic.parameter_bounds()
+    for _ in range(4):
+        x, y = rng.uniform(0, 1, (6, 5)), np.eye(3)[rng.integers(0, 3, 6)]
+        ep_step(lean, rule, x, y, lean.in_place_rates(0.05))
+        delta, velocity = sgd.update(rule.estimate(generic, x, y).gradient, velocity)
+        generic.parameters = np.clip(generic.parameters + delta, low, high)
+    assert np.abs(lean.parameters - generic.parameters).max() < 1e-12
+    assert np.abs(lean.parameters - SignedDRNSystem([5, 32, 3], seed=2, input_gain=2.0).parameters).max() > 1e-2
+
+
+def test_training_step_equals_the_paper_circuit_script():
+    """The script that reproduced the paper's 10.4 % (docs/drn.md), warm start and momentum included."""
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "drn_paper_circuit.py"
+    spec = importlib.util.spec_from_file_location("drn_paper_circuit", path)
+    paper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paper)
+    n_in, hidden, n_out, gain, beta, lr = 20, 64, 4, 3.0, 0.5, 0.05
+    net = paper.PaperDRN(n_in, hidden, n_out, gain, seed=0, dtype=np.float64)
+    system = SignedDRNSystem([n_in, hidden, n_out], seed=0, input_gain=gain, dtype="float64")
+    system.momentum = 0.9
+    assert np.array_equal(np.r_[net.g1.ravel(), net.g2.ravel()], system.parameters[:system.n_weights])
+    rule, rng = get_algorithm("c-ep", beta=beta), np.random.default_rng(5)
+    h, o = np.zeros((8, hidden)), np.zeros((8, n_out))
+    for _ in range(4):
+        x, y = rng.uniform(0, 1, (8, n_in)), np.eye(n_out)[rng.integers(0, n_out, 8)]
+        v = net.sources(x)
+        h, o = net.relax(net.clamp(v), h, o, 4)
+        hp, op = net.relax(net.clamp(v), h, o, 4, beta, y, backward=True)
+        hm, om = net.relax(net.clamp(v), h, o, 4, -beta, y, backward=True)
+        net.step(v, hp, op, hm, om, beta, lr, momentum=0.9)
+        free = ep_step(system, rule, x, y, system.in_place_rates(lr))
+        np.testing.assert_allclose(free.layers[-1], o, atol=1e-12)
+    np.testing.assert_allclose(system.parameters, np.r_[net.g1.ravel(), net.g2.ravel(), net.b1, net.b2], atol=1e-12)
+
+
+def test_too_negative_a_nudge_is_refused_by_name():
+    system, x, y = _system([3, 4, 2])
+    beta = -1.01 * system._conductance_sums()[-1].min()
+    with pytest.raises(DivergenceError, match="non-convex"):
+        system.settle(Phase(x, beta, y))
+
+
+def test_model_option_circuit_selects_the_system():
+    assert isinstance(load_system("drn:6-4-2", circuit="signed"), SignedDRNSystem)
+    with pytest.raises(AeqpropError, match="circuit 'bogus'"):
+        load_system("drn:6-4-2", circuit="bogus")
+
+
+def test_cli_training_improves_accuracy(tmp_path):
+    from click.testing import CliRunner
+
+    from aeqprop_circuits.cli.main import main
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--model", "drn:8-32-3", "--set", "circuit=signed",
+                                       "--set", "input_gain=2.0", "--data", "iris", "--beta", "0.5", "--lr", "0.05",
+                                       "--momentum", "0.9", "--batch-size", "10", "--epochs", "30", "--out", str(out),
+                                       "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    data = load_dataset("iris", seed=0)
+    untrained = SignedDRNSystem([4, 32, 3], seed=0, input_gain=2.0)  # the run's initial network
+    loss, accuracy = evaluate(untrained, data, data.x_test, data.y_test, TrainOptions())
+    assert accuracy < 0.5 and float(rows[-1]["test_accuracy"]) >= 0.8
+    assert float(rows[-1]["test_loss"]) < 0.3 * loss
