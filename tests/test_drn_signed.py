@@ -158,3 +158,52 @@ def test_cli_training_improves_accuracy(tmp_path):
     loss, accuracy = evaluate(untrained, data, data.x_test, data.y_test, TrainOptions())
     assert accuracy < 0.5 and float(rows[-1]["test_accuracy"]) >= 0.8
     assert float(rows[-1]["test_loss"]) < 0.3 * loss
+
+
+def _loss(system, x, y):
+    return system.cost(system.settle(Phase(x)), y).mean()
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+def test_loss_gradient_is_the_derivative_of_the_equilibrium_loss(sizes):
+    system, x, y = _system(sizes)
+    exact = system.loss_gradient(system.settle(Phase(x)), y)
+    theta, h, numeric = system.parameters, 1e-6, np.empty(system.n_parameters)
+    for i in range(len(theta)):  # a tiny net: a loop over its few dozen parameters
+        losses = []
+        for shift in (h, -h):
+            shifted = theta.copy()
+            shifted[i] += shift
+            system.parameters = shifted
+            losses.append(_loss(system, x, y))
+        numeric[i] = (losses[0] - losses[1]) / (2 * h)
+    np.testing.assert_allclose(exact, numeric, atol=1e-7)
+    assert np.abs(exact).max() > 1e-3
+
+
+def test_ep_bias_shrinks_with_slope_one_one_sided_and_two_centered():
+    system, x, y = _system([3, 4, 2])
+    exact = system.loss_gradient(system.settle(Phase(x)), y)
+    betas = np.array([0.02, 0.01, 0.005])
+    for name, slope in (("p-ep", 1.0), ("c-ep", 2.0)):
+        rule = get_algorithm(name, beta=1.0)
+        errors = []
+        for beta in betas:
+            rule.beta = float(beta)
+            errors.append(np.linalg.norm(rule.estimate(system, x, y).gradient - exact))
+        fitted = np.polyfit(np.log(betas), np.log(errors), 1)[0]
+        assert abs(fitted - slope) < 0.15, (name, fitted)
+
+
+def test_gradcheck_takes_model_options():
+    import json
+
+    from click.testing import CliRunner
+
+    from aeqprop_circuits.cli.main import main
+
+    result = CliRunner().invoke(main, ["gradcheck", "drn:8-64-3", "--set", "circuit=signed", "--set", "iterations=null",
+                                       "--set", "dtype=float64", "--set", "input_gain=2", "--beta", "0.01", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["cosine"] > 0.9999 and report["relative_error"] < 1e-3

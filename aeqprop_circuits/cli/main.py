@@ -213,15 +213,18 @@ def compare(run_dirs, labels, out, last):
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--solver", default="auto", show_default=True)
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A model option (JSON value), as for train, e.g. --set circuit=signed. Repeatable.")
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
-def gradcheck(model, algorithm, beta, epsilon, controller, data, batch_size, seed, solver, as_json):
+def gradcheck(model, algorithm, beta, epsilon, controller, data, batch_size, seed, solver, settings, as_json):
     """Compare an algorithm's gradient estimate with the exact gradient on one batch."""
     from ..data.datasets import load_dataset
     from ..learning.algorithms import get_algorithm
     from ..models import load_system
+    from ..runs.session import parse_settings
 
-    system = load_system(model, solver=solver, seed=seed)
+    system = load_system(model, solver=solver, seed=seed, **parse_settings(settings))
     dataset = load_dataset(data, seed=seed)
     x, labels = dataset.x_train[:batch_size], dataset.y_train[:batch_size]
     target = dataset.targets(labels, system.n_outputs)

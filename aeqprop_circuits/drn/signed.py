@@ -286,6 +286,38 @@ class SignedDRNSystem(PhysicalSystem):
         theta[:self.n_weights] = np.maximum(theta[:self.n_weights], 0.0)
         return theta
 
+    def loss_gradient(self, state: SignedDRNState, target: np.ndarray) -> np.ndarray:
+        """dL/dtheta at a converged free equilibrium (L = batch mean of C), by implicit differentiation.
+
+        Adjoint H lambda = dC/dV over the free nodes (H: D_k on layer k, -W_k between layers; a
+        hidden node held at 0 V by its conducting diode is frozen, lambda = 0), solved by block
+        Gauss-Seidel sweeps to 1e-13 relative. Then dL/dW_ij = -mean (V_i - V_j)(lambda_i - lambda_j)
+        and dL/db = mean lambda (the bias enters E as -b V).
+        """
+        V = [layer.astype(np.float64) for layer in state.layers]
+        v_in = state.inputs.astype(np.float64)
+        Ws = [W.astype(np.float64) for W in self.weights]
+        D = [d.astype(np.float64) for d in self._conductance_sums()]
+        last, B = len(V) - 1, len(v_in)
+        masks = [(np.abs(layer) > 1e-9).astype(float) for layer in V[:-1]] + [np.ones_like(V[-1])]
+        lam = [np.zeros_like(layer) for layer in V]
+        residual = self.outputs(state) - np.asarray(target, dtype=np.float64)
+        for _ in range(100_000):
+            change = 0.0
+            for k in range(last, -1, -1):
+                rhs = residual.copy() if k == last else lam[k + 1] @ Ws[k + 1].T
+                if k > 0:
+                    rhs += lam[k - 1] @ Ws[k]
+                new = masks[k] * rhs / D[k]
+                change = max(change, float(np.abs(new - lam[k]).max(initial=0.0)))
+                lam[k] = new
+            if change <= 1e-13 * (1.0 + max(float(np.abs(x).max(initial=0.0)) for x in lam)):
+                break
+        layers, adjoints = [v_in, *V], [np.zeros_like(v_in), *lam]
+        blocks = [(Va.T @ lb + la.T @ Vb) / B - (Va * la).mean(axis=0)[:, None] - (Vb * lb).mean(axis=0)[None, :]
+                  for Va, Vb, la, lb in zip(layers[:-1], layers[1:], adjoints[:-1], adjoints[1:])]
+        return np.concatenate([*(b.ravel() for b in blocks), np.concatenate(lam, axis=1).mean(axis=0)])
+
     def descend(self, terms, steps) -> None:
         """theta <- theta - step * sum_k c_k dE/dtheta(s_k) (through the velocity with momentum), conductances >= 0."""
         terms = [(float(c), s) for c, s in terms if c != 0.0]
