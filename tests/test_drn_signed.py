@@ -62,7 +62,7 @@ def test_settle_equals_the_qp_solver_on_its_circuit(beta):
     system, x, y = _system([3, 4, 2])
     state = system.settle(Phase(x, beta, y))
     circuit = system.circuit()
-    reference = solve(circuit, sources=circuit.source_values(x), method="qp",
+    reference = solve(circuit, sources=system.source_values(circuit, x), method="qp",
                       nudge=Nudge(beta * system.g0, y) if beta else None)
     layers = np.concatenate([reference.potentials[:, layer] for layer in circuit.layers], axis=1)
     assert np.abs(np.concatenate(state.layers, axis=1) - layers).max() < 1e-9
@@ -207,3 +207,30 @@ def test_gradcheck_takes_model_options():
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["cosine"] > 0.9999 and report["relative_error"] < 1e-3
+
+
+@pytest.mark.spice
+def test_settle_agrees_with_ngspice_within_the_diode_drop():
+    """ngspice runs the written circuit with near-ideal exponential diodes; each conducting one
+    drops N Vt ln(I / IS) instead of 0 V, which bounds the difference (test_spice.py's argument)."""
+    from dataclasses import replace
+
+    from aeqprop_circuits.circuit.circuit import THERMAL_VOLTAGE
+    from aeqprop_circuits.solvers.spice import NEAR_IDEAL_MODEL, _spice_model_parameters, ngspice_available
+
+    if not ngspice_available():
+        pytest.skip("ngspice shared library (libngspice) or PySpice not installed: "
+                    "apt-get install ngspice libngspice0-dev")
+    system, x, _ = _system([6, 8, 3], seed=2)
+    state = system.settle(Phase(x))
+    circuit = system.circuit()
+    circuit = replace(circuit, ideal_diodes=replace(circuit.ideal_diodes, spice_model=NEAR_IDEAL_MODEL))
+    sources = system.source_values(circuit, x)
+    theirs = solve(circuit, sources=sources, method="spice", tight=True)
+    ours = solve(circuit, sources=sources, method="qp")
+    assert theirs.success, theirs.message
+    layers = np.concatenate([theirs.potentials[:, layer] for layer in circuit.layers], axis=1)
+    isat, n = _spice_model_parameters(NEAR_IDEAL_MODEL)
+    drop = n * THERMAL_VOLTAGE * np.log(np.abs(ours.currents["ideal_diodes"]).max() / isat)
+    assert np.abs(np.concatenate(state.layers, axis=1) - layers).max() <= drop
+    assert (np.concatenate(state.layers[:-1], axis=1) == 0).any()  # some diodes conduct

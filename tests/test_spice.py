@@ -229,6 +229,24 @@ def test_missing_ngspice_is_a_clear_solver_error(monkeypatch):
 
 
 @needs_ngspice
+def test_an_open_resistor_is_refused_by_the_writer_by_name():
+    from aeqprop_circuits.netlist.writer import write_netlist
+
+    with pytest.raises(CircuitError, match="resistor r2: conductance 0.0 S"):
+        write_netlist(divider().with_conductance(np.array([1e-3, 0.0])))
+
+
+@needs_ngspice
+def test_a_resistor_trained_to_zero_is_open_in_ngspice():
+    circuit = random_network(3)
+    conductance = circuit.resistors.conductance.copy()
+    conductance[len(conductance) - 3:] = 0.0  # three chords trained away; the tree keeps every node connected
+    ours = solve(circuit, method="newton", conductance=conductance)
+    theirs = solve(circuit, method="spice", conductance=conductance, tight=True)
+    assert ours.success and theirs.success, theirs.message
+    assert _max_dv(ours, theirs) <= VTOL
+
+
 def test_negative_conductance_is_refused_before_ngspice_runs():
     """The same diagnosis as the other solvers, not ngspice's gmin stepping on a singular matrix."""
     with pytest.raises(CircuitError, match="non-convex"):

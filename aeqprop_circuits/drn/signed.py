@@ -354,6 +354,10 @@ class SignedDRNSystem(PhysicalSystem):
         return free
 
     # --- the circuit ------------------------------------------------------------------------
+    def source_values(self, circuit, inputs: np.ndarray) -> np.ndarray:
+        """Values of every source of `circuit()` for a batch of data (input gain applied)."""
+        return circuit.source_values(np.asarray(inputs, dtype=np.float64) * self.input_gain)
+
     def circuit(self):
         """This network as a Circuit (ideal diodes, bias current sources at their trained values): a netlist away."""
         from ..circuit.circuit import Circuit, Diodes, IdealDiodes, Learning, Resistors, Sources
@@ -385,8 +389,8 @@ class SignedDRNSystem(PhysicalSystem):
         s_values = np.r_[np.zeros(2 * n_in), self._theta[self.n_weights:].astype(np.float64) * self.g0]
         sources = Sources(tuple(s_names), s_nodes, s_values, np.r_[np.ones(2 * n_in), np.zeros(len(biased))])
         input_map = np.zeros((len(s_names), n_in))
-        input_map[np.arange(n_in), np.arange(n_in)] = self.input_gain
-        input_map[n_in + np.arange(n_in), np.arange(n_in)] = -self.input_gain
+        input_map[np.arange(n_in), np.arange(n_in)] = 1.0
+        input_map[n_in + np.arange(n_in), np.arange(n_in)] = -1.0
         learning = Learning(
             input_sources=tuple(f"pair(vxp{i},vxn{i})" for i in range(n_in)), input_map=input_map,
             output_names=tuple(f"o{j}" for j in range(n_out)),

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ..circuit.circuit import DEFAULT_GMIN, Circuit
+from ..errors import CircuitError
 from .values import resistance_text
 
 __all__ = ["write_netlist"]
@@ -58,6 +59,9 @@ def write_netlist(circuit: Circuit) -> str:
 
     res = circuit.resistors
     for name, pair, g in zip(res.names, res.nodes.tolist(), res.conductance.tolist()):
+        if g <= 0:
+            raise CircuitError(f"resistor {name}: conductance {g} S has no SPICE resistance; an open resistor "
+                               "(trained to 0 S) must be removed or given a small conductance, e.g. 1e-15 S")
         element_lines.append(f"{_element_name(name, 'r')} {nodes(pair)} {resistance_text(g)}")
 
     model_lines: list[str] = []

@@ -156,6 +156,9 @@ def _format(value: float) -> str:
     return repr(float(value))
 
 
+OPEN_CONDUCTANCE = 1e-15  # S: a resistor trained to 0 S, for ngspice (1 POhm passes < 1 fA per volt)
+
+
 def netlist_text(circuit: Circuit, sources_row: np.ndarray, conductance: np.ndarray | None = None,
                  nudge: Nudge | None = None, target_row: np.ndarray | None = None,
                  options: dict | None = None) -> tuple[str, list[str]]:
@@ -167,6 +170,8 @@ def netlist_text(circuit: Circuit, sources_row: np.ndarray, conductance: np.ndar
     from ..netlist.writer import write_netlist
 
     c = circuit if conductance is None else circuit.with_conductance(np.asarray(conductance, float))
+    if (c.resistors.conductance == 0).any():  # trained to 0 S: open, which SPICE writes as 1 POhm
+        c = c.with_conductance(np.where(c.resistors.conductance == 0, OPEN_CONDUCTANCE, c.resistors.conductance))
     c = replace(c, sources=replace(c.sources, value=np.asarray(sources_row, float)))
     body = [line for line in write_netlist(c).splitlines()
             if not re.match(r"\s*\.(end|op)\b", line, flags=re.IGNORECASE)]
