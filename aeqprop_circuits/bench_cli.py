@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .drn.presets import PRESETS as DRN_PRESETS
+
 
 @click.group()
 def bench():
@@ -29,7 +31,8 @@ def solve(hidden, batch, repeats, seed, no_ngspice):
 
 @bench.command("train")
 @click.option("--model", default=None, help="drn: spec [default: the preset's model, drn:1568-100-10].")
-@click.option("--preset", default=None, help="drn-xs | drn-1h | drn-2h: iterations, dtype, beta, lr [default: drn-xs].")
+@click.option("--preset", default=None, type=click.Choice(sorted(DRN_PRESETS)),
+              help="The DRN preset whose circuit, iterations, dtype, beta and lr are used [default: drn-xs].")
 @click.option("--algorithm", default="c-ep", show_default=True, help="p-ep | n-ep | c-ep | multi-point-ep")
 @click.option("--steps", type=int, default=300, show_default=True)
 @click.option("--batch", type=int, default=None, help="[default: the preset's, 4]")

@@ -234,3 +234,20 @@ def test_settle_agrees_with_ngspice_within_the_diode_drop():
     drop = n * THERMAL_VOLTAGE * np.log(np.abs(ours.currents["ideal_diodes"]).max() / isat)
     assert np.abs(np.concatenate(state.layers, axis=1) - layers).max() <= drop
     assert (np.concatenate(state.layers[:-1], axis=1) == 0).any()  # some diodes conduct
+
+
+@pytest.mark.parametrize("preset", ["drn-xs", "drn-1h-universal"])
+def test_bench_train_times_either_circuit(preset):
+    import json
+
+    from click.testing import CliRunner
+
+    from aeqprop_circuits.cli.main import main
+
+    result = CliRunner().invoke(main, ["bench", "train", "--preset", preset, "--model", "drn:16-64-3", "--steps", "5",
+                                       "--eval-samples", "512", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["data"] == "random" and 0 < report["matmul_share"] < 1 and report["ms_per_step_cpu"] > 0
+    bad = CliRunner().invoke(main, ["bench", "train", "--preset", "drn-9h"])
+    assert bad.exit_code != 0 and "drn-9h" in bad.output

@@ -23,10 +23,11 @@ import tracemalloc
 import numpy as np
 
 from ..learning.algorithms import get_algorithm
+from ..models import load_system
 from ..physics.system import Phase
 from ..runs.inplace import ep_step
 from .presets import PRESETS
-from .system import DRNSystem, timing
+from .system import timing
 
 TRAIN_SIZE, TEST_SIZE = 60_000, 10_000
 
@@ -57,9 +58,9 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
     if preset and not model:
         model = settings["model"]
     batch = batch or settings["batch_size"]
-    system = DRNSystem.from_spec(model, seed=seed, **options)
+    system = load_system(model, seed=seed, **options)
     rule = get_algorithm(algorithm, beta=settings["beta"])
-    lr = system.block_steps(system.per_parameter(settings["lr"]))  # per-block rates of the preset
+    lr = system.in_place_rates(system.per_parameter(settings["lr"]))  # per-block rates of the preset
     count = (steps + warmup + 20) * batch
     x, y, source = _data(system.n_inputs, system.n_outputs, max(count, eval_samples), seed)
     load_before = os.getloadavg()[0]
@@ -70,7 +71,7 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
         for i in range(warmup, warmup + steps):
             ep_step(system, rule, x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch], lr)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    fused = any(plan is not None for plan in system._plans.values())  # DRNSystem.contrast_step took the steps
+    fused = any(plan is not None for plan in getattr(system, "_plans", {}).values())  # DRNSystem.contrast_step
     gemm_seconds, gemm_calls = clock.seconds, clock.calls
     # Evaluation: free phases over batches of 512, as runs.trainer.evaluate does.
     e_wall, e_cpu = time.perf_counter(), time.process_time()

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import AeqpropError, DivergenceError
 from ..physics.system import Phase, PhysicalSystem
+from .system import _matmul  # counted by `aeqprop bench train`
 
 
 @dataclass(eq=False)
@@ -168,7 +169,7 @@ class SignedDRNSystem(PhysicalSystem):
             return cached[2], cached[3]
         x = np.asarray(inputs, dtype=self.dtype) * self.dtype.type(self.input_gain)
         v_in = np.concatenate([x, -x], axis=1)
-        drive = v_in @ self.weights[0] + self.biases[0]
+        drive = _matmul(v_in, self.weights[0]) + self.biases[0]
         self._drive = (inputs, self._version, v_in, drive)
         return v_in, drive
 
@@ -206,9 +207,9 @@ class SignedDRNSystem(PhysicalSystem):
         for _ in range(limit):
             change = 0.0
             for k in order:
-                r = drive if k == 0 else V[k - 1] @ self.weights[k] + self.biases[k]
+                r = drive if k == 0 else _matmul(V[k - 1], self.weights[k]) + self.biases[k]
                 if k < last:
-                    new = np.clip((r + V[k + 1] @ self.weights[k + 1].T) / D[k], self._low[k], self._high[k])
+                    new = np.clip((r + _matmul(V[k + 1], self.weights[k + 1].T)) / D[k], self._low[k], self._high[k])
                 else:
                     new = (r + pull) / D_out
                 if self.iterations is None:
@@ -264,14 +265,14 @@ class SignedDRNSystem(PhysicalSystem):
             if shared:  # the phases share their inputs: one product with the contrast of the first layer
                 Va = layers[0][0]
                 pulled = sum(w * ls[1] for w, ls in zip(weights, layers))
-                block = -(Va.T @ pulled)
+                block = -_matmul(Va.T, pulled)
                 total = sum(weights)
                 if total:
                     block += (0.5 * total) * (Va * Va).sum(axis=0)[:, None]
                 block += 0.5 * sum(w * (ls[1] * ls[1]).sum(axis=0) for w, ls in zip(weights, layers))[None, :]
             else:
                 block = sum(w * (0.5 * (ls[k] * ls[k]).sum(axis=0)[:, None]
-                                 + 0.5 * (ls[k + 1] * ls[k + 1]).sum(axis=0)[None, :] - ls[k].T @ ls[k + 1])
+                                 + 0.5 * (ls[k + 1] * ls[k + 1]).sum(axis=0)[None, :] - _matmul(ls[k].T, ls[k + 1]))
                             for w, ls in zip(weights, layers))
             blocks.append(block)
         bias = -sum(w * np.concatenate(ls[1:], axis=1).sum(axis=0) for w, ls in zip(weights, layers))
