@@ -20,9 +20,11 @@ learning, papers/fast-drn/drn.py and model/resistive/) simulates a different cir
 
 This script is that circuit, written in numpy from the description above (its energy is
 1/2 sum g (V_i - V_j)^2 - sum b V, so each layer's block update is a weighted mean of its
-neighbours plus its bias current, divided by its total conductance, then clipped). It answers
-one question: does the circuit explain the gap? It is not a second DRN model of the package:
-if it does, the builder gets it (docs/drn.md, "What remains"). One JSON line per pass.
+neighbours plus its bias current, divided by its total conductance, then clipped). It answered
+one question: does the circuit explain the gap? It did (docs/drn.md), and since session 8 the
+package has the circuit: `aeqprop train --preset drn-1h-universal` (drn/signed.py). The script
+stays as an independent second implementation: tests/test_drn_signed.py holds the package's
+training steps equal to this script's. One JSON line per pass.
 
 The defaults are the fast-DRN MNIST script's. The universal-DRN script's Fashion-MNIST recipe,
 the source of the paper's 10.38 % (docs/drn.md, "Where 10.38 % comes from"), is
