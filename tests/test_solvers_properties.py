@@ -13,7 +13,7 @@ import itertools
 
 import numpy as np
 from circuits import make_circuit
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aeqprop_circuits.solvers import solve
@@ -157,6 +157,7 @@ def assert_monotone(trace, final):
 
 @settings(max_examples=25, **SETTINGS)
 @given(seed=seeds, n_free=st.integers(1, 8))
+@example(seed=1083, n_free=7)  # session 8: a gmin-held node left a 8e-11 V step the energy cannot resolve
 def test_newton_energy_never_increases_over_iterations(seed, n_free):
     elements, _ = random_network(seed, n_free=n_free)
     c = make_circuit(elements, inputs=["VIN0"])

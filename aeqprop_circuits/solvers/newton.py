@@ -88,7 +88,18 @@ def newton(problem: Problem, x0=None, vtol: float = 1e-12, maxiter: int = 200, c
             alpha[pending] *= 0.5
         if callback is not None and not _call(callback, energy):
             return z, iteration, False, "stopped by callback"
+        if pending.any() and _stationary(problem, z, grad):
+            # No step length lowers the energy of some sample, and KCL holds to rounding: the
+            # remaining step (~1e-10 V at a node held only by gmin-sized conductances) is along a
+            # direction the energy cannot resolve. Iterating would repeat it until maxiter.
+            return z, iteration, True, "converged: KCL holds to rounding, the energy resolves no further step"
     return z, maxiter, False, f"no convergence in {maxiter} Newton iterations (last step {size:.2e} V)"
+
+
+def _stationary(problem: Problem, z, grad, rtol: float = 1e-12) -> bool:
+    """Whether the KCL residual of every sample is below rtol times the largest branch current."""
+    currents = [np.abs(c).max(initial=0.0) for c in problem.branch_currents(z).values()]
+    return bool(np.abs(grad).max() <= rtol * max(currents, default=0.0))
 
 
 def _junction_limit(problem: Problem, z, step) -> np.ndarray:
