@@ -30,10 +30,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import blas
 
 from ..errors import AeqpropError, DivergenceError
 from ..physics.system import Phase, PhysicalSystem
-from .system import _matmul  # counted by `aeqprop bench train`
+from .system import _gemm_into, _matmul  # counted by `aeqprop bench train`
+
+
+def _axpy(x: np.ndarray, y: np.ndarray, alpha: float) -> None:
+    """y += alpha x in place, one BLAS pass (C-contiguous arrays of one dtype), no temporary."""
+    axpy = blas.saxpy if y.dtype == np.float32 else blas.daxpy
+    out = axpy(x.reshape(-1), y.reshape(-1), a=alpha)
+    if not np.may_share_memory(out, y):
+        y[...] = out.reshape(y.shape)
 
 
 @dataclass(eq=False)
@@ -254,33 +263,38 @@ class SignedDRNSystem(PhysicalSystem):
 
     # --- local measurements and the update --------------------------------------------------
     def _contrast(self, terms):
-        """sum_k c_k dE/dtheta(s_k) per block (batch means), as GEMMs: (weight blocks, bias gradient)."""
+        """sum_k c_k dE/dtheta(s_k) (batch means) as factors: (per block (left, right), bias gradient).
+
+        A block's contrast is left^T right, with
+        1/2 sum c (a_i - b_j)^2 / B = 1/2 sum c a_i^2 / B + 1/2 sum c b_j^2 / B - (sum c a^T b / B)_ij, i.e.
+        left = [a rows; 1/2 sum c a^2 / B; 1], right = [-(c/B) b rows; 1; 1/2 sum c b^2 / B]: one GEMM,
+        never a B x N x H broadcast. Phases that share their inputs (a training step's) give the input
+        block B rows instead of K B, and no squares row when sum c = 0 (a centred contrast).
+        """
         B = len(terms[0][1].inputs)
-        weights = [self.dtype.type(c / B) for c, _ in terms]
-        layers = [[s.inputs, *s.layers] for _, s in terms]
-        blocks = []
+        weights = np.repeat(np.array([c / B for c, _ in terms], dtype=self.dtype), B)  # (K B,) c_k / B per row
+        stacked = [np.concatenate(parts) if len(parts) > 1 else parts[0]
+                   for parts in zip(*[[s.inputs, *s.layers] for _, s in terms])]
+        pairs = []
         for k in range(len(self.weights)):
-            # 1/2 sum c (a_i - b_j)^2 / B = 1/2 sum c a_i^2 / B + 1/2 sum c b_j^2 / B - (sum c a^T b / B)_ij
-            shared = k == 0 and all(ls[0] is layers[0][0] for ls in layers)
-            if shared:  # the phases share their inputs: one product with the contrast of the first layer
-                Va = layers[0][0]
-                pulled = sum(w * ls[1] for w, ls in zip(weights, layers))
-                block = -_matmul(Va.T, pulled)
-                total = sum(weights)
-                if total:
-                    block += (0.5 * total) * (Va * Va).sum(axis=0)[:, None]
-                block += 0.5 * sum(w * (ls[1] * ls[1]).sum(axis=0) for w, ls in zip(weights, layers))[None, :]
-            else:
-                block = sum(w * (0.5 * (ls[k] * ls[k]).sum(axis=0)[:, None]
-                                 + 0.5 * (ls[k + 1] * ls[k + 1]).sum(axis=0)[None, :] - _matmul(ls[k].T, ls[k + 1]))
-                            for w, ls in zip(weights, layers))
-            blocks.append(block)
-        bias = -sum(w * np.concatenate(ls[1:], axis=1).sum(axis=0) for w, ls in zip(weights, layers))
-        return blocks, bias
+            a, b = stacked[k], stacked[k + 1]
+            pulled = b * weights[:, None]
+            a_squares = 0.5 * (weights @ (a * a))
+            if k == 0 and all(s.inputs is terms[0][1].inputs for _, s in terms):
+                a, total = terms[0][1].inputs, float(sum(c for c, _ in terms)) / B
+                pulled = pulled.reshape(len(terms), B, -1).sum(axis=0)
+                a_squares = (0.5 * total) * (a * a).sum(axis=0) if total else None
+            rows = [a] + ([a_squares[None]] if a_squares is not None else []) + [np.ones((1, a.shape[1]), a.dtype)]
+            right = [-pulled] + ([np.ones((1, b.shape[1]), b.dtype)] if a_squares is not None else []) + \
+                [0.5 * (weights @ (b * b))[None]]
+            pairs.append((np.concatenate(rows).astype(self.dtype, copy=False),
+                          np.concatenate(right).astype(self.dtype, copy=False)))
+        bias = -(weights @ np.concatenate(stacked[1:], axis=1))  # dE/db = -V
+        return pairs, bias
 
     def energy_gradient(self, state: SignedDRNState) -> np.ndarray:
-        blocks, bias = self._contrast([(1.0, state)])
-        return np.concatenate([*(b.ravel() for b in blocks), bias])
+        pairs, bias = self._contrast([(1.0, state)])
+        return np.concatenate([*(_matmul(left.T, right).ravel() for left, right in pairs), bias])
 
     def relax_parameters(self, state: SignedDRNState, knobs, epsilon) -> np.ndarray:
         theta = np.asarray(knobs) - epsilon * self.energy_gradient(state)
@@ -325,21 +339,25 @@ class SignedDRNSystem(PhysicalSystem):
         if not terms:
             return
         steps = [float(steps)] * (len(self.weights) + 1) if np.isscalar(steps) else list(steps)
-        blocks, bias = self._contrast(terms)
-        if self.momentum:
-            if self._velocity is None:
-                self._velocity = np.zeros_like(self._theta)
-            m = self.dtype.type(self.momentum)
-            pieces = [self._velocity[s].reshape(shape) for s, shape in zip(self._slices, self._shapes)]
-            pieces.append(self._velocity[self.n_weights:])
-            for velocity, gradient in zip(pieces, [*blocks, bias]):
-                velocity *= m
-                velocity += gradient
-            blocks, bias = pieces[:-1], pieces[-1]
-        for W, gradient, step in zip(self.weights, blocks, steps):
-            W -= self.dtype.type(step) * gradient
+        pairs, bias = self._contrast(terms)
+        dt = self.dtype.type
+        if self.momentum and self._velocity is None:
+            self._velocity = np.zeros_like(self._theta)
+        for k, (W, (left, right), step) in enumerate(zip(self.weights, pairs, steps)):
+            if self.momentum:  # velocity <- momentum velocity + gradient; W <- W - step velocity
+                velocity = self._velocity[self._slices[k]].reshape(W.shape)
+                velocity *= dt(self.momentum)
+                _gemm_into(velocity, left, right, 1.0)
+                _axpy(velocity, W, -step)
+            else:
+                _gemm_into(W, left, right, -step)
             np.copyto(W, 0, where=W < 0)
-        self._theta[self.n_weights:] -= self.dtype.type(steps[-1]) * bias
+        if self.momentum:
+            velocity = self._velocity[self.n_weights:]
+            velocity *= dt(self.momentum)
+            velocity += bias
+            bias = velocity
+        self._theta[self.n_weights:] -= dt(steps[-1]) * bias
         self._version += 1
 
     def contrast_step(self, x: np.ndarray, target: np.ndarray, terms, rates) -> SignedDRNState:
