@@ -34,6 +34,9 @@ def load_system(model: str, solver: str = "auto", seed: int = 0, **options):
         return build_model(model, seed=seed, **options)
     circuit = options.pop("circuit", "window") if model.startswith("drn:") else None
     if circuit == "signed":  # the universal-DRN code's circuit (drn/signed.py); no netlist-solver path
+        if solver not in ("auto", "coordinate"):
+            raise AeqpropError(f"solver '{solver}': the signed DRN circuit is settled by its own block coordinate "
+                               "descent only (use --solver auto); its netlist is SignedDRNSystem.circuit()")
         from .drn.signed import SignedDRNSystem
         return SignedDRNSystem.from_spec(model, seed=seed, **options)
     if circuit not in (None, "window"):

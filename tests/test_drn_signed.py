@@ -139,6 +139,8 @@ def test_model_option_circuit_selects_the_system():
     assert isinstance(load_system("drn:6-4-2", circuit="signed"), SignedDRNSystem)
     with pytest.raises(AeqpropError, match="circuit 'bogus'"):
         load_system("drn:6-4-2", circuit="bogus")
+    with pytest.raises(AeqpropError, match="solver 'spice'"):
+        load_system("drn:6-4-2", solver="spice", circuit="signed")
 
 
 def test_cli_training_improves_accuracy(tmp_path):
