@@ -253,3 +253,21 @@ def test_bench_train_times_either_circuit(preset):
     assert report["data"] == "random" and 0 < report["matmul_share"] < 1 and report["ms_per_step_cpu"] > 0
     bad = CliRunner().invoke(main, ["bench", "train", "--preset", "drn-9h"])
     assert bad.exit_code != 0 and "drn-9h" in bad.output
+
+
+def test_a_state_knows_when_theta_moved_on():
+    """descend changes theta in place, so a state's `theta` must not alias it (settle_with_knobs reuses states)."""
+    system, x, y = _system([3, 4, 2])
+    state = system.settle(Phase(x))
+    assert state.theta is not None and np.array_equal(state.theta, system.parameters)
+    system.descend([(1.0, state)], 0.01)
+    assert state.theta is None and system.settle(Phase(x)).theta is not None
+
+
+def test_descend_on_states_of_different_inputs_is_the_contrast_of_their_gradients():
+    system, x, y = _system([3, 4, 2])
+    first, second = system.settle(Phase(x)), system.settle(Phase(x[::-1].copy(), 0.3, y))
+    expected = system.parameters - 0.01 * (0.7 * system.energy_gradient(first) - 0.2 * system.energy_gradient(second))
+    low, high = system.parameter_bounds()
+    system.descend([(0.7, first), (-0.2, second)], 0.01)
+    np.testing.assert_allclose(system.parameters, np.clip(expected, low, high), atol=1e-13)

@@ -50,9 +50,18 @@ class SignedDRNState:
     """Potentials of the free layers (hidden..., outputs), each (B, width), and of the input layer."""
 
     layers: list
-    inputs: np.ndarray
+    inputs: np.ndarray | None
     phase: Phase
-    theta: np.ndarray | None = None
+    system: SignedDRNSystem | None = None
+    version: int = -1
+
+    @property
+    def theta(self):
+        """The parameters this state was settled for while they are still the system's (descend
+        changes theta in place), else None."""
+        if self.system is None or self.version != self.system._version:
+            return None
+        return self.system._theta
 
     @property
     def potentials(self) -> list:
@@ -234,7 +243,7 @@ class SignedDRNSystem(PhysicalSystem):
         if not np.isfinite(V[-1]).all():
             raise DivergenceError("non-finite potentials: a node has no conductance left (all its resistors "
                                   "trained to 0) or the phase diverged")
-        return SignedDRNState(V, v_in, phase, self._theta)
+        return SignedDRNState(V, v_in, phase, self, self._version)
 
     def settle_nudges(self, base: Phase, betas, start: SignedDRNState) -> list[SignedDRNState]:
         return [self.settle(base.nudged(b), start=start) for b in betas]
@@ -273,23 +282,29 @@ class SignedDRNSystem(PhysicalSystem):
         """
         B = len(terms[0][1].inputs)
         weights = np.repeat(np.array([c / B for c, _ in terms], dtype=self.dtype), B)  # (K B,) c_k / B per row
-        stacked = [np.concatenate(parts) if len(parts) > 1 else parts[0]
-                   for parts in zip(*[[s.inputs, *s.layers] for _, s in terms])]
+        shared = all(s.inputs is terms[0][1].inputs for _, s in terms)
+
+        def stack(parts):
+            return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+        free = [stack(parts) for parts in zip(*[s.layers for _, s in terms])]
         pairs = []
         for k in range(len(self.weights)):
-            a, b = stacked[k], stacked[k + 1]
+            b = free[k]
             pulled = b * weights[:, None]
-            a_squares = 0.5 * (weights @ (a * a))
-            if k == 0 and all(s.inputs is terms[0][1].inputs for _, s in terms):
+            if k == 0 and shared:
                 a, total = terms[0][1].inputs, float(sum(c for c, _ in terms)) / B
                 pulled = pulled.reshape(len(terms), B, -1).sum(axis=0)
                 a_squares = (0.5 * total) * (a * a).sum(axis=0) if total else None
+            else:
+                a = free[k - 1] if k else stack([s.inputs for _, s in terms])
+                a_squares = 0.5 * (weights @ (a * a))
             rows = [a] + ([a_squares[None]] if a_squares is not None else []) + [np.ones((1, a.shape[1]), a.dtype)]
             right = [-pulled] + ([np.ones((1, b.shape[1]), b.dtype)] if a_squares is not None else []) + \
                 [0.5 * (weights @ (b * b))[None]]
             pairs.append((np.concatenate(rows).astype(self.dtype, copy=False),
                           np.concatenate(right).astype(self.dtype, copy=False)))
-        bias = -(weights @ np.concatenate(stacked[1:], axis=1))  # dE/db = -V
+        bias = -(weights @ np.concatenate(free, axis=1))  # dE/db = -V
         return pairs, bias
 
     def energy_gradient(self, state: SignedDRNState) -> np.ndarray:
