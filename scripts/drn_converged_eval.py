@@ -18,15 +18,7 @@ import numpy as np
 
 from aeqprop_circuits.data.datasets import load_dataset
 from aeqprop_circuits.models import load_system
-from aeqprop_circuits.physics.system import Phase
-
-
-def test_error(system, data, batch: int = 1000) -> float:
-    wrong = 0
-    for start in range(0, len(data.x_test), batch):
-        outputs = system.outputs(system.settle(Phase(data.x_test[start:start + batch])))
-        wrong += int((outputs[:, :data.n_classes].argmax(axis=1) != data.y_test[start:start + batch]).sum())
-    return 100.0 * wrong / len(data.x_test)
+from aeqprop_circuits.runs.trainer import TrainOptions, evaluate
 
 
 def main():
@@ -45,7 +37,7 @@ def main():
         system = load_system(config["model"], seed=config["seed"], **{**options, "iterations": iterations,
                                                                        "dtype": dtype})
         system.parameters = theta
-        error = test_error(system, data)
+        error = 100.0 * (1.0 - evaluate(system, data, data.x_test, data.y_test, TrainOptions(eval_batch=1000))[1])
         print(json.dumps({"run": args.run_dir, "epoch": epoch, "iterations": iterations or "converged",
                           "dtype": dtype, "test_error": round(error, 2)}), flush=True)
 
