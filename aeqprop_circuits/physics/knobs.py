@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DivergenceError
 from .system import Phase, PhysicalSystem
 
 
@@ -73,19 +74,48 @@ class KnobHandle:
 
 
 class ProportionalController:
-    """Homeostasis by feedback on the observed theta only (agnostic)."""
+    """Homeostasis by feedback on the observed theta only (agnostic).
+
+    After each relaxation round, u <- u + k (theta_target - theta), k = eta_theta / 4 epsilon
+    (Sec. 5.1, critical damping). The step adapts (Sec. 5.1 adapts its step sizes too): a
+    parameter pinned at a bound of its range does not move when its knob does, so its error
+    stays put and the fixed gain would free it only after (u - theta) / (k error) rounds; the
+    gain of a knob whose error did not shrink doubles, and falls back to k once it shrinks.
+
+    A hold that ends farther than `fail_rtol` (relative to the largest |theta|) from its target
+    is an error, not a wrong gradient: linearised, a round maps the deviation by
+    [[a, 1], [-k a, 1 - k]], a = epsilon |curvature of F in theta| (F is concave in
+    conductances), whose determinant is a for every gain, so when a > 1 no proportional
+    controller holds theta (docs/training.md, "The proportional controller").
+    """
 
     name = "proportional"
 
-    def __init__(self, rounds: int = 50):
-        self.rounds = rounds
+    def __init__(self, rounds: int = 50, adaptive: bool = True, fail_rtol: float = 1e-2):
+        self.rounds, self.adaptive, self.fail_rtol = rounds, adaptive, fail_rtol
 
     def hold(self, handle: KnobHandle, theta_target: np.ndarray, phase: Phase) -> None:
+        base_gain = handle.parameter_rate / (4.0 * handle.epsilon)
+        gain = np.broadcast_to(base_gain, theta_target.shape).astype(np.float64)
+        scale = np.abs(theta_target).max() or 1.0
+        previous = None
         for _ in range(self.rounds):
             handle.relax(1)
-            gain = handle.parameter_rate / (4.0 * handle.epsilon)
-            handle.set_knobs(handle.knobs + gain * (theta_target - handle.read_parameters()))
+            error = theta_target - handle.read_parameters()
+            if self.adaptive and previous is not None:
+                stalled = (error * previous > 0) & (np.abs(error) >= np.abs(previous))
+                gain = np.where(stalled, 2.0 * gain, base_gain)
+            handle.set_knobs(handle.knobs + gain * error)
+            previous = error
         handle.relax(1)
+        deviation = np.abs(theta_target - handle.read_parameters()).max() / scale
+        if not deviation <= self.fail_rtol:
+            raise DivergenceError(
+                f"homeostasis failed at beta={phase.beta:g}: after {self.rounds} rounds the parameters are "
+                f"{deviation:.2g} (relative) away from where the controller holds them. At epsilon="
+                f"{np.max(handle.epsilon):g} the knob-coupled energy is probably not convex in theta, and then no "
+                "proportional controller can hold it: use a smaller --epsilon (below 1 / |curvature of the "
+                "equilibrium energy in theta|) or --controller oracle")
 
 
 class OracleController:

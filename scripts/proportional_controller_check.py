@@ -1,0 +1,75 @@
+"""The agnostic (proportional) controller against the oracle on a shipped netlist.
+
+    OPENBLAS_NUM_THREADS=1 python scripts/proportional_controller_check.py [--model netlists/iris.cir] \
+        [--data iris] [--epsilon 0.1 0.5 1 2 10] [--beta 0.2] [--samples 10]
+
+Prints the largest |eigenvalue| of the Hessian of F(theta) = min_s E on the first training
+samples (by differences of dE/dtheta), the bound 1/|h| on epsilon below which a proportional
+hold can converge (docs/training.md, "The proportional controller"), then, for each epsilon,
+the relative difference between the centered-Aeqprop estimates of the proportional controller
+(with and without its adaptive gain) and of the oracle, or the error the hold stops with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from aeqprop_circuits.data.datasets import load_dataset
+from aeqprop_circuits.errors import DivergenceError
+from aeqprop_circuits.learning.algorithms import operate
+from aeqprop_circuits.models import load_system
+from aeqprop_circuits.physics.knobs import KnobHandle, OracleController, ProportionalController
+from aeqprop_circuits.physics.system import Phase
+
+
+def curvature(system, x, y) -> float:
+    theta = system.parameters
+
+    def gradient(t):
+        system.parameters = t
+        return system.energy_gradient(system.settle(Phase(x, 0.0, y)))
+
+    g0 = gradient(theta)
+    steps = 1e-6 * np.maximum(np.abs(theta), 1e-6)
+    hessian = np.array([(gradient(theta + h * e) - g0) / h for h, e in zip(steps, np.eye(theta.size))])
+    system.parameters = theta
+    return float(np.abs(np.linalg.eigvalsh(0.5 * (hessian + hessian.T))).max())
+
+
+def step(system, controller, x, y, beta, epsilon):
+    return operate(KnobHandle(system, epsilon), controller, x, y, -beta / 2, beta / 2, 1)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="netlists/iris.cir")
+    p.add_argument("--data", default="iris")
+    p.add_argument("--epsilon", type=float, nargs="+", default=[0.1, 0.5, 1.0, 2.0, 10.0])
+    p.add_argument("--beta", type=float, default=0.2)
+    p.add_argument("--samples", type=int, default=10)
+    p.add_argument("--target-amplitude", type=float, default=0.5)
+    args = p.parse_args()
+    system = load_system(args.model)
+    data = load_dataset(args.data)
+    x = data.x_train[:args.samples]
+    y = data.targets(data.y_train[:args.samples], system.n_outputs, args.target_amplitude)
+    h = curvature(system, x, y)
+    print(json.dumps({"model": args.model, "curvature": round(h, 4), "epsilon_bound": round(1 / h, 4)}))
+    theta = system.parameters
+    for epsilon in args.epsilon:
+        oracle = step(system, OracleController(system), x, y, args.beta, epsilon) - theta
+        row = {"epsilon": epsilon, "a": round(epsilon * h, 3)}
+        for name, adaptive in (("adaptive", True), ("fixed_gain", False)):
+            try:
+                proportional = step(system, ProportionalController(adaptive=adaptive), x, y, args.beta, epsilon) - theta
+                row[name] = float(f"{np.linalg.norm(proportional - oracle) / np.linalg.norm(oracle):.2g}")
+            except DivergenceError as err:
+                row[name] = str(err).split(":")[0]
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
