@@ -143,6 +143,8 @@ ALGORITHM_HELP = ("p-ep n-ep c-ep multi-point-ep p-cpl n-cpl c-cpl cl aeqprop-op
 @click.option("--momentum", type=float, default=None,
               help="SGD momentum of the EP/CL/CpL/exact rules (velocity = momentum * velocity + gradient). "
                    "[default: 0]")
+@click.option("--lr-decay", type=float, default=None,
+              help="Factor applied to lr and epsilon after each epoch. [default: preset; 0.95 for netlists]")
 @click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--seed", type=int, default=None, help="[default: 0]")
