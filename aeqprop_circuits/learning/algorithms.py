@@ -86,14 +86,15 @@ class Aeqprop:
     """Agnostic EqProp: the operator holds theta, nudges, and reads where theta went."""
 
     def __init__(self, name: str, beta_1: float, beta_2: float, epsilon, controller="proportional",
-                 rounds: int = 50, relax_rounds: int = 20):
+                 rounds: int = 50, relax_rounds: int = 20, adaptive_gain: bool = True, hold_rtol: float | None = 1e-2):
         self.name, self.beta_1, self.beta_2 = name, float(beta_1), float(beta_2)
         self.epsilon = epsilon
         self.controller_name, self.rounds, self.relax_rounds = controller, rounds, relax_rounds
+        self.adaptive_gain, self.hold_rtol = adaptive_gain, hold_rtol  # the proportional controller's
 
     def _controller(self, system):
         if self.controller_name == "proportional":
-            return ProportionalController(self.rounds)
+            return ProportionalController(self.rounds, self.adaptive_gain, self.hold_rtol)
         if self.controller_name == "oracle":
             return OracleController(system)
         raise AeqpropError(f"unknown controller '{self.controller_name}'; expected proportional or oracle")

@@ -80,10 +80,10 @@ class ProportionalController:
     (Sec. 5.1, critical damping). The step adapts (Sec. 5.1 adapts its step sizes too): a
     parameter pinned at a bound of its range does not move when its knob does, so its error
     stays put and the fixed gain would free it only after (u - theta) / (k error) rounds; the
-    gain of a knob whose error did not shrink doubles, and falls back to k once it shrinks.
+    gain of a knob whose parameter did not move doubles, and falls back to k once it moves.
 
     A hold that ends farther than `fail_rtol` (relative to the largest |theta|) from its target
-    is an error, not a wrong gradient: linearised, a round maps the deviation by
+    is an error (None: not checked), not a wrong gradient: linearised, a round maps the deviation by
     [[a, 1], [-k a, 1 - k]], a = epsilon |curvature of F in theta| (F is concave in
     conductances), whose determinant is a for every gain, so when a > 1 no proportional
     controller holds theta (docs/training.md, "The proportional controller").
@@ -91,7 +91,7 @@ class ProportionalController:
 
     name = "proportional"
 
-    def __init__(self, rounds: int = 50, adaptive: bool = True, fail_rtol: float = 1e-2):
+    def __init__(self, rounds: int = 50, adaptive: bool = True, fail_rtol: float | None = 1e-2):
         self.rounds, self.adaptive, self.fail_rtol = rounds, adaptive, fail_rtol
 
     def hold(self, handle: KnobHandle, theta_target: np.ndarray, phase: Phase) -> None:
@@ -101,13 +101,16 @@ class ProportionalController:
         previous = None
         for _ in range(self.rounds):
             handle.relax(1)
-            error = theta_target - handle.read_parameters()
+            theta = handle.read_parameters()
+            error = theta_target - theta
             if self.adaptive and previous is not None:
-                stalled = (error * previous > 0) & (np.abs(error) >= np.abs(previous))
-                gain = np.where(stalled, 2.0 * gain, base_gain)
+                pinned = (theta == previous) & (error != 0)
+                gain = np.where(pinned, 2.0 * gain, base_gain)
             handle.set_knobs(handle.knobs + gain * error)
-            previous = error
+            previous = theta
         handle.relax(1)
+        if self.fail_rtol is None:
+            return
         deviation = np.abs(theta_target - handle.read_parameters()).max() / scale
         if not deviation <= self.fail_rtol:
             raise DivergenceError(

@@ -336,9 +336,11 @@ def _simulate(runs, grid_points, rounds, relax_rounds, record_every, progress) -
         P = system.parameters_per_replica
         epsilon = np.repeat([runs[i].epsilon for i in rows], P)
         lr = np.repeat([runs[i].epsilon * runs[i].beta for i in rows], P)
+        # the paper's plain proportional gain and no hold check: the replicas share one system and fail
+        # one by one (conductances at their bounds), which is what this study records
         algorithm = None if key == "sgd" else get_algorithm(
             "aeqprop-optimistic", beta=1.0, epsilon=epsilon, controller=key, rounds=rounds,
-            relax_rounds=relax_rounds)
+            relax_rounds=relax_rounds, adaptive_gain=False, hold_rtol=None)
         groups.append((key, rows, system, algorithm, lr, system.parameters))
 
     steps = np.unique(np.concatenate([np.arange(0, T + 1, record_every), [T]]))

@@ -156,9 +156,12 @@ def _simulate(runs, grid_points, controller, rounds, relax_rounds, divergence_th
         if name == "aeqprop":
             nudges = np.array([runs[i].nudges for i in rows])
             system.set_nudge_map(nudges[:, 0], nudges[:, 1] - nudges[:, 0])
-            # one operator loop for all variants: dial at 0 (homeostasis) then 1 (nudged)
+            # one operator loop for all variants: dial at 0 (homeostasis) then 1 (nudged). The paper's
+            # plain gain (its own adaptive steps live in the gradient dynamics), and no hold check: the
+            # replicas share one system and diverge one by one, which the loss threshold below records
             algorithm = get_algorithm("aeqprop-optimistic", beta=1.0, epsilon=epsilon[rows, None],
-                                      controller=controller, rounds=rounds, relax_rounds=relax_rounds)
+                                      controller=controller, rounds=rounds, relax_rounds=relax_rounds,
+                                      adaptive_gain=False, hold_rtol=None)
             groups[name] = (rows, system, algorithm, nudges[:, 1] - nudges[:, 0])
         else:
             groups[name] = (rows, system, None, (epsilon * beta)[rows, None])
