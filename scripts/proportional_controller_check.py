@@ -7,7 +7,8 @@ Prints the largest |eigenvalue| of the Hessian of F(theta) = min_s E on the firs
 samples (by differences of dE/dtheta), the bound 1/|h| on epsilon below which a proportional
 hold can converge (docs/training.md, "The proportional controller"), then, for each epsilon,
 the relative difference between the centered-Aeqprop estimates of the proportional controller
-(with and without its adaptive gain) and of the oracle, or the error the hold stops with.
+(with and without its adaptive gain) and of the oracle, or the error the hold stops with, and
+the parameter where the adaptive controller's step differs most from the oracle's.
 """
 
 from __future__ import annotations
@@ -65,9 +66,14 @@ def main():
         for name, adaptive in (("adaptive", True), ("fixed_gain", False)):
             try:
                 proportional = step(system, ProportionalController(adaptive=adaptive), x, y, args.beta, epsilon) - theta
-                row[name] = float(f"{np.linalg.norm(proportional - oracle) / np.linalg.norm(oracle):.2g}")
             except DivergenceError as err:
                 row[name] = str(err).split(":")[0]
+                continue
+            row[name] = float(f"{np.linalg.norm(proportional - oracle) / np.linalg.norm(oracle):.2g}")
+            if adaptive:  # where the two steps differ most
+                k = int(np.argmax(np.abs(proportional - oracle)))
+                row["worst"] = {"index": k, "theta": float(f"{theta[k]:.4g}"), "oracle_step": float(f"{oracle[k]:.3g}"),
+                                "proportional_step": float(f"{proportional[k]:.3g}")}
         print(json.dumps(row), flush=True)
 
 
