@@ -328,3 +328,19 @@ def test_dense_layers_are_a_network_of_dense_interactions():
     net = HopfieldNetwork((4,), [Dense((4,), 3), Dense((3,), 2)], [(0, 1), (-1, 2)], precision="float64")
     assert net.n_parameters == 4 * 3 + 3 + 3 * 2 + 2
     assert [name for name, _ in net.groups] == ["w1", "b1", "w2", "b2"]
+
+
+def test_proportional_controller_holds_a_small_hopfield_net_as_the_oracle_does():
+    """The agnostic controller needs no Hopfield-specific code: feedback on theta alone gives the
+    oracle's step on a small dense net (its eps is far below 1 / |curvature of F in theta|)."""
+    algorithms = pytest.importorskip("aeqprop_circuits.learning.algorithms")
+    net = tiny_dense(threshold=1e-12)
+    x, y = batch(net, size=4)
+    theta = net.parameters
+    steps = {}
+    for controller in ("oracle", "proportional"):
+        rule = algorithms.get_algorithm("aeqprop-centered", beta=0.1, epsilon=0.05, controller=controller,
+                                        rounds=80, relax_rounds=1)
+        steps[controller] = rule.estimate(net, x, y).new_parameters - theta
+        assert np.array_equal(net.parameters, theta)
+    assert np.linalg.norm(steps["proportional"] - steps["oracle"]) < 1e-8 * np.linalg.norm(steps["oracle"])
