@@ -95,8 +95,7 @@ class ProportionalController:
         self.rounds, self.adaptive, self.fail_rtol = rounds, adaptive, fail_rtol
 
     def hold(self, handle: KnobHandle, theta_target: np.ndarray, phase: Phase) -> None:
-        base_gain = handle.parameter_rate / (4.0 * handle.epsilon)
-        gain = np.broadcast_to(base_gain, theta_target.shape).astype(np.float64)
+        base_gain = gain = handle.parameter_rate / (4.0 * handle.epsilon)
         scale = np.abs(theta_target).max() or 1.0
         previous = None
         for _ in range(self.rounds):
