@@ -85,3 +85,18 @@ def test_momentum_is_refused_for_aeqprop_whose_step_is_the_physics(tmp_path):
     with pytest.raises(AeqpropError, match="momentum"):
         run_training("netlists/iris.cir", None, True, {"algorithm": "aeqprop-centered", "momentum": 0.9,
                                                        "out": str(tmp_path / "run")}, echo=lambda m: None)
+
+
+def test_a_failed_proportional_hold_stops_the_run_with_exit_3_and_keeps_it(tmp_path):
+    """At the Iris default eps = 10 (a = eps |curvature| = 14) no proportional controller holds theta."""
+    from click.testing import CliRunner
+
+    from aeqprop_circuits.cli.main import main
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "netlists/iris.cir", "--algorithm", "aeqprop-centered",
+                                       "--controller", "proportional", "--epochs", "1", "--quiet",
+                                       "--out", str(out)])
+    assert result.exit_code == 3, result.output
+    assert "homeostasis failed at beta=0" in result.output and "--epsilon" in result.output
+    assert json.loads((out / "config.json").read_text())["controller"] == "proportional"
