@@ -82,10 +82,10 @@ class ProportionalController:
     stays put and the fixed gain would free it only after (u - theta) / (k error) rounds; the
     gain of a knob whose parameter did not move doubles, and falls back to k once it moves.
 
-    A hold that ends farther than `fail_rtol` (relative to the largest |theta|) from its target
-    is an error (None: not checked), not a wrong gradient: linearised, a round maps the deviation by
-    [[a, 1], [-k a, 1 - k]], a = epsilon |curvature of F in theta| (F is concave in
-    conductances), whose determinant is a for every gain, so when a > 1 no proportional
+    A hold that ends farther than `fail_rtol` (relative to the largest |theta|; None: unchecked)
+    from its target is an error, not a wrong gradient. Linearised, a round maps the deviation
+    by [[a, 1], [-k a, 1 - k]], a = epsilon |curvature of F in theta| (F is concave in
+    conductances), whose determinant is a for every gain: when a > 1 no proportional
     controller holds theta (docs/training.md, "The proportional controller").
     """
 
