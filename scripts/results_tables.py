@@ -2,6 +2,7 @@
 
     python scripts/results_tables.py runs/sweeps/v2-iris-algorithms runs/sweeps/v2-iris-aeqprop
     python scripts/results_tables.py --seeds runs/sweeps/v2-iris-algorithms runs/sweeps/v2-iris-aeqprop
+    python scripts/results_tables.py runs/sweeps/iris-proportional    # a directory of run directories
 
 Reads each point's metrics.csv (finished or not), so it can report while a sweep still runs:
 final test accuracy (mean ± std over the seeds that finished every epoch), the number of
@@ -36,17 +37,30 @@ REL_TOL, ABS_TOL = 1e-9, 1e-12
 
 
 def rows(sweep_dir: str):
-    with open(os.path.join(sweep_dir, "sweep_spec.json")) as f:
-        epochs = json.load(f).get("base", {}).get("epochs")
-    points = os.path.join(sweep_dir, "points")
-    for name in sorted(os.listdir(points)):
-        path = os.path.join(points, name, "metrics.csv")
+    """(point values, metrics rows, epochs asked, steps.jsonl path) of each point of an `aeqprop sweep`
+    directory, or of each run directory (one holding config.json) inside a plain directory."""
+    spec = os.path.join(sweep_dir, "sweep_spec.json")
+    if os.path.exists(spec):
+        with open(spec) as f:
+            epochs = json.load(f).get("base", {}).get("epochs")
+        points = os.path.join(sweep_dir, "points")
+        runs = [(os.path.join(points, name), dict(part.split("=", 1) for part in name.split(",")), epochs)
+                for name in sorted(os.listdir(points))]
+    else:
+        runs = []
+        for name in sorted(os.listdir(sweep_dir)):
+            config = os.path.join(sweep_dir, name, "config.json")
+            if os.path.exists(config):
+                with open(config) as f:
+                    values = json.load(f)
+                runs.append((os.path.join(sweep_dir, name), values, values.get("epochs")))
+    for run, values, epochs in runs:
+        path = os.path.join(run, "metrics.csv")
         if not os.path.exists(path):
             continue
         with open(path) as f:
             metrics = list(csv.DictReader(f))
-        values = dict(part.split("=", 1) for part in name.split(","))
-        yield values, metrics, epochs, os.path.join(points, name, "steps.jsonl")
+        yield values, metrics, epochs, os.path.join(run, "steps.jsonl")
 
 
 def lyapunov_counts(steps_path: str) -> tuple[int, int, float, float]:
