@@ -21,23 +21,9 @@ import numpy as np
 from aeqprop_circuits.data.datasets import load_dataset
 from aeqprop_circuits.errors import DivergenceError
 from aeqprop_circuits.learning.algorithms import operate
+from aeqprop_circuits.learning.lyapunov import free_energy_curvature
 from aeqprop_circuits.models import load_system
 from aeqprop_circuits.physics.knobs import KnobHandle, OracleController, ProportionalController
-from aeqprop_circuits.physics.system import Phase
-
-
-def curvature(system, x, y) -> float:
-    theta = system.parameters
-
-    def gradient(t):
-        system.parameters = t
-        return system.energy_gradient(system.settle(Phase(x, 0.0, y)))
-
-    g0 = gradient(theta)
-    steps = 1e-6 * np.maximum(np.abs(theta), 1e-6)
-    hessian = np.array([(gradient(theta + h * e) - g0) / h for h, e in zip(steps, np.eye(theta.size))])
-    system.parameters = theta
-    return float(np.abs(np.linalg.eigvalsh(0.5 * (hessian + hessian.T))).max())
 
 
 def step(system, controller, x, y, beta, epsilon):
@@ -57,7 +43,7 @@ def main():
     data = load_dataset(args.data)
     x = data.x_train[:args.samples]
     y = data.targets(data.y_train[:args.samples], system.n_outputs, args.target_amplitude)
-    h = curvature(system, x, y)
+    h = free_energy_curvature(system, x, y)
     print(json.dumps({"model": args.model, "curvature": round(h, 4), "epsilon_bound": round(1 / h, 4)}))
     theta = system.parameters
     for epsilon in args.epsilon:

@@ -9,7 +9,7 @@ from aeqprop_circuits.circuit.builder import deep_resistive_network
 from aeqprop_circuits.errors import DivergenceError
 from aeqprop_circuits.learning import algorithms
 from aeqprop_circuits.learning.algorithms import forward_difference, get_algorithm
-from aeqprop_circuits.learning.lyapunov import step_trace
+from aeqprop_circuits.learning.lyapunov import free_energy_curvature, step_trace
 from aeqprop_circuits.physics.circuit_system import CircuitSystem
 from aeqprop_circuits.physics.knobs import KnobHandle
 from aeqprop_circuits.physics.system import Phase
@@ -34,7 +34,6 @@ def bias_slope(system, x, y, exact, name, betas):
 def test_exact_gradient_matches_finite_differences(problem):
     system, x, y, exact = problem
     theta = system.parameters
-    from aeqprop_circuits.physics.system import Phase
 
     def loss(t):
         system.parameters = t
@@ -96,32 +95,19 @@ def test_aeqprop_step_is_sgd_step_theorem_1(problem):
 
 def test_proportional_controller_matches_oracle(problem):
     """Feedback on theta alone reaches the oracle's knobs in the default 50 rounds, although one
-    conductance is pinned at its lower bound (0 S) at first: its knob's gain doubles while stalled."""
+    conductance is pinned at its lower bound (0 S) at first: its knob's gain doubles while it
+    does not move."""
     system, x, y, _ = problem
     oracle = theta_step(system, x, y, "aeqprop-centered", 0.05, 0.05, "oracle")
     proportional = theta_step(system, x, y, "aeqprop-centered", 0.05, 0.05, "proportional")
     assert np.linalg.norm(proportional - oracle) < 1e-6 * np.linalg.norm(oracle)  # 0.75^50 of the offset
 
 
-def co_content_curvature(system, x, y):
-    """Largest |eigenvalue| of the Hessian of F(theta) = min_s E, by differences of dE/dtheta."""
-    theta = system.parameters
-
-    def gradient(t):
-        system.parameters = t
-        return system.energy_gradient(system.settle(Phase(x, 0.0, y)))
-
-    g0, h = gradient(theta), 1e-7
-    hessian = np.array([(gradient(theta + h * e) - g0) / h for e in np.eye(theta.size)])
-    system.parameters = theta
-    return np.abs(np.linalg.eigvalsh(0.5 * (hessian + hessian.T))).max()
-
-
 def test_proportional_controller_holds_theta_only_where_the_knob_coupled_energy_is_convex(problem):
     """A round maps a deviation by [[a, 1], [-k a, 1 - k]], a = eps |curvature of F|: determinant a
     for any gain k. Below a = 1 the hold converges; above, it fails loudly instead of estimating."""
     system, x, y, _ = problem
-    curvature = co_content_curvature(system, x, y)
+    curvature = free_energy_curvature(system, x, y)
     stable = 0.5 / curvature
     oracle = theta_step(system, x, y, "aeqprop-centered", 0.05, stable, "oracle")
     proportional = theta_step(system, x, y, "aeqprop-centered", 0.05, stable, "proportional")

@@ -27,6 +27,30 @@ def free_energy(system: PhysicalSystem, inputs, target, beta: float, start=None)
     return float(np.mean(system.energy(state))), state
 
 
+def free_energy_curvature(system: PhysicalSystem, inputs, target, beta: float = 0.0, step: float = 1e-6) -> float:
+    """Largest |eigenvalue| of the Hessian of F(beta, theta) in theta, by differences of dE/dtheta.
+
+    One settle per parameter, so for small systems. F is concave in theta where E is linear in it
+    (conductances, Hopfield weights), and epsilon |h| < 1 is where the knob-coupled energy
+    E + |u - theta|^2 / 2 epsilon stays convex in theta: the largest epsilon a proportional
+    controller can hold (physics/knobs.py).
+    """
+    theta = system.parameters
+    phase = Phase(inputs, beta, target)
+
+    def gradient(t):
+        system.parameters = t
+        return system.energy_gradient(system.settle(phase))
+
+    try:
+        g0 = gradient(theta)
+        steps = step * np.maximum(np.abs(theta), 1e-6)
+        hessian = np.array([(gradient(theta + h * e) - g0) / h for h, e in zip(steps, np.eye(theta.size))])
+    finally:
+        system.parameters = theta
+    return float(np.abs(np.linalg.eigvalsh(0.5 * (hessian + hessian.T))).max())
+
+
 def lyapunov(system: PhysicalSystem, inputs, target, beta_1: float, beta_2: float, start=None,
              known: dict | None = None) -> float:
     """L_{beta_1;beta_2} of the current parameters; `known` caches F values by beta."""
