@@ -8,7 +8,8 @@ samples (by differences of dE/dtheta), the bound 1/|h| on epsilon below which a 
 hold can converge (docs/training.md, "The proportional controller"), then, for each epsilon,
 the relative difference between the centered-Aeqprop estimates of the proportional controller
 (with and without its adaptive gain) and of the oracle, or the error the hold stops with, and
-the parameter where the adaptive controller's step differs most from the oracle's.
+the parameter where the adaptive controller's step differs most from the oracle's (and the
+relative difference of all the others).
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def main():
             row[name] = float(f"{np.linalg.norm(proportional - oracle) / np.linalg.norm(oracle):.2g}")
             if adaptive:  # where the two steps differ most
                 k = int(np.argmax(np.abs(proportional - oracle)))
+                rest = np.linalg.norm(np.delete(proportional - oracle, k)) / np.linalg.norm(oracle)
                 row["worst"] = {"index": k, "theta": float(f"{theta[k]:.4g}"), "oracle_step": float(f"{oracle[k]:.3g}"),
-                                "proportional_step": float(f"{proportional[k]:.3g}")}
+                                "proportional_step": float(f"{proportional[k]:.3g}"), "others": float(f"{rest:.2g}")}
         print(json.dumps(row), flush=True)
 
 
