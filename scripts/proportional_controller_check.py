@@ -1,7 +1,7 @@
 """The agnostic (proportional) controller against the oracle on a shipped netlist.
 
     OPENBLAS_NUM_THREADS=1 python scripts/proportional_controller_check.py [--model netlists/iris.cir] \
-        [--data iris] [--epsilon 0.1 0.5 1 2 10] [--beta 0.2] [--samples 10]
+        [--data iris] [--epsilon 0.1 0.5 1 2 10 | --fraction 0.5 0.7 0.8 0.9] [--beta 0.2] [--samples 10]
 
 Prints the largest |eigenvalue| of the Hessian of F(theta) = min_s E on the first training
 samples (by differences of dE/dtheta), the bound 1/|h| on epsilon below which a proportional
@@ -9,7 +9,12 @@ hold can converge (docs/training.md, "The proportional controller"), then, for e
 the relative difference between the centered-Aeqprop estimates of the proportional controller
 (with and without its adaptive gain) and of the oracle, or the error the hold stops with, and
 the parameter where the adaptive controller's step differs most from the oracle's (and the
-relative difference of all the others).
+relative difference of all the others). `--fraction` gives epsilon as fractions of the bound.
+
+`step_check` says whether the adaptive controller's step passes Aeqprop's default check (the
+holds' residual at most 0.1 of the step, learning.algorithms.operate) or the error it stops
+with. The difference is measured without the check, so it shows what a step that passes or
+fails it would have been.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from aeqprop_circuits.models import load_system
 from aeqprop_circuits.physics.knobs import KnobHandle, OracleController, ProportionalController
 
 
-def step(system, controller, x, y, beta, epsilon):
-    return operate(KnobHandle(system, epsilon), controller, x, y, -beta / 2, beta / 2, 1)
+def step(system, controller, x, y, beta, epsilon, step_rtol=None):
+    return operate(KnobHandle(system, epsilon), controller, x, y, -beta / 2, beta / 2, 1, step_rtol)
 
 
 def main():
@@ -36,6 +41,7 @@ def main():
     p.add_argument("--model", default="netlists/iris.cir")
     p.add_argument("--data", default="iris")
     p.add_argument("--epsilon", type=float, nargs="+", default=[0.1, 0.5, 1.0, 2.0, 10.0])
+    p.add_argument("--fraction", type=float, nargs="+", help="epsilon as fractions of the bound 1/|h|")
     p.add_argument("--beta", type=float, default=0.2)
     p.add_argument("--samples", type=int, default=10)
     p.add_argument("--target-amplitude", type=float, default=0.5)
@@ -47,9 +53,9 @@ def main():
     h = free_energy_curvature(system, x, y)
     print(json.dumps({"model": args.model, "curvature": round(h, 4), "epsilon_bound": round(1 / h, 4)}))
     theta = system.parameters
-    for epsilon in args.epsilon:
+    for epsilon in [f / h for f in args.fraction] if args.fraction else args.epsilon:
         oracle = step(system, OracleController(system), x, y, args.beta, epsilon) - theta
-        row = {"epsilon": epsilon, "a": round(epsilon * h, 3)}
+        row = {"epsilon": float(f"{epsilon:.4g}"), "a": round(epsilon * h, 3)}
         for name, adaptive in (("adaptive", True), ("fixed_gain", False)):
             try:
                 proportional = step(system, ProportionalController(adaptive=adaptive), x, y, args.beta, epsilon) - theta
@@ -57,7 +63,12 @@ def main():
                 row[name] = str(err).split(":")[0]
                 continue
             row[name] = float(f"{np.linalg.norm(proportional - oracle) / np.linalg.norm(oracle):.2g}")
-            if adaptive:  # where the two steps differ most
+            if adaptive:  # the default check, and where the two steps differ most
+                try:
+                    step(system, ProportionalController(), x, y, args.beta, epsilon, step_rtol=0.1)
+                    row["step_check"] = "passes"
+                except DivergenceError as err:
+                    row["step_check"] = str(err).split(":")[0]
                 k = int(np.argmax(np.abs(proportional - oracle)))
                 rest = np.linalg.norm(np.delete(proportional - oracle, k)) / np.linalg.norm(oracle)
                 row["worst"] = {"index": k, "theta": float(f"{theta[k]:.4g}"), "oracle_step": float(f"{oracle[k]:.3g}"),

@@ -116,6 +116,19 @@ def test_proportional_controller_holds_theta_only_where_the_knob_coupled_energy_
         theta_step(system, x, y, "aeqprop-centered", 0.05, 1.5 / curvature, "proportional")
 
 
+def test_a_hold_too_loose_for_its_step_is_an_error(problem):
+    """Just below the bound the hold converges slowly: at 0.85 / |h| it ends within 1 % of theta
+    (the old check passed), yet the step it measures is more than 5 % off the oracle's. Each
+    hold's residual is compared with the step instead."""
+    system, x, y, _ = problem
+    epsilon = 0.85 / free_energy_curvature(system, x, y)
+    oracle = theta_step(system, x, y, "aeqprop-centered", 0.05, epsilon, "oracle")
+    unchecked = theta_step(system, x, y, "aeqprop-centered", 0.05, epsilon, "proportional", step_rtol=None)
+    assert np.linalg.norm(unchecked - oracle) > 0.05 * np.linalg.norm(oracle)
+    with pytest.raises(DivergenceError, match="homeostasis too loose"):
+        theta_step(system, x, y, "aeqprop-centered", 0.05, epsilon, "proportional")
+
+
 @pytest.mark.parametrize("name", ["aeqprop-optimistic", "aeqprop-pessimistic", "aeqprop-centered"])
 @pytest.mark.parametrize("scale", [0.5, 0.1, 0.01])
 def test_lyapunov_never_increases_across_aeqprop_steps(name, scale):

@@ -25,7 +25,7 @@ from math import factorial
 
 import numpy as np
 
-from ..errors import AeqpropError
+from ..errors import AeqpropError, DivergenceError
 from ..physics.knobs import KnobHandle, OracleController, ProportionalController
 from ..physics.system import Phase, PhysicalSystem
 
@@ -86,11 +86,13 @@ class Aeqprop:
     """Agnostic EqProp: the operator holds theta, nudges, and reads where theta went."""
 
     def __init__(self, name: str, beta_1: float, beta_2: float, epsilon, controller="proportional",
-                 rounds: int = 50, relax_rounds: int = 20, adaptive_gain: bool = True, hold_rtol: float | None = 1e-2):
+                 rounds: int = 50, relax_rounds: int = 20, adaptive_gain: bool = True, hold_rtol: float | None = 1e-2,
+                 step_rtol: float | None = 0.1):
         self.name, self.beta_1, self.beta_2 = name, float(beta_1), float(beta_2)
         self.epsilon = epsilon
         self.controller_name, self.rounds, self.relax_rounds = controller, rounds, relax_rounds
         self.adaptive_gain, self.hold_rtol = adaptive_gain, hold_rtol  # the proportional controller's
+        self.step_rtol = step_rtol  # largest hold residual, as a fraction of the step (operate)
 
     def _controller(self, system):
         if self.controller_name == "proportional":
@@ -103,7 +105,7 @@ class Aeqprop:
         controller = self._controller(system)
         theta_before = system.parameters
         new_parameters = operate(KnobHandle(system, self.epsilon), controller, np.atleast_2d(inputs),
-                                 np.atleast_2d(target), self.beta_1, self.beta_2, self.relax_rounds)
+                                 np.atleast_2d(target), self.beta_1, self.beta_2, self.relax_rounds, self.step_rtol)
         step = self.epsilon * (self.beta_2 - self.beta_1)
         gradient = (theta_before - new_parameters) / step
         return Estimate(gradient, None, None, (self.beta_1, self.beta_2), new_parameters)
@@ -126,7 +128,8 @@ class Aeqprop:
         return Contrast(self.name, "nudge", multipliers, (-1.0, 1.0), spread), spread
 
 
-def operate(handle: KnobHandle, controller, inputs, target, beta_1, beta_2, relax_rounds) -> np.ndarray:
+def operate(handle: KnobHandle, controller, inputs, target, beta_1, beta_2, relax_rounds,
+            step_rtol: float | None = None) -> np.ndarray:
     """The Aeqprop procedure (paper Sec. 2 and App. C), as an operator performs it on the bench.
 
     Only the handle is touched: set inputs, hold theta by the knobs without nudge, then (for
@@ -134,17 +137,33 @@ def operate(handle: KnobHandle, controller, inputs, target, beta_1, beta_2, rela
     clamp the knobs, move the nudge to beta_2, let the physics relax, read theta. Holding at
     beta = 0 first means the knobs are already right when a negative nudge comes on, so the
     negatively nudged phase never sees the controller's transient.
+
+    The step is theta's move from where the knobs held it, so the holds must be far tighter
+    than the step: a hold residual above `step_rtol` times the step (largest entries) is an
+    error. The first hold's residual counts too: the slowly decaying part of its error stays
+    in the knobs even when theta happens to pass its target at the end of the second hold.
+    Near epsilon = 1/|curvature of F| the proportional hold converges slowly; there holds
+    within 1 % of theta left steps 2-50 % off the oracle's (docs/training.md).
     """
     theta_previous = handle.read_parameters()
     handle.set_inputs(inputs)
-    handle.set_nudge(0.0, target)
-    controller.hold(handle, theta_previous, Phase(inputs, 0.0, target))
-    if beta_1 != 0.0:
-        handle.set_nudge(beta_1, target)
-        controller.hold(handle, theta_previous, Phase(inputs, beta_1, target))
+    residual = 0.0
+    for beta in (0.0, beta_1) if beta_1 != 0.0 else (0.0,):
+        handle.set_nudge(beta, target)
+        controller.hold(handle, theta_previous, Phase(inputs, beta, target))
+        residual = max(residual, np.abs(handle.read_parameters() - theta_previous).max())
     handle.set_nudge(beta_2, target)  # knobs stay where the controller left them
     handle.relax(relax_rounds)
-    return handle.read_parameters()
+    theta = handle.read_parameters()
+    moved = np.abs(theta - theta_previous).max()
+    if step_rtol is not None and not residual <= step_rtol * moved:
+        raise DivergenceError(
+            f"homeostasis too loose: the knobs held the parameters to {residual:.2g}, "
+            f"{residual / moved if moved else np.inf:.2g} times the step they measure ({moved:.2g}), so the step "
+            f"would be mostly the {controller.name} controller's error. At epsilon={np.max(handle.epsilon):g} "
+            "the hold converges slowly (or not at all): use a smaller --epsilon (well below 1 / |curvature of "
+            "the equilibrium energy in theta|) or --controller oracle")
+    return theta
 
 
 class ExactGradient:

@@ -340,7 +340,7 @@ def _simulate(runs, grid_points, rounds, relax_rounds, record_every, progress) -
         # one by one (conductances at their bounds), which is what this study records
         algorithm = None if key == "sgd" else get_algorithm(
             "aeqprop-optimistic", beta=1.0, epsilon=epsilon, controller=key, rounds=rounds,
-            relax_rounds=relax_rounds, adaptive_gain=False, hold_rtol=None)
+            relax_rounds=relax_rounds, adaptive_gain=False, hold_rtol=None, step_rtol=None)
         groups.append((key, rows, system, algorithm, lr, system.parameters))
 
     steps = np.unique(np.concatenate([np.arange(0, T + 1, record_every), [T]]))

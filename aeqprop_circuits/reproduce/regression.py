@@ -161,7 +161,7 @@ def _simulate(runs, grid_points, controller, rounds, relax_rounds, divergence_th
             # replicas share one system and diverge one by one, which the loss threshold below records
             algorithm = get_algorithm("aeqprop-optimistic", beta=1.0, epsilon=epsilon[rows, None],
                                       controller=controller, rounds=rounds, relax_rounds=relax_rounds,
-                                      adaptive_gain=False, hold_rtol=None)
+                                      adaptive_gain=False, hold_rtol=None, step_rtol=None)
             groups[name] = (rows, system, algorithm, nudges[:, 1] - nudges[:, 0])
         else:
             groups[name] = (rows, system, None, (epsilon * beta)[rows, None])
