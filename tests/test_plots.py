@@ -57,6 +57,20 @@ def test_compare_last_gives_mean_and_std_of_the_last_epochs(runs, tmp_path):
     assert summary == (f"| p-ep | 2–3 | {mean:.2f} ± {std:.2f} | {errors[best]:.2f} ({best + 1}) | {train:.2f} |")
 
 
+def test_compare_upto_ends_the_window_at_an_epoch(runs, tmp_path):
+    result = CliRunner().invoke(main, ["compare", runs[1], "--last", "2", "--upto", "2",
+                                       "--out", str(tmp_path / "c.png")])
+    assert result.exit_code == 0, result.output
+    with open(os.path.join(runs[1], "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    errors = [100 * float(r["test_error"]) for r in rows[:2]]
+    best = min(range(2), key=errors.__getitem__)
+    train = 100 * (1 - (float(rows[0]["train_accuracy"]) + float(rows[1]["train_accuracy"])) / 2)
+    summary = [line for line in result.output.splitlines() if line.startswith("| p-ep |")][-1]
+    assert summary == (f"| p-ep | 1–2 | {sum(errors) / 2:.2f} ± {abs(errors[0] - errors[1]) / 2:.2f} "
+                       f"| {errors[best]:.2f} ({best + 1}) | {train:.2f} |")
+
+
 def test_plot_and_compare_name_what_is_not_a_run(tmp_path):
     for command in (["plot", str(tmp_path)], ["compare", str(tmp_path)]):
         result = CliRunner().invoke(main, command)

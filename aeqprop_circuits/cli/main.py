@@ -195,12 +195,14 @@ def plot(run_dir):
 @click.option("--out", default="comparison.png", show_default=True, help="PNG to write.")
 @click.option("--last", type=click.IntRange(min=0), default=0,
               help="Also give each run's mean ± std over its last N epochs (Aeqprop Table 1: 50).")
+@click.option("--upto", type=click.IntRange(min=1), default=None,
+              help="End the --last window at this epoch, to compare runs of different lengths at one stage.")
 @user_errors
-def compare(run_dirs, labels, out, last):
+def compare(run_dirs, labels, out, last, upto):
     """Test error per epoch of several runs: a Markdown table on stdout and a PNG."""
     from ..runs.plots import compare_runs
 
-    table, path = compare_runs(list(run_dirs), list(labels) or None, out, last)
+    table, path = compare_runs(list(run_dirs), list(labels) or None, out, last, upto)
     click.echo(table)
     click.echo(f"plot: {path}", err=True)
 

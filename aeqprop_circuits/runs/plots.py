@@ -126,27 +126,32 @@ def plot_run(run_dir: str) -> list[str]:
     return [p for p in paths if p]
 
 
-def _summary_table(labels, series, metrics, last: int, name: str) -> str:
+def _summary_table(labels, series, metrics, last: int, name: str, upto: int | None = None) -> str:
     head = [f"| run | epochs | {name}, mean ± std of the last {last} | best (epoch) | mean train error, same epochs |",
             "|---|---|---|---|---|"]
     for label, s, m in zip(labels, series, metrics):
-        epochs = sorted(s)
+        epochs = [e for e in sorted(s) if upto is None or e <= upto]
+        if not epochs:
+            raise AeqpropError(f"{label} has no epoch up to {upto}")
         window = np.array([s[e] for e in epochs[-last:]])
         best = min(epochs, key=s.get)
-        train = 100 * (1 - np.mean(m["train_accuracy"][-len(window):]))  # NaN for regression runs
+        rows = np.isin(m["epoch"].astype(int), epochs[-len(window):])
+        train = 100 * (1 - np.mean(m["train_accuracy"][rows]))  # NaN for regression runs
         head.append(f"| {label} | {epochs[-len(window)]}–{epochs[-1]} | {window.mean():.2f} ± {window.std():.2f} "
                     f"| {s[best]:.2f} ({best}) | {'—' if np.isnan(train) else f'{train:.2f}'} |")
     return "\n".join(head)
 
 
 def compare_runs(run_dirs: list[str], labels: list[str] | None = None, out: str | None = None,
-                 last: int = 0) -> tuple[str, str]:
+                 last: int = 0, upto: int | None = None) -> tuple[str, str]:
     """Test error (or test loss, for regression) per epoch of several runs: a Markdown table and a PNG.
 
     Runs of different lengths are compared epoch by epoch; a run that has not reached an epoch
     leaves its cell empty. With `last` > 0 a second table gives each run's mean ± std over its
     last `last` epochs, the statistic of the Aeqprop paper's Table 1 (the last 50 of 200), with
-    its best epoch. Returns (table, path of the PNG).
+    its best epoch; `upto` ends that window (and the search for the best epoch) at an earlier
+    epoch, so that runs of different lengths are compared at the same stage. Returns (table,
+    path of the PNG).
     """
     labels = list(labels or [os.path.basename(os.path.normpath(d)) for d in run_dirs])
     if len(labels) != len(run_dirs):
@@ -161,7 +166,7 @@ def compare_runs(run_dirs: list[str], labels: list[str] | None = None, out: str 
     for epoch in range(1, final + 1):
         rows.append(f"| {epoch} | " + " | ".join(f"{s[epoch]:.2f}" if epoch in s else "" for s in series) + " |")
     if last > 0:
-        rows += ["", _summary_table(labels, series, metrics, last, name)]
+        rows += ["", _summary_table(labels, series, metrics, last, name, upto)]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for label, s in zip(labels, series):
