@@ -161,8 +161,8 @@ def operate(handle: KnobHandle, controller, inputs, target, beta_1, beta_2, rela
             f"homeostasis too loose: the knobs held the parameters only to within {residual:.2g}, "
             f"{residual / moved if moved else np.inf:.2g} times the step they measure ({moved:.2g}), so the step "
             f"would be mostly the {controller.name} controller's error. At epsilon={np.max(handle.epsilon):g} "
-            "the hold converges slowly (or not at all): use a smaller --epsilon (well below 1 / |curvature of "
-            "the equilibrium energy in theta|) or --controller oracle")
+            "the hold converges slowly (or not at all): use a smaller --epsilon (well below the bound in "
+            "docs/training.md, 'The proportional controller') or --controller oracle")
     return theta
 
 
