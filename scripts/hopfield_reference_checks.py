@@ -5,12 +5,11 @@
 1. Threshold unit. Our convergence test is the batch mean of the L1 change summed over layers;
    the authors' code (bscellier/agnostic-equilibrium-propagation) stops when every layer's L1
    change summed over the batch is below the threshold, about batch-size times stricter. This
-   settles one batch of 32 training images at initialisation at the preset's threshold, at
-   1/32 of it and at 1e-7, and prints the iterations of the free, -beta/2 and +beta/2 phases,
-   the L1 size of the centered EP signal s(+beta/2) - s(-beta/2) per layer and its relative
-   difference from the signal at 1e-7. It does so on 10 batches of 32 training images, at
-   initialisation or, with --checkpoint, on a trained network, where it also scores the test
-   set at each threshold.
+   settles 10 batches of 32 training images at the preset's threshold, at 1/32 of it and at
+   1e-7, at initialisation or (with --checkpoint) on a trained network, and prints the
+   iterations of the free, -beta/2 and +beta/2 phases, the L1 size of the centered EP signal
+   s(+beta/2) - s(-beta/2) per layer and its relative difference from the signal at 1e-7.
+   With --checkpoint it also scores the test set at each threshold.
 2. Warm start (with --checkpoint, a trained network). The authors' free phase starts where the
    previous batch's last phase ended; ours starts from zero. If the energy had several minima
    (it is not convex once the output weights' spectral norm exceeds 1) the two could differ.

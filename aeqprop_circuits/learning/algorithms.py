@@ -142,8 +142,8 @@ def operate(handle: KnobHandle, controller, inputs, target, beta_1, beta_2, rela
     than the step: a hold residual above `step_rtol` times the step (largest entries) is an
     error. The first hold's residual counts too: the slowly decaying part of its error stays
     in the knobs even when theta happens to pass its target at the end of the second hold.
-    Near epsilon = 1/|curvature of F| the proportional hold converges slowly; there holds
-    within 1 % of theta left steps 2-50 % off the oracle's (docs/training.md).
+    Near epsilon = 1/|curvature of F| the proportional hold converges slowly; there a hold
+    within 1 % of theta can leave the step more than 5 % off the oracle's (docs/training.md).
     """
     theta_previous = handle.read_parameters()
     handle.set_inputs(inputs)
