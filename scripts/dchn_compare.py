@@ -56,6 +56,10 @@ def parse_args():
     ap.add_argument("--weight-decay", type=float, default=3e-4)
     ap.add_argument("--eta-min", type=float, default=2e-6)
     ap.add_argument("--gain", type=float, default=0.5)
+    ap.add_argument("--cost-scale", type=float, default=0.5,
+                    help="c in C = c |o - y|^2; 0.5 as the study's code (sessions 3-6 ran 1.0)")
+    ap.add_argument("--bias-init", default="fan-in", choices=["fan-in", "zero"],
+                    help="as the study's code (sessions 3-6 ran zero)")
     ap.add_argument("--hflip", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-steps", type=int, default=0, help="only time this many steps per rule")
@@ -65,7 +69,8 @@ def parse_args():
 
 def make_net(args):
     n = len(args.spec.split(":")[1].split("-")) - 1
-    return build_model(args.spec, init="ebl", gains=[args.gain] * n, seed=args.seed,
+    return build_model(args.spec, init="ebl", gains=[args.gain] * n, seed=args.seed, bias_init=args.bias_init,
+                       cost_scale=args.cost_scale,
                        bounds=[(0.0, 1.0)] * (n - 1) + [(-np.inf, np.inf)], precision="float32",
                        schedule="alternating", threshold=0.0,
                        max_iterations=(args.free_iterations, args.nudged_iterations))

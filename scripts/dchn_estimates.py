@@ -7,6 +7,9 @@ point (400 iterations) and the ratio of their norms. A rule whose estimate is lo
 longer step at the same learning rate.
 
     OPENBLAS_NUM_THREADS=1 python scripts/dchn_estimates.py
+    OPENBLAS_NUM_THREADS=1 python scripts/dchn_estimates.py --cost-scale 1 --bias-init zero  # sessions 5-6
+
+It takes dchn_compare.py's options (network, β, cost scale, initialisation); the budgets are fixed.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ BUDGETS = [(20, 8), (60, 15), (400, 400)]  # the comparison's, the study's, conv
 
 
 def main():
-    sys.argv = sys.argv[:1]
     args = dchn_compare.parse_args()
     data = load_dataset("fmnist", seed=0)
     x = ((data.x_train[:32] - dchn_compare.MEAN) / dchn_compare.STD).astype(np.float32)

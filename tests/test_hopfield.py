@@ -324,6 +324,22 @@ def test_specs_and_presets_build_the_papers_networks():
         build_model("conv:1x8x8-3c3")
 
 
+def test_fan_in_biases_start_inside_the_weights_range():
+    """The EBL study's code draws biases U(-c, c) with its weights' c = gain / sqrt(fan_in)."""
+    spec = "conv:1x6x6-3c3p1max-5"
+    zero = build_model(spec, init="ebl", gains=[0.5, 0.5], seed=1)
+    drawn = build_model(spec, init="ebl", gains=[0.5, 0.5], seed=1, bias_init="fan-in")
+    for k, inter in enumerate(drawn.interactions):
+        c = 0.5 / np.sqrt(inter.fan_in)
+        bias = drawn.groups[2 * k + 1][1]
+        assert np.all(zero.parameters[bias] == 0.0)
+        assert 0.0 < np.abs(drawn.parameters[bias]).max() <= c
+    first_weights = drawn.groups[0][1]  # drawn before any bias
+    np.testing.assert_array_equal(drawn.parameters[first_weights], zero.parameters[first_weights])
+    with pytest.raises(AeqpropError, match="bias_init"):
+        build_model(spec, bias_init="normal")
+
+
 def test_dense_layers_are_a_network_of_dense_interactions():
     net = HopfieldNetwork((4,), [Dense((4,), 3), Dense((3,), 2)], [(0, 1), (-1, 2)], precision="float64")
     assert net.n_parameters == 4 * 3 + 3 + 3 * 2 + 2

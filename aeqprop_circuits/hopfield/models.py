@@ -105,9 +105,12 @@ PRESETS: dict[str, dict] = {
         "model_options": {
             "bounds": [(0.0, 1.0)] * 4 + [(-np.inf, np.inf)],  # Sec. 3 state space
             "init": "ebl", "gains": [0.5] * 5,  # Table 5, eq. (104)
+            "bias_init": "fan-in",  # the study's code (not in the paper)
             "threshold": 0.0, "max_iterations": (60, 15),  # T and K of Table 5
             "schedule": "alternating",  # App. C asynchronous updates
-            "cost_scale": 1.0, "precision": "float16",  # App. C.1: 16-bit
+            # C = 1/2 |o - y|^2: the paper writes |o - y|^2, its code 0.5 * ((output - target) ** 2)
+            # (network/cost.py), as the Aeqprop authors' (docs/hopfield.md, "cost convention")
+            "cost_scale": 0.5, "precision": "float16",  # App. C.1: 16-bit
             "input_padding": 2,  # App. D: 28x28 padded to 32x32
             "width": 0.25,  # NOT in the paper: CPU-sized channels (128, 256, 512, 512) x width
         },
@@ -171,10 +174,16 @@ def parse_spec(spec: str, width: float = 1.0, input_padding: int = 0):
     return input_shape, interactions
 
 
-def initial_parameters(net: HopfieldNetwork, init: str = "aeqprop", gains=None, seed: int = 0) -> np.ndarray:
+def initial_parameters(net: HopfieldNetwork, init: str = "aeqprop", gains=None, seed: int = 0,
+                       bias_init: str = "zero") -> np.ndarray:
     """theta_0. "aeqprop": App. C eq. (113)-(114), half Xavier-uniform (dense) and half Kaiming-normal
-    (conv, c taken as the std); "ebl": eq. (104), U(-c, c) with c = gain / sqrt(fan_in). Biases 0
-    (neither paper states their initialisation)."""
+    (conv, c taken as the std); "ebl": eq. (104), U(-c, c) with c = gain / sqrt(fan_in).
+
+    Neither paper states how biases start. bias_init "zero" (the Aeqprop authors' code) or
+    "fan-in", U(-c, c) with c = gain / sqrt(fan_in) (the EBL study's code, network/variable/
+    parameter.py, and PyTorch's Linear default)."""
+    if bias_init not in ("zero", "fan-in"):
+        raise AeqpropError(f"unknown bias_init '{bias_init}'; expected 'zero' or 'fan-in'")
     rng = np.random.default_rng(seed)
     gains = [1.0] * net.n_layers if gains is None else list(gains)
     if len(gains) != net.n_layers:
@@ -194,6 +203,10 @@ def initial_parameters(net: HopfieldNetwork, init: str = "aeqprop", gains=None, 
             theta[sl] = rng.uniform(-c, c, size)
         else:
             raise AeqpropError(f"unknown init '{init}'; expected 'aeqprop' or 'ebl'")
+        if bias_init == "fan-in":
+            bias = net.groups[2 * k + 1][1]
+            c = gain / np.sqrt(inter.fan_in)
+            theta[bias] = rng.uniform(-c, c, bias.stop - bias.start)
     return theta
 
 
@@ -202,7 +215,7 @@ def build_model(spec: str, **options) -> HopfieldNetwork:
 
     options: width (hidden-layer multiplier), bounds (one (p, q) per layer; default [0, 1] for
     hidden layers and output_bounds for the output), output_bounds (default (-1, 2), Aeqprop
-    Table 2), init ("aeqprop" | "ebl"), gains, seed, input_padding, and every keyword of
+    Table 2), init ("aeqprop" | "ebl"), bias_init ("zero" | "fan-in"), gains, seed, input_padding, and every keyword of
     HopfieldNetwork (precision, schedule, threshold, max_iterations, cost_scale,
     adaptive_threshold, gamma). A preset's model options are defaults that `options` override.
     """
@@ -212,6 +225,7 @@ def build_model(spec: str, **options) -> HopfieldNetwork:
         spec = preset["model"]
     width = float(options.pop("width", 1.0))
     init = options.pop("init", "aeqprop")
+    bias_init = options.pop("bias_init", "zero")
     gains = options.pop("gains", None)
     seed = int(options.pop("seed", 0))
     output_bounds = options.pop("output_bounds", (-1.0, 2.0))
@@ -225,7 +239,7 @@ def build_model(spec: str, **options) -> HopfieldNetwork:
     if unknown:
         raise AeqpropError(f"unknown Hopfield model options {sorted(unknown)}")
     net = HopfieldNetwork(input_shape, interactions, bounds, **options)
-    net.parameters = initial_parameters(net, init, gains, seed)
+    net.parameters = initial_parameters(net, init, gains, seed, bias_init)
     return net
 
 
