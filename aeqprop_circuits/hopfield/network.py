@@ -3,7 +3,8 @@
 Energy (Aeqprop eq. 20-22, EBL study eq. 18-19), for layers s_1..s_N and input s_0 = x:
 
     E(theta, x, s) = sum_k 1/2 |s_k|^2 - sum_k s_k . F_k(s_{k-1}; W_k) - sum_k b_k . s_k
-    C(s, y)        = c |s_N - y|^2          (c = `cost_scale`; both papers use c = 1)
+    C(s, y)        = c |s_N - y|^2          (c = `cost_scale`; both papers write c = 1, both
+                                             authors' codes use c = 1/2, as the aeqprop-* and ebl-dchn presets)
 
 with each s_k in a box [p_k, q_k] (infinite bounds allowed). F_k is a dense product or a
 convolution followed by average / max pooling (interactions.py). The total energy of a
