@@ -129,10 +129,10 @@ def main():
     if args.evaluate:
         ours.parameters = read_theirs()
         compare_predictions(torch, theirs, ours, data, args.evaluate)
-    eye = np.eye(ours.n_outputs)
-    worst, cosines, cpu = [], [], []
     if not args.steps:
         return
+    eye = np.eye(ours.n_outputs)
+    worst, cosines, cpu = [], [], []
     for k in range(args.skip, args.skip + args.steps):
         x = data.x_train[32 * k:32 * (k + 1)].astype(np.float32)
         y = data.y_train[32 * k:32 * (k + 1)]
