@@ -1,3 +1,3 @@
-from .cli.main import main
+from aeqprop_circuits.cli.main import main
 
 main()

@@ -29,10 +29,10 @@ import time
 import numpy as np
 
 from aeqprop_circuits.data.datasets import load_dataset
-from aeqprop_circuits.hopfield import PRESETS, build_model
+from aeqprop_circuits.experiments.inplace import ep_step
 from aeqprop_circuits.learning.algorithms import get_algorithm
-from aeqprop_circuits.physics.system import Phase
-from aeqprop_circuits.runs.inplace import ep_step
+from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.hopfield import PRESETS, build_model
 
 THEIR_ORDER = {"b1": 0, "b2": 1, "w1": 2, "w2": 3}  # their add_layer (biases) first, then add_edge (weights)
 

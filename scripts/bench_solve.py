@@ -11,7 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from aeqprop_circuits.bench import bench_solve
+from aeqprop_circuits.bench.solve import bench_solve
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,9 +28,9 @@ import numpy as np  # noqa: E402
 
 from aeqprop_circuits.data.datasets import load_dataset, random_hflip  # noqa: E402
 from aeqprop_circuits.errors import AeqpropError, DivergenceError  # noqa: E402
-from aeqprop_circuits.hopfield import PRESETS, build_model  # noqa: E402
 from aeqprop_circuits.learning.algorithms import get_algorithm  # noqa: E402
-from aeqprop_circuits.physics.system import Phase  # noqa: E402
+from aeqprop_circuits.systems.base import Phase  # noqa: E402
+from aeqprop_circuits.systems.hopfield import PRESETS, build_model  # noqa: E402
 
 RULES = ["c-ep", "n-ep", "p-ep", "cl", "p-cpl", "n-cpl", "c-cpl", "tbp", "rbp"]
 MEAN, STD = PRESETS["ebl-dchn"]["normalize"]  # Table 4, Fashion-MNIST

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from aeqprop_circuits.drn import DRNSystem
 from aeqprop_circuits.learning.algorithms import get_algorithm
+from aeqprop_circuits.systems.drn import DRNSystem
 
 
 def inputs():

@@ -19,9 +19,9 @@ import sys
 import numpy as np
 
 from aeqprop_circuits.data.datasets import load_dataset
-from aeqprop_circuits.drn import DRNSystem
+from aeqprop_circuits.experiments.inplace import ep_step
 from aeqprop_circuits.learning.algorithms import get_algorithm
-from aeqprop_circuits.runs.inplace import ep_step
+from aeqprop_circuits.systems.drn import DRNSystem
 
 
 def cosine(u, v):

@@ -17,8 +17,8 @@ import os
 import numpy as np
 
 from aeqprop_circuits.data.datasets import load_dataset
-from aeqprop_circuits.models import load_system
-from aeqprop_circuits.runs.trainer import TrainOptions, evaluate
+from aeqprop_circuits.experiments.trainer import TrainOptions, evaluate
+from aeqprop_circuits.systems.models import load_system
 
 
 def main():

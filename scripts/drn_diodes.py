@@ -18,8 +18,8 @@ import time
 import numpy as np
 
 from aeqprop_circuits.data.datasets import load_dataset
-from aeqprop_circuits.drn import DRNSystem
-from aeqprop_circuits.runs.rundir import RunDir
+from aeqprop_circuits.experiments.rundir import RunDir
+from aeqprop_circuits.systems.drn import DRNSystem
 
 MODELS = [("ideal", {"diodes": "ideal"}),
           ("exponential IS=1e-20 A, N=0.05 (ngspice stand-in)", {"diodes": "shockley", "saturation_current": 1e-20,

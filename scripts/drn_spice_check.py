@@ -27,11 +27,11 @@ import time
 import numpy as np
 
 from aeqprop_circuits.data.datasets import load_dataset
-from aeqprop_circuits.drn import DRNSystem
+from aeqprop_circuits.experiments.rundir import RunDir
 from aeqprop_circuits.netlist import write_netlist
-from aeqprop_circuits.runs.rundir import RunDir
 from aeqprop_circuits.solvers import spice as spice_module
 from aeqprop_circuits.solvers.spice import NEAR_IDEAL_MODEL, spice, spice_rows, with_spice_model
+from aeqprop_circuits.systems.drn import DRNSystem
 
 OPEN = 1e-15  # S
 

@@ -19,10 +19,10 @@ import time
 import numpy as np
 
 from aeqprop_circuits.data.datasets import load_dataset
-from aeqprop_circuits.drn import DRNSystem
+from aeqprop_circuits.experiments.inplace import ep_step
 from aeqprop_circuits.learning.algorithms import get_algorithm
-from aeqprop_circuits.physics.system import Phase
-from aeqprop_circuits.runs.inplace import ep_step
+from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.drn import DRNSystem
 
 TRAIN, VALIDATION = slice(0, 50_000), slice(50_000, 60_000)
 

@@ -18,10 +18,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: threaded BLA
 
 import numpy as np  # noqa: E402
 
-from aeqprop_circuits.hopfield import Conv, build_model
-from aeqprop_circuits.hopfield.bench import median_seconds as median_time
-from aeqprop_circuits.hopfield.interactions import im2col
-from aeqprop_circuits.physics.system import Phase
+from aeqprop_circuits.bench.hopfield import median_seconds as median_time
+from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.hopfield import Conv, build_model
+from aeqprop_circuits.systems.hopfield.interactions import im2col
 
 
 def iteration_vs_products(net, batch_size, repeats, phase_beta=0.0):
@@ -80,8 +80,8 @@ def training_steps(steps, batch_size=16, iterations=15, beta=0.2, lr=0.05):
     through the lean in-place loop `aeqprop train` uses (runs/inplace.py; `aeqprop bench hopfield`
     reports more: parts of a step, CPU time, the generic path)."""
     from aeqprop_circuits.data.datasets import load_dataset
+    from aeqprop_circuits.experiments.inplace import ep_step
     from aeqprop_circuits.learning.algorithms import get_algorithm
-    from aeqprop_circuits.runs.inplace import ep_step
 
     data = load_dataset("fmnist")
     net = build_model("hopfield:784-1024-10", threshold=0.0, max_iterations=(iterations, iterations),

@@ -22,11 +22,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: threaded BLA
 import numpy as np  # noqa: E402
 
 from aeqprop_circuits.data.datasets import load_dataset  # noqa: E402
-from aeqprop_circuits.hopfield import build_model  # noqa: E402
+from aeqprop_circuits.experiments.inplace import ep_step  # noqa: E402
+from aeqprop_circuits.experiments.trainer import TrainOptions, epoch_batches  # noqa: E402
 from aeqprop_circuits.learning.algorithms import get_algorithm  # noqa: E402
-from aeqprop_circuits.physics.system import Phase  # noqa: E402
-from aeqprop_circuits.runs.inplace import ep_step  # noqa: E402
-from aeqprop_circuits.runs.trainer import TrainOptions, epoch_batches  # noqa: E402
+from aeqprop_circuits.systems.base import Phase  # noqa: E402
+from aeqprop_circuits.systems.hopfield import build_model  # noqa: E402
 
 
 def main():

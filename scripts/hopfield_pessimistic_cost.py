@@ -8,8 +8,8 @@ One epoch over the first 3 200 training images (100 steps of batch 32), C = c |s
 
 import sys
 
-from aeqprop_circuits.hopfield.models import PRESETS
-from aeqprop_circuits.runs.session import run_training
+from aeqprop_circuits.experiments.session import run_training
+from aeqprop_circuits.systems.hopfield.models import PRESETS
 
 scale = float(sys.argv[1])
 opts = {**PRESETS["aeqprop-dense"]["model_options"], "cost_scale": scale}

@@ -28,8 +28,8 @@ import argparse
 import numpy as np
 
 from aeqprop_circuits.data.datasets import load_dataset
-from aeqprop_circuits.hopfield import PRESETS, build_model
-from aeqprop_circuits.physics.system import Phase
+from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.hopfield import PRESETS, build_model
 
 THRESHOLDS = (1e-3, 1e-3 / 32, 1e-7)
 

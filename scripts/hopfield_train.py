@@ -26,9 +26,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: threaded BLA
 import numpy as np  # noqa: E402
 
 from aeqprop_circuits.data.datasets import load_dataset
-from aeqprop_circuits.hopfield import PRESETS, build_model, preset_rates
 from aeqprop_circuits.learning.algorithms import get_algorithm
-from aeqprop_circuits.physics.system import Phase
+from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.hopfield import PRESETS, build_model, preset_rates
 
 
 def test_error(net, x, labels, batch=1000):

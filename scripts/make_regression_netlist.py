@@ -7,8 +7,8 @@ trainable resistors at g0 / 21 (output 0 V, 2 g0 at each output node), no bias r
 feature's pair is the bias). See aeqprop_circuits/reproduce/circuit_regression.py.
 """
 
+from aeqprop_circuits.experiments.reproduce.circuit_regression import fourier_regression_circuit
 from aeqprop_circuits.netlist import write_netlist
-from aeqprop_circuits.reproduce.circuit_regression import fourier_regression_circuit
 
 PATH = "netlists/regression_fourier.cir"
 

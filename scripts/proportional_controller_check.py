@@ -28,8 +28,8 @@ from aeqprop_circuits.data.datasets import load_dataset
 from aeqprop_circuits.errors import DivergenceError
 from aeqprop_circuits.learning.algorithms import operate
 from aeqprop_circuits.learning.lyapunov import free_energy_curvature
-from aeqprop_circuits.models import load_system
-from aeqprop_circuits.physics.knobs import KnobHandle, OracleController, ProportionalController
+from aeqprop_circuits.systems.knobs import KnobHandle, OracleController, ProportionalController
+from aeqprop_circuits.systems.models import load_system
 
 
 def step(system, controller, x, y, beta, epsilon, step_rtol=None):

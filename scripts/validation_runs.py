@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from results_tables import lyapunov_counts  # noqa: E402
 
-from aeqprop_circuits.runs.session import run_training  # noqa: E402
+from aeqprop_circuits.experiments.session import run_training  # noqa: E402
 
 OUT = "runs/validation"
 

@@ -13,11 +13,11 @@ import json
 import numpy as np
 import pytest
 
-from aeqprop_circuits.drn import DRNSystem
-from aeqprop_circuits.hopfield import build_model
+from aeqprop_circuits.experiments.inplace import ep_step
+from aeqprop_circuits.experiments.session import run_training
 from aeqprop_circuits.learning.algorithms import get_algorithm
-from aeqprop_circuits.runs.inplace import ep_step
-from aeqprop_circuits.runs.session import run_training
+from aeqprop_circuits.systems.drn import DRNSystem
+from aeqprop_circuits.systems.hopfield import build_model
 
 RULES = ["aeqprop-optimistic", "aeqprop-pessimistic", "aeqprop-centered"]
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from aeqprop_circuits.cli.reproduce import reproduce
+from aeqprop_circuits.experiments.reproduce import circuit_regression as cr
 from aeqprop_circuits.netlist import parse_netlist
-from aeqprop_circuits.physics.energy_system import fourier_features
-from aeqprop_circuits.physics.system import Phase
-from aeqprop_circuits.reproduce import circuit_regression as cr
-from aeqprop_circuits.reproduce.cli import reproduce
+from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.energy import fourier_features
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

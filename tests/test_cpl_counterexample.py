@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from aeqprop_circuits.learning.algorithms import get_algorithm
-from aeqprop_circuits.physics.energy_system import EnergySystem
+from aeqprop_circuits.systems.energy import EnergySystem
 
 A = np.array([[1.0, -1.0], [-1.0, 2.0]])
 B_JACOBIAN = np.array([[0.0, 1.0], [1.0, 2.0]])  # db/dtheta

@@ -7,12 +7,12 @@ import pytest
 
 from aeqprop_circuits.circuit.builder import deep_resistive_network
 from aeqprop_circuits.circuit.energy import Nudge
-from aeqprop_circuits.drn import DRNSystem
 from aeqprop_circuits.errors import DivergenceError
 from aeqprop_circuits.learning.algorithms import get_algorithm
-from aeqprop_circuits.physics.circuit_system import CircuitSystem
-from aeqprop_circuits.physics.system import Phase
 from aeqprop_circuits.solvers import solve
+from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.circuit import CircuitSystem
+from aeqprop_circuits.systems.drn import DRNSystem
 
 SIZES = ([6, 5, 3], [5, 4, 3, 2], [4, 3])
 
@@ -186,7 +186,7 @@ def test_float32_fixed_sweeps_match_the_paper_setting():
 
 def test_training_smoke_run_improves_accuracy(tmp_path):
     from aeqprop_circuits.data.datasets import load_dataset
-    from aeqprop_circuits.runs.session import run_training
+    from aeqprop_circuits.experiments.session import run_training
 
     try:
         load_dataset("fmnist")
@@ -218,7 +218,7 @@ def test_fixed_sweep_fast_path_makes_the_same_updates_as_the_generic_sweeps():
 
 
 def test_the_shared_in_place_loop_takes_the_nudge_contrasts_only():
-    from aeqprop_circuits.runs.inplace import in_place_trainer, train_in_place
+    from aeqprop_circuits.experiments.inplace import in_place_trainer, train_in_place
 
     system = DRNSystem([6, 5, 3], seed=1)
     for rule in ("c-ep", "p-ep", "n-ep", "multi-point-ep"):
@@ -266,9 +266,9 @@ def test_fused_contrast_step_declines_what_it_does_not_cover():
 @pytest.mark.parametrize("sizes", [[30, 8, 3], [30, 6, 5, 3]])  # the fused step, then settle/descend
 def test_in_place_momentum_equals_the_generic_trainers_sgd_momentum(tmp_path, sizes):
     from aeqprop_circuits.data.datasets import Dataset
-    from aeqprop_circuits.runs.inplace import train_in_place
-    from aeqprop_circuits.runs.rundir import RunDir
-    from aeqprop_circuits.runs.trainer import TrainOptions, train
+    from aeqprop_circuits.experiments.inplace import train_in_place
+    from aeqprop_circuits.experiments.rundir import RunDir
+    from aeqprop_circuits.experiments.trainer import TrainOptions, train
 
     rng = np.random.default_rng(27)
     x, labels = rng.uniform(0, 1, (20, sizes[0])), rng.integers(0, 3, 20)

@@ -10,14 +10,14 @@ from scipy.optimize import minimize
 
 from aeqprop_circuits.circuit.energy import Nudge
 from aeqprop_circuits.data.datasets import load_dataset
-from aeqprop_circuits.drn.signed import SignedDRNSystem
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
+from aeqprop_circuits.experiments.inplace import ep_step
+from aeqprop_circuits.experiments.trainer import TrainOptions, evaluate
 from aeqprop_circuits.learning.algorithms import get_algorithm
-from aeqprop_circuits.models import load_system
-from aeqprop_circuits.physics.system import Phase
-from aeqprop_circuits.runs.inplace import ep_step
-from aeqprop_circuits.runs.trainer import TrainOptions, evaluate
 from aeqprop_circuits.solvers import solve
+from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.drn.signed import SignedDRNSystem
+from aeqprop_circuits.systems.models import load_system
 
 SIZES = ([3, 4, 2], [3, 4, 4, 2])
 

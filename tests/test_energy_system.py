@@ -7,8 +7,8 @@ import pytest
 
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
 from aeqprop_circuits.learning.algorithms import get_algorithm
-from aeqprop_circuits.physics.energy_system import EnergySystem, fourier_features, linear_regression_system
-from aeqprop_circuits.physics.system import Phase
+from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.energy import EnergySystem, fourier_features, linear_regression_system
 
 
 def quadratic_system(seed=0, closed_forms=False, replicas=None):

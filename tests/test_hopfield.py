@@ -7,18 +7,17 @@ import pytest
 from scipy.optimize import minimize
 
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
-from aeqprop_circuits.hopfield import (
-    PRESETS,
+from aeqprop_circuits.experiments.presets import HOPFIELD_PRESETS, preset_rates, preset_system
+from aeqprop_circuits.systems.base import Phase, PhysicalSystem
+from aeqprop_circuits.systems.hopfield import (
     Conv,
     Dense,
     HopfieldNetwork,
     HopfieldState,
     build_model,
-    preset_rates,
     rbp_gradient,
     tbp_gradient,
 )
-from aeqprop_circuits.physics.system import Phase, PhysicalSystem
 
 
 def tiny_dense(precision="float64", **options):
@@ -152,7 +151,7 @@ def test_max_pooling_backward_is_the_transpose_for_fixed_routing():
     assert forward.shape == (3, 3, 3, 3)
     assert np.isclose(np.sum(post * forward), np.sum(conv.backward(post, weight, routing=route) * pre))
     # the pooled value is the window maximum
-    from aeqprop_circuits.hopfield.interactions import im2col
+    from aeqprop_circuits.systems.hopfield.interactions import im2col
     full = (im2col(z, 3, 0) @ weight).reshape(3, 3, 2, 3, 2, 3).max(axis=(2, 4))
     assert np.allclose(forward, full)
 
@@ -308,16 +307,17 @@ def test_adaptive_threshold_follows_the_phase_gap():
 
 
 def test_specs_and_presets_build_the_papers_networks():
-    dense = build_model("aeqprop-dense")
+    dense = preset_system("aeqprop-dense")
     assert dense.layer_shapes == [(2048,), (10,)] and dense.bounds == [(0, 1), (-1, 2)]
-    conv = build_model("aeqprop-conv")
+    conv = preset_system("aeqprop-conv")
     assert conv.layer_shapes == [(12, 12, 32), (4, 4, 64), (10,)]
     assert [i.pool for i in conv.interactions[:2]] == ["avg", "avg"]
-    dchn = build_model("ebl-dchn", width=1.0)
+    dchn = preset_system("ebl-dchn", width=1.0)
     assert dchn.layer_shapes == [(16, 16, 128), (8, 8, 256), (4, 4, 512), (2, 2, 512), (10,)]
     assert dchn.interactions[0].pool == "max" and dchn.n_inputs == 784
-    for name in PRESETS:
-        assert preset_rates(build_model(name), name).shape == (build_model(name).n_parameters,)
+    for name in HOPFIELD_PRESETS:
+        system = preset_system(name)
+        assert preset_rates(system, name).shape == (system.n_parameters,)
     with pytest.raises(AeqpropError, match="neither"):
         build_model("hopfield:784-abc-10")
     with pytest.raises(AeqpropError, match="last layer must be dense"):

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from aeqprop_circuits.data.datasets import Dataset
-from aeqprop_circuits.hopfield import build_model
+from aeqprop_circuits.experiments.inplace import ep_step, train_in_place
+from aeqprop_circuits.experiments.inplace import in_place_trainer as fused_trainer
+from aeqprop_circuits.experiments.rundir import RunDir
+from aeqprop_circuits.experiments.trainer import TrainOptions, train
 from aeqprop_circuits.learning.algorithms import get_algorithm
-from aeqprop_circuits.physics.system import Phase
-from aeqprop_circuits.runs.inplace import ep_step, train_in_place
-from aeqprop_circuits.runs.inplace import in_place_trainer as fused_trainer
-from aeqprop_circuits.runs.rundir import RunDir
-from aeqprop_circuits.runs.trainer import TrainOptions, train
+from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.hopfield import build_model
 
 GENERIC = {"callback": lambda energy: None}  # a callback sends settle() down the generic tuple-per-sweep path
 
@@ -144,7 +144,7 @@ def test_only_dense_nets_with_nudge_contrasts_take_the_lean_loop():
 
 
 def test_lean_loop_trains_through_the_cli_session(tmp_path):
-    from aeqprop_circuits.runs.session import run_training
+    from aeqprop_circuits.experiments.session import run_training
 
     out = tmp_path / "run"
     run_training("hopfield:64-40-10", None, True,
@@ -157,7 +157,7 @@ def test_lean_loop_trains_through_the_cli_session(tmp_path):
 
 
 def test_bench_times_each_phase_against_its_own_gemms():
-    from aeqprop_circuits.hopfield.bench import bench_one, format_report
+    from aeqprop_circuits.bench.hopfield import bench_one, format_report
 
     row = bench_one(32, steps=2, generic_steps=1, repeats=2, warmup=1)
     for phase in ("free", "nudged"):

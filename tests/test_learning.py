@@ -10,9 +10,9 @@ from aeqprop_circuits.errors import DivergenceError
 from aeqprop_circuits.learning import algorithms
 from aeqprop_circuits.learning.algorithms import forward_difference, get_algorithm
 from aeqprop_circuits.learning.lyapunov import free_energy_curvature, step_trace
-from aeqprop_circuits.physics.circuit_system import CircuitSystem
-from aeqprop_circuits.physics.knobs import KnobHandle
-from aeqprop_circuits.physics.system import Phase
+from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.circuit import CircuitSystem
+from aeqprop_circuits.systems.knobs import KnobHandle
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +208,8 @@ def test_coupled_learning_estimates_align_with_the_gradient_direction(problem):
 
 def test_training_smoke_run_improves_accuracy():
     from aeqprop_circuits.data.datasets import load_dataset
-    from aeqprop_circuits.runs.rundir import RunDir
-    from aeqprop_circuits.runs.trainer import TrainOptions, evaluate, train
+    from aeqprop_circuits.experiments.rundir import RunDir
+    from aeqprop_circuits.experiments.trainer import TrainOptions, evaluate, train
 
     system = CircuitSystem(deep_resistive_network([4, 8, 3], seed=0))
     data = load_dataset("iris")

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from aeqprop_circuits.cli.main import main
-from aeqprop_circuits.runs.session import run_training
+from aeqprop_circuits.experiments.session import run_training
 
 
 @pytest.fixture(scope="module")

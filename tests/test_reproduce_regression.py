@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from aeqprop_circuits.reproduce.cli import reproduce
-from aeqprop_circuits.reproduce.regression import Run, simulate, summary_records
+from aeqprop_circuits.cli.reproduce import reproduce
+from aeqprop_circuits.experiments.reproduce.regression import Run, simulate, summary_records
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import pytest
 
 from aeqprop_circuits.circuit.circuit import THERMAL_VOLTAGE, Circuit, Diodes, IdealDiodes, Resistors, Sources
 from aeqprop_circuits.circuit.energy import Nudge
-from aeqprop_circuits.drn import DRNSystem
 from aeqprop_circuits.errors import SolverError
 from aeqprop_circuits.solvers import spice as spice_module
 from aeqprop_circuits.solvers.spice import (
@@ -26,6 +25,7 @@ from aeqprop_circuits.solvers.spice import (
     spice_rows,
     with_spice_model,
 )
+from aeqprop_circuits.systems.drn import DRNSystem
 
 needs_ngspice = pytest.mark.skipif(
     not ngspice_available(), reason="ngspice shared library (libngspice) or PySpice not installed: "

@@ -12,9 +12,15 @@ import pytest
 from click.testing import CliRunner
 
 from aeqprop_circuits.cli.main import main
-from aeqprop_circuits.sweep import SweepSpecError, load_spec
-from aeqprop_circuits.sweep.runner import logs_directory, point_state, points_directory, run_point, run_points
-from aeqprop_circuits.sweep.runner import start_client as start_dask_client
+from aeqprop_circuits.experiments.sweep import SweepSpecError, load_spec
+from aeqprop_circuits.experiments.sweep.runner import (
+    logs_directory,
+    point_state,
+    points_directory,
+    run_point,
+    run_points,
+)
+from aeqprop_circuits.experiments.sweep.runner import start_client as start_dask_client
 
 IRIS = os.path.join(os.path.dirname(__file__), os.pardir, "netlists", "iris.cir")
 QUICK = {"model": IRIS, "data": "iris", "epochs": 1, "max_train": 10, "batch_size": 10, "trace_every": 0}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aeqprop_circuits.circuit.builder import deep_resistive_network
-from aeqprop_circuits.runs.session import CIRCUIT_DEFAULTS, resolve_config, run_training
+from aeqprop_circuits.experiments.session import CIRCUIT_DEFAULTS, resolve_config, run_training
 
 
 def test_circuit_defaults_are_the_documented_ones():
@@ -22,9 +22,9 @@ def test_circuit_defaults_are_the_documented_ones():
 
 def test_presets_do_not_inherit_the_circuit_schedule():
     """A preset that does not name lr_decay / relax_rounds keeps the neutral values (1.0 / the rule's own)."""
-    from aeqprop_circuits.runs.session import _presets
+    from aeqprop_circuits.experiments.presets import PRESETS
 
-    for name, entry in _presets().items():
+    for name, entry in PRESETS.items():
         config = resolve_config(None, {"preset": name})
         for key in ("lr_decay", "relax_rounds"):
             if key not in entry:
@@ -34,7 +34,7 @@ def test_presets_do_not_inherit_the_circuit_schedule():
 
 def test_set_overrides_one_model_option_of_a_preset_and_keeps_the_others():
     from aeqprop_circuits.errors import AeqpropError
-    from aeqprop_circuits.runs.session import parse_settings
+    from aeqprop_circuits.experiments.session import parse_settings
 
     preset = resolve_config(None, {"preset": "aeqprop-dense"})["model_options"]
     given = {"preset": "aeqprop-dense", "model_settings": parse_settings(["cost_scale=1.0", "schedule=alternating"])}

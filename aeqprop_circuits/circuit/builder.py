@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .circuit import (
+from aeqprop_circuits.circuit.circuit import (
     Circuit,
     Diodes,
     IdealDiodes,
@@ -126,7 +126,7 @@ def parse_drn_spec(spec: str) -> list[int]:
     except ValueError:
         sizes = []
     if len(sizes) < 2 or min(sizes) < 1 or sizes[0] % 2:
-        from ..errors import AeqpropError
+        from aeqprop_circuits.errors import AeqpropError
 
         raise AeqpropError(f"model spec '{spec}': expected drn:N_IN-H1-...-N_OUT with positive integers, "
                            "N_IN even (the doubled input nodes)")

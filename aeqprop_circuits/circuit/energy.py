@@ -18,9 +18,9 @@ import scipy.optimize
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ..errors import CircuitError
-from .circuit import Circuit
-from .topology import Topology, build_topology, check_floating
+from aeqprop_circuits.circuit.circuit import Circuit
+from aeqprop_circuits.circuit.topology import Topology, build_topology, check_floating
+from aeqprop_circuits.errors import CircuitError
 
 _TOPOLOGIES: dict[int, tuple[Circuit, Topology, dict]] = {}
 

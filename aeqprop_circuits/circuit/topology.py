@@ -21,8 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from ..errors import CircuitError
-from .circuit import Circuit
+from aeqprop_circuits.circuit.circuit import Circuit
+from aeqprop_circuits.errors import CircuitError
 
 
 @dataclass(frozen=True, eq=False)

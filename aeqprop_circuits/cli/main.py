@@ -6,7 +6,6 @@ in a one-line message and a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import sys
@@ -14,29 +13,11 @@ import sys
 import click
 import numpy as np
 
-from ..errors import AeqpropError, DivergenceError
-
-EXIT_DIVERGED = 3
-
-
-def user_errors(command):
-    """Turn package errors into `Error: message` on stderr and exit code 1 (3 for divergence)."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except DivergenceError as err:
-            click.echo(f"Error: diverged: {err}", err=True)
-            sys.exit(EXIT_DIVERGED)
-        except AeqpropError as err:
-            click.echo(f"Error: {err}", err=True)
-            sys.exit(1)
-        except (OSError, ValueError) as err:
-            click.echo(f"Error: {err}", err=True)
-            sys.exit(1)
-
-    return wrapper
+from aeqprop_circuits.cli.bench import bench
+from aeqprop_circuits.cli.common import user_errors
+from aeqprop_circuits.cli.reproduce import reproduce
+from aeqprop_circuits.cli.sweep import sweep
+from aeqprop_circuits.errors import AeqpropError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,8 +33,8 @@ def main():
 @user_errors
 def check(netlist, as_json):
     """Validate a netlist (or drn: spec) and summarise it."""
-    from ..circuit.topology import build_topology
-    from ..models import load_circuit
+    from aeqprop_circuits.circuit.topology import build_topology
+    from aeqprop_circuits.systems.models import load_circuit
 
     circuit = load_circuit(netlist)
     build_topology(circuit)  # floating nodes, source loops
@@ -76,7 +57,7 @@ def _parse_settings(settings, circuit):
         if name.lower() not in names or not value:
             raise AeqpropError(f"--set {item}: expected SOURCE=VALUE with a source of the netlist "
                                f"({', '.join(circuit.sources.names)})")
-        from ..netlist.parser import parse_value
+        from aeqprop_circuits.netlist.parser import parse_value
 
         values[names[name.lower()]] = parse_value(value)
     return values[None, :]
@@ -91,8 +72,8 @@ def _parse_settings(settings, circuit):
 @user_errors
 def solve(netlist, solver, settings, as_json):
     """DC operating point of a netlist."""
-    from ..models import load_circuit
-    from ..solvers import solve as solve_circuit
+    from aeqprop_circuits.solvers import solve as solve_circuit
+    from aeqprop_circuits.systems.models import load_circuit
 
     circuit = load_circuit(netlist)
     result = solve_circuit(circuit, sources=_parse_settings(settings, circuit), method=solver)
@@ -172,7 +153,7 @@ ALGORITHM_HELP = ("p-ep n-ep c-ep multi-point-ep p-cpl n-cpl c-cpl cl aeqprop-op
 @user_errors
 def train(model, model_option, resume, quiet, settings, **given):
     """Train a netlist (or model spec) on a dataset with one of the operator loops."""
-    from ..runs.session import parse_settings, run_training
+    from aeqprop_circuits.experiments.session import parse_settings, run_training
 
     given["model_settings"] = parse_settings(settings) or None
     run_training(model_option or model, resume, quiet, given, echo=click.echo)
@@ -183,7 +164,7 @@ def train(model, model_option, resume, quiet, settings, **given):
 @user_errors
 def plot(run_dir):
     """Write PNG plots of a run: metrics per epoch, Lyapunov trace, a relaxation's energy."""
-    from ..runs.plots import plot_run
+    from aeqprop_circuits.experiments.plots import plot_run
 
     for path in plot_run(run_dir):
         click.echo(path)
@@ -200,7 +181,7 @@ def plot(run_dir):
 @user_errors
 def compare(run_dirs, labels, out, last, upto):
     """Test error per epoch of several runs: a Markdown table on stdout and a PNG."""
-    from ..runs.plots import compare_runs
+    from aeqprop_circuits.experiments.plots import compare_runs
 
     table, path = compare_runs(list(run_dirs), list(labels) or None, out, last, upto)
     click.echo(table)
@@ -223,10 +204,10 @@ def compare(run_dirs, labels, out, last, upto):
 @user_errors
 def gradcheck(model, algorithm, beta, epsilon, controller, data, batch_size, seed, solver, settings, as_json):
     """Compare an algorithm's gradient estimate with the exact gradient on one batch."""
-    from ..data.datasets import load_dataset
-    from ..learning.algorithms import get_algorithm
-    from ..models import load_system
-    from ..runs.session import parse_settings
+    from aeqprop_circuits.data.datasets import load_dataset
+    from aeqprop_circuits.experiments.session import parse_settings
+    from aeqprop_circuits.learning.algorithms import get_algorithm
+    from aeqprop_circuits.systems.models import load_system
 
     system = load_system(model, solver=solver, seed=seed, **parse_settings(settings))
     dataset = load_dataset(data, seed=seed)
@@ -245,16 +226,5 @@ def gradcheck(model, algorithm, beta, epsilon, controller, data, batch_size, see
                    f"cosine {cosine:.6f}, relative error {relative:.3e}")
 
 
-def _register_optional_commands():
-    """Commands living next to their subject (reproductions, sweeps, benchmarks), when present."""
-    import importlib
-
-    for module, name in (("..reproduce.cli", "reproduce"), ("..sweep.cli", "sweep"), ("..bench_cli", "bench")):
-        try:
-            command = getattr(importlib.import_module(module, __package__), name)
-        except (ImportError, AttributeError):
-            continue
-        main.add_command(command, name)
-
-
-_register_optional_commands()
+for _command in (reproduce, sweep, bench):
+    main.add_command(_command)

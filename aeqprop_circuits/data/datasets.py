@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DatasetError
+from aeqprop_circuits.errors import DatasetError
 
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FMNIST_INSTALL = "sudo apt-get install dataset-fashion-mnist"

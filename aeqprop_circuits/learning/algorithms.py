@@ -20,24 +20,15 @@ physics has already moved theta (`Estimate.new_parameters`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from math import factorial
 
 import numpy as np
 
-from ..errors import AeqpropError, DivergenceError
-from ..physics.knobs import KnobHandle, OracleController, ProportionalController
-from ..physics.system import Phase, PhysicalSystem
-
-
-@dataclass(frozen=True, eq=False)
-class Estimate:
-    gradient: np.ndarray  # (P,) estimate of the batch-mean loss gradient
-    outputs: np.ndarray | None  # free-phase outputs (B, n_outputs), when the rule measured them
-    free_state: object = None  # the free equilibrium, when the rule computed it
-    betas: tuple[float, float] = (0.0, 0.0)  # (beta_1, beta_2) of the contrast (Lyapunov trace)
-    new_parameters: np.ndarray | None = None  # Aeqprop: theta as read after the step
-    extras: dict = field(default_factory=dict)
+from aeqprop_circuits.errors import AeqpropError, DivergenceError
+from aeqprop_circuits.learning.backprop import RBP, TBP
+from aeqprop_circuits.learning.estimate import Estimate
+from aeqprop_circuits.systems.base import Phase, PhysicalSystem
+from aeqprop_circuits.systems.knobs import KnobHandle, OracleController, ProportionalController
 
 
 def forward_difference(points: int) -> np.ndarray:
@@ -192,16 +183,11 @@ AEQPROP_TABLE = {  # name: (beta_1, beta_2) as multiples of beta
     "aeqprop-pessimistic": (-1.0, 0.0),
     "aeqprop-centered": (-0.5, 0.5),
 }
-_REGISTRY: dict = {}
-
-
-def register_algorithm(name: str, factory) -> None:
-    """Add a rule (e.g. the Hopfield baselines tbp, rbp): factory(beta=..., **options) -> .estimate."""
-    _REGISTRY[name] = factory
+BACKPROP_TABLE = {"tbp": TBP, "rbp": RBP}  # references through the relaxation (Hopfield networks)
 
 
 def algorithm_names() -> list[str]:
-    return [*EP_TABLE, "multi-point-ep", *AEQPROP_TABLE, "exact-gradient", *_REGISTRY]
+    return [*EP_TABLE, "multi-point-ep", *AEQPROP_TABLE, "exact-gradient", *BACKPROP_TABLE]
 
 
 def get_algorithm(name: str, beta: float = 0.1, epsilon=0.1, controller: str = "proportional",
@@ -219,8 +205,8 @@ def get_algorithm(name: str, beta: float = 0.1, epsilon=0.1, controller: str = "
         return Aeqprop(name, b1 * beta, b2 * beta, epsilon, controller, **options)
     if name == "exact-gradient":
         return ExactGradient()
-    if name in _REGISTRY:
-        return _REGISTRY[name](beta=beta, **options)
+    if name in BACKPROP_TABLE:
+        return BACKPROP_TABLE[name](**options)
     raise AeqpropError(f"unknown algorithm '{name}'; expected one of {', '.join(algorithm_names())}")
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DivergenceError
-from ..physics.system import Phase, PhysicalSystem
+from aeqprop_circuits.errors import DivergenceError
+from aeqprop_circuits.systems.base import Phase, PhysicalSystem
 
 
 def free_energy(system: PhysicalSystem, inputs, target, beta: float, start=None):

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..circuit.circuit import DEFAULT_GMIN, Circuit, Diodes, IdealDiodes, Learning, Resistors, Sources
-from ..errors import NetlistError
-from .values import ExpressionError, decimal_to_float, evaluate, parse_literal, reciprocal
+from aeqprop_circuits.circuit.circuit import DEFAULT_GMIN, Circuit, Diodes, IdealDiodes, Learning, Resistors, Sources
+from aeqprop_circuits.errors import NetlistError
+from aeqprop_circuits.netlist.values import ExpressionError, decimal_to_float, evaluate, parse_literal, reciprocal
 
 __all__ = ["parse_netlist", "parse_text", "parse_value"]
 

@@ -13,9 +13,9 @@ import math
 
 import numpy as np
 
-from ..circuit.circuit import DEFAULT_GMIN, Circuit
-from ..errors import CircuitError
-from .values import resistance_text
+from aeqprop_circuits.circuit.circuit import DEFAULT_GMIN, Circuit
+from aeqprop_circuits.errors import CircuitError
+from aeqprop_circuits.netlist.values import resistance_text
 
 __all__ = ["write_netlist"]
 

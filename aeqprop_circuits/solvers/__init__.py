@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..circuit.circuit import Circuit
-from ..circuit.energy import Nudge, Problem
-from ..errors import SolverError
-from .coordinate import coordinate
-from .newton import newton
-from .qp import qp
-from .result import SolveResult
+from aeqprop_circuits.circuit.circuit import Circuit
+from aeqprop_circuits.circuit.energy import Nudge, Problem
+from aeqprop_circuits.errors import SolverError
+from aeqprop_circuits.solvers.coordinate import coordinate
+from aeqprop_circuits.solvers.newton import newton
+from aeqprop_circuits.solvers.qp import qp
+from aeqprop_circuits.solvers.result import SolveResult
 
 METHODS = {"newton": newton, "coordinate": coordinate, "qp": qp}
 SOLVER_NAMES = ("auto", "newton", "coordinate", "qp", "spice")
@@ -48,11 +48,11 @@ def solve(circuit: Circuit, inputs: np.ndarray | None = None, *, sources: np.nda
     if sources is None:
         sources = circuit.source_values(inputs)
     if method == "spice":
-        from .spice import spice
+        from aeqprop_circuits.solvers.spice import spice
 
         return spice(circuit, sources=sources, conductance=conductance, nudge=nudge, **options)
     if method in ("auto", "coordinate") and _layered_applies(circuit, nudge) and set(options) <= LAYERED_OPTIONS:
-        from .layered import layered
+        from aeqprop_circuits.solvers.layered import layered
 
         result = layered(circuit, sources, conductance, nudge, x0=x0, callback=callback, **options)
         if result is not None and result.success:

@@ -17,8 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ..circuit.energy import Problem
-from ..errors import CircuitError, SolverError
+from aeqprop_circuits.circuit.energy import Problem
+from aeqprop_circuits.errors import CircuitError, SolverError
 
 
 def box_bounds(problem: Problem) -> tuple[np.ndarray, np.ndarray]:

@@ -30,10 +30,10 @@ from functools import cached_property
 
 import numpy as np
 
-from ..circuit.circuit import Circuit
-from ..circuit.energy import Nudge, Problem, structure
-from ..errors import CircuitError
-from .result import SolveResult
+from aeqprop_circuits.circuit.circuit import Circuit
+from aeqprop_circuits.circuit.energy import Nudge, Problem, structure
+from aeqprop_circuits.errors import CircuitError
+from aeqprop_circuits.solvers.result import SolveResult
 
 _STRUCTURES: dict[int, tuple[Circuit, object]] = {}
 

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ..circuit.energy import Problem
+from aeqprop_circuits.circuit.energy import Problem
 
 ARMIJO = 1e-4
 

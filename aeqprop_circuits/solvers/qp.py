@@ -16,8 +16,8 @@ import scipy.optimize
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ..circuit.energy import Problem
-from ..errors import CircuitError, SolverError
+from aeqprop_circuits.circuit.energy import Problem
+from aeqprop_circuits.errors import CircuitError, SolverError
 
 
 def qp(problem: Problem, x0=None, tol: float = 1e-10, maxiter: int = 200, callback=None):

@@ -45,10 +45,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..circuit.circuit import Circuit, Diodes, IdealDiodes
-from ..circuit.energy import Nudge, Problem
-from ..errors import SolverError
-from .result import SolveResult
+from aeqprop_circuits.circuit.circuit import Circuit, Diodes, IdealDiodes
+from aeqprop_circuits.circuit.energy import Nudge, Problem
+from aeqprop_circuits.errors import SolverError
+from aeqprop_circuits.solvers.result import SolveResult
 
 # reltol bounds the relative size of ngspice's last Newton update, vntol / abstol its absolute
 # floor (V / A). With 1e-12 relative the last update of a 1 V node is ~1e-12 V and, Newton
@@ -167,7 +167,7 @@ def netlist_text(circuit: Circuit, sources_row: np.ndarray, conductance: np.ndar
     Our writer's text with this sample's source values and the conductances, then the nudge
     elements, `.options`, `.op` and `.end`.
     """
-    from ..netlist.writer import write_netlist
+    from aeqprop_circuits.netlist.writer import write_netlist
 
     c = circuit if conductance is None else circuit.with_conductance(np.asarray(conductance, float))
     if (c.resistors.conductance == 0).any():  # trained to 0 S: open, which SPICE writes as 1 POhm
@@ -648,7 +648,7 @@ def _analyse(ng, command: str, kind: str, reject_fallback: bool = True
 
 def _fill_internal(problem: Problem, z: np.ndarray, missing: np.ndarray) -> np.ndarray:
     """Free potentials of nodes ngspice did not report, by our newton with the others fixed."""
-    from .newton import newton
+    from aeqprop_circuits.solvers.newton import newton
 
     free_missing = np.unique(problem.topology.free_of_node[np.flatnonzero(missing.any(axis=0))])
     free_missing = free_missing[free_missing >= 0]

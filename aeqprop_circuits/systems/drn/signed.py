@@ -1,0 +1,436 @@
+"""The universal-DRN circuit: one-sided hidden units, bias current sources, single-node outputs.
+
+Scellier's deep-resistive-network code (energy-based-learning, model/resistive/, used by
+papers/fast-drn and papers/universal-drn) simulates a different circuit from the package's
+builder (drn/system.py), and its Fashion-MNIST DRN-1H result (10.38 %) is this circuit's:
+
+- half of each hidden layer is excitatory (an ideal diode to ground holds the node >= 0 V),
+  the other half inhibitory (<= 0 V); there is no upper rail;
+- biases are current sources into the hidden and output nodes (energy -b V, b of either
+  sign), not conductances to rails;
+- an output is a single node, the cost 1/2 |o - y|^2;
+- inputs are source pairs at +-input_gain x, conductances join consecutive layers.
+
+Energy (units of g0: theta = g / g0, potentials in volts, bias currents in g0 x 1 V):
+E = 1/2 sum g_ij (V_i - V_j)^2 - sum b_k V_k, with the diodes as hard sign constraints. A
+layer's nodes do not touch each other, so the exact minimiser over one layer is its
+weighted neighbour mean plus its bias current, divided by its conductance sum, clipped to
+its sign: a matrix product and a clip per layer update, as in the builder's DRN. Block
+order: forward in the free phase, output first in nudged or clamped phases (the
+universal-DRN script's order). `iterations` fixes the sweeps per phase (the paper's 4);
+None sweeps until the largest change is below `tol`.
+
+During training (`contrast_step`, runs/inplace.py) the free phase of a step starts where the
+previous step's free phase ended, as the paper's code does (the hardware is not reset
+between minibatches); `settle` on its own, and so evaluation, starts from zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import blas
+
+from aeqprop_circuits.errors import AeqpropError, DivergenceError
+from aeqprop_circuits.systems.base import Phase, PhysicalSystem
+from aeqprop_circuits.systems.drn.system import _gemm_into, _matmul  # counted by `aeqprop bench train`
+
+
+def _axpy(x: np.ndarray, y: np.ndarray, alpha: float) -> None:
+    """y += alpha x in place, one BLAS pass (C-contiguous arrays of one dtype), no temporary."""
+    axpy = blas.saxpy if y.dtype == np.float32 else blas.daxpy
+    out = axpy(x.reshape(-1), y.reshape(-1), a=alpha)
+    if not np.may_share_memory(out, y):
+        y[...] = out.reshape(y.shape)
+
+
+@dataclass(eq=False)
+class SignedDRNState:
+    """Potentials of the free layers (hidden..., outputs), each (B, width), and of the input layer."""
+
+    layers: list
+    inputs: np.ndarray | None
+    phase: Phase
+    system: SignedDRNSystem | None = None
+    version: int = -1
+
+    @property
+    def theta(self):
+        """The parameters this state was settled for while they are still the system's (descend
+        changes theta in place), else None."""
+        if self.system is None or self.version != self.system._version:
+            return None
+        return self.system._theta
+
+    @property
+    def potentials(self) -> list:
+        return self.layers
+
+
+class SignedDRNSystem(PhysicalSystem):
+    """DRN `sizes = [n_inputs, hidden..., n_outputs]` (data counts; the inputs are doubled) of the universal-DRN code.
+
+    input_gain: sources at +-input_gain x (the universal-DRN script's Fashion-MNIST gain is 300).
+    init_gain:  weights max(0, U(-1, 1) gain / sqrt(fan_in)) in the paper code's draw order, biases 0.
+    warm_start: the free phase of a training step starts from the previous step's free state.
+    """
+
+    def __init__(self, sizes, *, seed: int = 0, g0: float = 1e-3, input_gain: float = 1.0,
+                 iterations: int | None = 4, tol: float | None = None, max_iterations: int = 10_000,
+                 dtype="float32", init_gain: float = 1.0, warm_start: bool = True):
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 3 or min(sizes) < 1:
+            raise AeqpropError(f"signed DRN sizes {sizes}: expected [n_inputs, hidden..., n_outputs], "
+                               "at least one hidden layer, all positive")
+        self.sizes, self.g0, self.input_gain = sizes, float(g0), float(input_gain)
+        self.iterations = None if iterations in (None, 0, "converge") else int(iterations)
+        self.dtype = np.dtype(dtype)
+        self.tol = float(tol) if tol is not None else (1e-12 if self.dtype == np.float64 else 1e-6)
+        self.max_iterations, self.warm_start = int(max_iterations), bool(warm_start)
+        self.n_inputs, self.n_outputs = sizes[0], sizes[-1]
+        self.widths = [2 * sizes[0], *sizes[1:]]
+        shapes = list(zip(self.widths[:-1], self.widths[1:]))
+        edges = np.cumsum([0, *(a * b for a, b in shapes)])
+        self._slices = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+        self._shapes = shapes
+        self.n_weights = int(edges[-1])
+        self.n_parameters = self.n_weights + sum(self.widths[1:])
+        # Sign windows of the hidden layers: excitatory first half [0, inf), inhibitory second half (-inf, 0].
+        self._low, self._high = [], []
+        for width in self.widths[1:-1]:
+            half = width // 2
+            self._low.append(np.r_[np.zeros(half), np.full(width - half, -np.inf)].astype(self.dtype))
+            self._high.append(np.r_[np.full(half, np.inf), np.zeros(width - half)].astype(self.dtype))
+        self._version = 0
+        self._cache = None  # (version, conductance sums per free layer)
+        self._drive = None  # (inputs array, version, input potentials, their current into layer 1)
+        self._resting = None  # the last training step's free layers (warm start)
+        self.momentum, self._velocity = 0.0, None  # SGD momentum of `descend`, set by the trainer
+        self.parameters = self._initial(seed, init_gain)
+
+    @classmethod
+    def from_spec(cls, spec: str, seed: int = 0, **options) -> SignedDRNSystem:
+        """'drn:1568-1024-10' with model option circuit=signed (the spec counts the doubled inputs)."""
+        from aeqprop_circuits.circuit.builder import parse_drn_spec
+
+        return cls(parse_drn_spec(spec), seed=seed, **options)
+
+    def _initial(self, seed: int, gain: float) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        theta = np.zeros(self.n_parameters)
+        for (fan_in, fan_out), where in zip(self._shapes, self._slices):
+            theta[where] = np.maximum(rng.uniform(-1, 1, (fan_in, fan_out)) * gain / np.sqrt(fan_in), 0).ravel()
+        return theta
+
+    # --- parameters -------------------------------------------------------------------------
+    @property
+    def parameters(self) -> np.ndarray:
+        return self._theta.copy()
+
+    @parameters.setter
+    def parameters(self, theta: np.ndarray) -> None:
+        theta = np.array(theta, dtype=self.dtype)
+        if theta.shape != (self.n_parameters,):
+            raise AeqpropError(f"expected {self.n_parameters} parameters, got shape {theta.shape}")
+        if not np.isfinite(theta).all():
+            raise DivergenceError("non-finite parameters: the learning step diverged")
+        self._theta = theta
+        self._bind()
+
+    def _bind(self) -> None:
+        theta = self._theta
+        self.weights = [theta[s].reshape(shape) for s, shape in zip(self._slices, self._shapes)]
+        edges = self.n_weights + np.cumsum([0, *self.widths[1:]])
+        self.biases = [theta[a:b] for a, b in zip(edges[:-1], edges[1:])]
+        self._version += 1
+
+    def parameter_bounds(self):
+        low = np.zeros(self.n_parameters, dtype=self.dtype)
+        low[self.n_weights:] = -np.inf  # bias currents have either sign
+        return low, np.full(self.n_parameters, np.inf, dtype=self.dtype)
+
+    def per_parameter(self, rates) -> np.ndarray:
+        """A (P,) array from per-block values {"w1": .., "w2": .., "b": ..} (or a scalar)."""
+        if np.isscalar(rates):
+            return np.full(self.n_parameters, float(rates))
+        out = np.empty(self.n_parameters)
+        for k, where in enumerate(self._slices):
+            out[where] = rates[f"w{k + 1}"]
+        out[self.n_weights:] = rates.get("b", rates[f"w{len(self._slices)}"])
+        return out
+
+    def in_place_rates(self, learning_rate) -> list | None:
+        """Per-block step sizes [w1, ..., wL, b] for `descend`, or None when a block's rates differ."""
+        if np.isscalar(learning_rate):
+            return [float(learning_rate)] * (len(self._slices) + 1)
+        rate = np.asarray(learning_rate, dtype=np.float64)
+        pieces = [rate[s] for s in self._slices] + [rate[self.n_weights:]]
+        if any(not np.all(piece == piece[0]) for piece in pieces):
+            return None
+        return [float(piece[0]) for piece in pieces]
+
+    # --- the physics ------------------------------------------------------------------------
+    def _conductance_sums(self) -> list:
+        """Each free layer's total conductance per node, cached per theta."""
+        if self._cache is None or self._cache[0] != self._version:
+            sums = [W.sum(axis=0) for W in self.weights]
+            for k in range(len(sums) - 1):
+                sums[k] = sums[k] + self.weights[k + 1].sum(axis=1)
+            self._cache = (self._version, sums)
+        return self._cache[1]
+
+    def _input_drive(self, inputs: np.ndarray):
+        """(input potentials, their current into the first free layer plus its bias): one GEMM per batch and theta."""
+        cached = self._drive
+        if cached is not None and cached[0] is inputs and cached[1] == self._version:
+            return cached[2], cached[3]
+        x = np.asarray(inputs, dtype=self.dtype) * self.dtype.type(self.input_gain)
+        v_in = np.concatenate([x, -x], axis=1)
+        drive = _matmul(v_in, self.weights[0]) + self.biases[0]
+        self._drive = (inputs, self._version, v_in, drive)
+        return v_in, drive
+
+    def _output_factors(self, phase: Phase, D_out: np.ndarray):
+        """(extra pull on the outputs, their conductance sum) under the phase's nudge."""
+        if phase.beta == 0.0 or phase.clamp is not None:
+            return 0.0, D_out
+        if phase.target is None:
+            raise AeqpropError("a nudged phase needs a target")
+        total = D_out + self.dtype.type(phase.beta)
+        if np.any(total <= 0):
+            j = int(np.argmin(total))
+            raise DivergenceError(f"nudge beta = {phase.beta} makes output {j}'s energy non-convex: its "
+                                  f"conductance sum is {float(D_out[j]):.4g} (normalised), so beta must be above "
+                                  f"{-float(D_out[j]):.4g}")
+        return np.asarray(phase.target, dtype=self.dtype) * self.dtype.type(phase.beta), total
+
+    def settle(self, phase: Phase, start: SignedDRNState | None = None, callback=None) -> SignedDRNState:
+        v_in, drive = self._input_drive(phase.inputs)
+        B = len(v_in)
+        if start is not None and len(start.layers[0]) == B:
+            V = list(start.layers)
+        else:
+            V = [np.zeros((B, w), dtype=self.dtype) for w in self.widths[1:]]
+        if phase.clamp is not None:
+            V[-1] = np.asarray(phase.clamp, dtype=self.dtype)
+        D = self._conductance_sums()
+        pull, D_out = self._output_factors(phase, D[-1])
+        last = len(V) - 1
+        free = phase.beta == 0.0 and phase.clamp is None
+        order = list(range(last + 1)) if free else list(range(last, -1, -1))
+        if phase.clamp is not None:
+            order.remove(last)
+        limit = self.iterations or self.max_iterations
+        for _ in range(limit):
+            change = 0.0
+            for k in order:
+                r = drive if k == 0 else _matmul(V[k - 1], self.weights[k]) + self.biases[k]
+                if k < last:
+                    new = np.clip((r + _matmul(V[k + 1], self.weights[k + 1].T)) / D[k], self._low[k], self._high[k])
+                else:
+                    new = (r + pull) / D_out
+                if self.iterations is None:
+                    change = max(change, float(np.abs(new - V[k]).max(initial=0.0)))
+                V[k] = new
+            if callback is not None:
+                callback(self._energy(V, v_in, phase))
+            if self.iterations is None and change <= self.tol:
+                break
+        else:
+            if self.iterations is None:
+                raise DivergenceError(f"a phase did not settle in {limit} block sweeps")
+        if not np.isfinite(V[-1]).all():
+            raise DivergenceError("non-finite potentials: a node has no conductance left (all its resistors "
+                                  "trained to 0) or the phase diverged")
+        return SignedDRNState(V, v_in, phase, self, self._version)
+
+    def settle_nudges(self, base: Phase, betas, start: SignedDRNState) -> list[SignedDRNState]:
+        return [self.settle(base.nudged(b), start=start) for b in betas]
+
+    def outputs(self, state: SignedDRNState) -> np.ndarray:
+        return state.layers[-1].astype(np.float64)
+
+    def cost(self, state: SignedDRNState, target: np.ndarray) -> np.ndarray:
+        diff = self.outputs(state) - target
+        return 0.5 * (diff * diff).sum(axis=1)
+
+    def _energy(self, V, v_in, phase: Phase) -> np.ndarray:
+        layers = [v_in.astype(np.float64), *(layer.astype(np.float64) for layer in V)]
+        e = np.zeros(len(v_in))
+        for k, W in enumerate(self.weights):
+            Va, Vb, W = layers[k], layers[k + 1], W.astype(np.float64)
+            e += 0.5 * ((Va * Va) @ W.sum(axis=1) + (Vb * Vb) @ W.sum(axis=0)) - ((Va @ W) * Vb).sum(axis=1)
+            e -= Vb @ self.biases[k].astype(np.float64)
+        if phase.beta != 0.0 and phase.clamp is None:
+            diff = layers[-1] - phase.target
+            e += 0.5 * phase.beta * (diff * diff).sum(axis=1)
+        return e
+
+    def energy(self, state: SignedDRNState) -> np.ndarray:
+        return self._energy(state.layers, state.inputs, state.phase)
+
+    # --- local measurements and the update --------------------------------------------------
+    def _contrast(self, terms):
+        """sum_k c_k dE/dtheta(s_k) (batch means) as factors: (per block (left, right), bias gradient).
+
+        A block's contrast is left^T right, with
+        1/2 sum c (a_i - b_j)^2 / B = 1/2 sum c a_i^2 / B + 1/2 sum c b_j^2 / B - (sum c a^T b / B)_ij, i.e.
+        left = [a rows; 1/2 sum c a^2 / B; 1], right = [-(c/B) b rows; 1; 1/2 sum c b^2 / B]: one GEMM,
+        never a B x N x H broadcast. Phases that share their inputs (a training step's) give the input
+        block B rows instead of K B, and no squares row when sum c = 0 (a centred contrast).
+        """
+        B = len(terms[0][1].inputs)
+        weights = np.repeat(np.array([c / B for c, _ in terms], dtype=self.dtype), B)  # (K B,) c_k / B per row
+        shared = all(s.inputs is terms[0][1].inputs for _, s in terms)
+
+        def stack(parts):
+            return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+        free = [stack(parts) for parts in zip(*[s.layers for _, s in terms])]
+        pairs = []
+        for k in range(len(self.weights)):
+            b = free[k]
+            pulled = b * weights[:, None]
+            if k == 0 and shared:
+                a, total = terms[0][1].inputs, float(sum(c for c, _ in terms)) / B
+                pulled = pulled.reshape(len(terms), B, -1).sum(axis=0)
+                a_squares = (0.5 * total) * (a * a).sum(axis=0) if total else None
+            else:
+                a = free[k - 1] if k else stack([s.inputs for _, s in terms])
+                a_squares = 0.5 * (weights @ (a * a))
+            rows = [a] + ([a_squares[None]] if a_squares is not None else []) + [np.ones((1, a.shape[1]), a.dtype)]
+            right = [-pulled] + ([np.ones((1, b.shape[1]), b.dtype)] if a_squares is not None else []) + \
+                [0.5 * (weights @ (b * b))[None]]
+            pairs.append((np.concatenate(rows).astype(self.dtype, copy=False),
+                          np.concatenate(right).astype(self.dtype, copy=False)))
+        bias = -(weights @ np.concatenate(free, axis=1))  # dE/db = -V
+        return pairs, bias
+
+    def energy_gradient(self, state: SignedDRNState) -> np.ndarray:
+        pairs, bias = self._contrast([(1.0, state)])
+        return np.concatenate([*(_matmul(left.T, right).ravel() for left, right in pairs), bias])
+
+    def relax_parameters(self, state: SignedDRNState, knobs, epsilon) -> np.ndarray:
+        theta = np.asarray(knobs) - epsilon * self.energy_gradient(state)
+        theta[:self.n_weights] = np.maximum(theta[:self.n_weights], 0.0)
+        return theta
+
+    def loss_gradient(self, state: SignedDRNState, target: np.ndarray) -> np.ndarray:
+        """dL/dtheta at a converged free equilibrium (L = batch mean of C), by implicit differentiation.
+
+        Adjoint H lambda = dC/dV over the free nodes (H: D_k on layer k, -W_k between layers; a
+        hidden node held at 0 V by its conducting diode is frozen, lambda = 0), solved by block
+        Gauss-Seidel sweeps to 1e-13 relative. Then dL/dW_ij = -mean (V_i - V_j)(lambda_i - lambda_j)
+        and dL/db = mean lambda (the bias enters E as -b V).
+        """
+        V = [layer.astype(np.float64) for layer in state.layers]
+        v_in = state.inputs.astype(np.float64)
+        Ws = [W.astype(np.float64) for W in self.weights]
+        D = [d.astype(np.float64) for d in self._conductance_sums()]
+        last, B = len(V) - 1, len(v_in)
+        masks = [(np.abs(layer) > 1e-9).astype(float) for layer in V[:-1]] + [np.ones_like(V[-1])]
+        lam = [np.zeros_like(layer) for layer in V]
+        residual = self.outputs(state) - np.asarray(target, dtype=np.float64)
+        for _ in range(100_000):
+            change = 0.0
+            for k in range(last, -1, -1):
+                rhs = residual.copy() if k == last else lam[k + 1] @ Ws[k + 1].T
+                if k > 0:
+                    rhs += lam[k - 1] @ Ws[k]
+                new = masks[k] * rhs / D[k]
+                change = max(change, float(np.abs(new - lam[k]).max(initial=0.0)))
+                lam[k] = new
+            if change <= 1e-13 * (1.0 + max(float(np.abs(x).max(initial=0.0)) for x in lam)):
+                break
+        layers, adjoints = [v_in, *V], [np.zeros_like(v_in), *lam]
+        blocks = [(Va.T @ lb + la.T @ Vb) / B - (Va * la).mean(axis=0)[:, None] - (Vb * lb).mean(axis=0)[None, :]
+                  for Va, Vb, la, lb in zip(layers[:-1], layers[1:], adjoints[:-1], adjoints[1:])]
+        return np.concatenate([*(b.ravel() for b in blocks), np.concatenate(lam, axis=1).mean(axis=0)])
+
+    def descend(self, terms, steps) -> None:
+        """theta <- theta - step * sum_k c_k dE/dtheta(s_k) (through the velocity with momentum), conductances >= 0."""
+        terms = [(float(c), s) for c, s in terms if c != 0.0]
+        if not terms:
+            return
+        steps = [float(steps)] * (len(self.weights) + 1) if np.isscalar(steps) else list(steps)
+        pairs, bias = self._contrast(terms)
+        dt = self.dtype.type
+        if self.momentum and self._velocity is None:
+            self._velocity = np.zeros_like(self._theta)
+        for k, (W, (left, right), step) in enumerate(zip(self.weights, pairs, steps)):
+            if self.momentum:  # velocity <- momentum velocity + gradient; W <- W - step velocity
+                velocity = self._velocity[self._slices[k]].reshape(W.shape)
+                velocity *= dt(self.momentum)
+                _gemm_into(velocity, left, right, 1.0)
+                _axpy(velocity, W, -step)
+            else:
+                _gemm_into(W, left, right, -step)
+            np.copyto(W, 0, where=W < 0)
+        if self.momentum:
+            velocity = self._velocity[self.n_weights:]
+            velocity *= dt(self.momentum)
+            velocity += bias
+            bias = velocity
+        self._theta[self.n_weights:] -= dt(steps[-1]) * bias
+        self._version += 1
+
+    def contrast_step(self, x: np.ndarray, target: np.ndarray, terms, rates) -> SignedDRNState:
+        """A nudge-contrast step (runs/inplace.py), its free phase warm-started from the previous step's."""
+        base = Phase(x, 0.0, target)
+        start = None
+        if self.warm_start and self._resting is not None:
+            start = SignedDRNState(self._resting, None, base)
+        free = self.settle(base, start=start)
+        self._resting = free.layers
+        nudged = iter(self.settle_nudges(base, [b for _, b in terms if b != 0.0], start=free))
+        self.descend([(c, free if b == 0.0 else next(nudged)) for c, b in terms], rates)
+        return free
+
+    # --- the circuit ------------------------------------------------------------------------
+    def source_values(self, circuit, inputs: np.ndarray) -> np.ndarray:
+        """Values of every source of `circuit()` for a batch of data (input gain applied)."""
+        return circuit.source_values(np.asarray(inputs, dtype=np.float64) * self.input_gain)
+
+    def circuit(self):
+        """This network as a Circuit (ideal diodes, bias current sources at their trained values): a netlist away."""
+        from aeqprop_circuits.circuit.circuit import Circuit, Diodes, IdealDiodes, Learning, Resistors, Sources
+
+        n_in, n_out = self.n_inputs, self.n_outputs
+        names = ["0", *(f"xp{i}" for i in range(n_in)), *(f"xn{i}" for i in range(n_in))]
+        layers, start = [], len(names)
+        for k, width in enumerate(self.widths[1:]):
+            prefix = "o" if k == len(self.widths) - 2 else f"h{k + 1}_"
+            names.extend(f"{prefix}{i}" for i in range(width))
+            layers.append(np.arange(start, start + width))
+            start += width
+        nodes, r_names = [], []
+        for k, src in enumerate([np.arange(1, 2 * n_in + 1), *layers[:-1]]):
+            a, b = np.meshgrid(src, layers[k], indexing="ij")
+            nodes.append(np.stack([a.ravel(), b.ravel()], axis=1))
+            r_names.extend(f"rw{k + 1}_{i}_{j}" for i in range(len(src)) for j in range(len(layers[k])))
+        conductance = self._theta[:self.n_weights].astype(np.float64) * self.g0
+        resistors = Resistors(tuple(r_names), np.concatenate(nodes), conductance)
+        hidden = np.concatenate(layers[:-1])
+        excitatory = np.concatenate([np.arange(len(layer)) < len(layer) // 2 for layer in layers[:-1]])
+        zero = np.zeros_like(hidden)  # ground -> node holds V >= 0; node -> ground holds V <= 0
+        d_nodes = np.where(excitatory[:, None], np.stack([zero, hidden], 1), np.stack([hidden, zero], 1))
+        d_names = tuple(f"d{names[node]}" for node in hidden)
+        biased = np.concatenate(layers)
+        s_names = [f"vxp{i}" for i in range(n_in)] + [f"vxn{i}" for i in range(n_in)] + \
+                  [f"ib{names[i]}" for i in biased]
+        s_nodes = [(i, 0) for i in range(1, 2 * n_in + 1)] + [(0, i) for i in biased]  # I 0 node: into the node
+        s_values = np.r_[np.zeros(2 * n_in), self._theta[self.n_weights:].astype(np.float64) * self.g0]
+        sources = Sources(tuple(s_names), s_nodes, s_values, np.r_[np.ones(2 * n_in), np.zeros(len(biased))])
+        input_map = np.zeros((len(s_names), n_in))
+        input_map[np.arange(n_in), np.arange(n_in)] = 1.0
+        input_map[n_in + np.arange(n_in), np.arange(n_in)] = -1.0
+        learning = Learning(
+            input_sources=tuple(f"pair(vxp{i},vxn{i})" for i in range(n_in)), input_map=input_map,
+            output_names=tuple(f"o{j}" for j in range(n_out)),
+            outputs=np.stack([layers[-1], np.zeros(n_out, dtype=np.int64)], axis=1),
+            trainable=np.arange(self.n_weights), low=np.zeros(self.n_weights),
+            high=np.full(self.n_weights, np.inf), g0=self.g0)
+        title = "signed deep resistive network " + "-".join(str(s) for s in [2 * n_in, *self.sizes[1:]])
+        return Circuit(title, tuple(names), resistors, Diodes((), np.zeros((0, 2)), [], []),
+                       IdealDiodes(d_names, d_nodes), sources, learning, layers=tuple(layers))
