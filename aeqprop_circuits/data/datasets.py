@@ -1,15 +1,20 @@
-"""One dataset interface for Iris, Wine, Digits, Fashion-MNIST / MNIST, the regression task and CSV files.
+"""One dataset interface for Iris, Wine, Digits, Fashion-MNIST / MNIST, the regression task, XOR and CSV files.
 
 Every loader returns a `Dataset` with inputs scaled to [-1, 1] (the range of the input
-voltages, volts) and, for classification, integer labels; targets for the outputs are made
-by `Dataset.targets`. Splits are seeded so runs are reproducible, and stratified by class
-for classification (each class has the same share of the train and test parts).
+voltages, volts) and, for classification, integer labels 0..K-1; targets for the outputs are
+made by `Dataset.targets` and outputs are read back as labels by `Dataset.predict`. Splits are
+seeded so runs are reproducible, and stratified by class for classification (each class has
+the same share of the train and test parts).
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
+import math
 import os
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,10 +23,23 @@ from aeqprop_circuits.errors import DatasetError
 
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FMNIST_INSTALL = "sudo apt-get install dataset-fashion-mnist"
+TASKS = ("classification", "regression")
+DEFAULT_TEST_FRACTION = 0.2
+MAX_GUESSED_CLASSES = 50  # integer labels with more distinct values are guessed to be regression targets
+
+
+class DatasetWarning(UserWarning):
+    """Something a user should know about how a data file was read (e.g. the guessed task)."""
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
+    """Inputs (B, n_features) and labels: class indices 0..n_classes-1, or (B, 1) values for regression.
+
+    `classes` holds the original label of each class index (the CSV's own values, e.g. -1, 0, 1 or
+    'setosa'), so that `class_map` can be printed and kept with a run.
+    """
+
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
@@ -29,21 +47,67 @@ class Dataset:
     y_test: np.ndarray
     n_classes: int  # 0 for regression
     image_shape: tuple[int, ...] | None = None  # (H, W) or (C, H, W) of each flattened row; None if not images
+    classes: tuple | None = None  # original label of each class index; None: the indices themselves
 
     @property
     def n_features(self) -> int:
         return self.x_train.shape[1]
 
+    @property
+    def task(self) -> str:
+        return "classification" if self.n_classes else "regression"
+
+    @property
+    def class_map(self) -> dict[str, int] | None:
+        """{original label: class index}, JSON-serialisable (labels as text); None for regression."""
+        if not self.n_classes:
+            return None
+        labels = self.classes if self.classes is not None else range(self.n_classes)
+        return {_label_text(label): index for index, label in enumerate(labels)}
+
+    def check_outputs(self, n_outputs: int) -> None:
+        """DatasetError unless a model with `n_outputs` outputs can be trained on these labels."""
+        if n_outputs < self.n_classes and not (self.n_classes == 2 and n_outputs == 1):
+            raise DatasetError(f"{self.name} has {self.n_classes} classes but the model has only "
+                               f"{n_outputs} output{'s' if n_outputs != 1 else ''}")
+
     def targets(self, labels: np.ndarray, n_outputs: int, amplitude: float = 1.0) -> np.ndarray:
-        """Output targets (B, n_outputs): one-hot * amplitude for classes, the values for regression."""
+        """Output targets (B, n_outputs), volts: the values for regression; for classes, one-hot * amplitude.
+
+        Two classes on a single output (a binary classifier with one node or differential pair)
+        take -amplitude for class 0 and +amplitude for class 1: symmetric about 0 V, so that
+        `predict` reads the sign and neither class sits on the output's rest potential.
+        """
         if self.n_classes == 0:
             return np.asarray(labels, dtype=float).reshape(len(labels), -1)
-        if n_outputs < self.n_classes:
-            raise DatasetError(f"{self.name} has {self.n_classes} classes but the model has only "
-                               f"{n_outputs} outputs")
+        self.check_outputs(n_outputs)
+        labels = np.asarray(labels, dtype=np.int64)
+        if n_outputs == 1 and self.n_classes == 2:
+            return np.where(labels == 1, amplitude, -amplitude).astype(float)[:, None]
         out = np.zeros((len(labels), n_outputs))
         out[np.arange(len(labels)), labels] = amplitude
         return out
+
+    def predict(self, outputs: np.ndarray) -> np.ndarray:
+        """Class indices (B,) read from outputs (B, n_outputs): the largest of the first n_classes outputs,
+        or, for two classes on one output, class 1 where the output is positive."""
+        outputs = np.asarray(outputs)
+        self.check_outputs(outputs.shape[1])
+        if outputs.shape[1] == 1 and self.n_classes == 2:
+            return (outputs[:, 0] > 0).astype(np.int64)
+        return outputs[:, :self.n_classes].argmax(axis=1)
+
+    def accuracy(self, outputs: np.ndarray, labels: np.ndarray) -> float:
+        """Share of samples whose predicted class is their label (nan for regression)."""
+        if not self.n_classes:
+            return math.nan
+        return float(np.mean(self.predict(outputs) == np.asarray(labels)))
+
+
+def _label_text(label) -> str:
+    if isinstance(label, (float, np.floating)) and float(label).is_integer():
+        return str(int(label))
+    return str(label.item() if isinstance(label, np.generic) else label)
 
 
 def _scale(train: np.ndarray, test: np.ndarray):
@@ -86,15 +150,27 @@ def validation_split(data: Dataset, seed: int = 0, fraction: float = 0.2) -> Dat
     part (the test part is never touched): choose hyperparameters on this, then report test."""
     stratify = data.n_classes > 0
     xtr, ytr, xva, yva = _split(data.x_train, data.y_train, seed, fraction, stratify=stratify)
-    return Dataset(f"{data.name}:validation", xtr, ytr, xva, yva, data.n_classes, data.image_shape)
+    return Dataset(f"{data.name}:validation", xtr, ytr, xva, yva, data.n_classes, data.image_shape, data.classes)
 
 
-def _sklearn(name: str, seed: int) -> Dataset:
+def _check_fraction(name: str, test_fraction: float, n_samples: int) -> None:
+    """A test fraction that leaves at least one sample in each part."""
+    if not (isinstance(test_fraction, (int, float)) and 0 < test_fraction < 1):
+        raise DatasetError(f"{name}: test fraction must lie strictly between 0 and 1, got {test_fraction!r}")
+    n_test = int(round(test_fraction * n_samples))
+    if not 0 < n_test < n_samples:
+        part = "test" if n_test == 0 else "training"
+        raise DatasetError(f"{name}: a test fraction of {test_fraction:g} of {n_samples} samples leaves no "
+                           f"{part} sample")
+
+
+def _sklearn(name: str, seed: int, test_fraction: float = DEFAULT_TEST_FRACTION) -> Dataset:
     from sklearn import datasets as skd
 
     bunch = {"iris": skd.load_iris, "wine": skd.load_wine, "digits": skd.load_digits}[name]()
     x, y = bunch.data.astype(float), bunch.target.astype(int)
-    xtr, ytr, xte, yte = _split(x, y, seed, stratify=True)
+    _check_fraction(name, test_fraction, len(x))
+    xtr, ytr, xte, yte = _split(x, y, seed, test_fraction, stratify=True)
     xtr, xte = _scale(xtr, xte)
     return Dataset(name, xtr, ytr, xte, yte, int(y.max() + 1))
 
@@ -158,46 +234,188 @@ def regression_task(seed: int = 0, n_train: int = 1000, n_test: int = 200, degre
     return Dataset("regression", z[:, None], f(z)[:, None], grid[:, None], f(grid)[:, None], 0)
 
 
-def load_csv(path: str, seed: int = 0) -> Dataset:
-    """A CSV file: numeric feature columns, the last column the label (integers: classes)."""
-    try:
-        table = np.genfromtxt(path, delimiter=",", dtype=float, skip_header=0)
-        if np.isnan(table[0]).any():  # a header line
-            table = table[1:]
-    except (OSError, ValueError) as err:
-        raise DatasetError(f"{path}: cannot read CSV ({err})") from None
-    if table.ndim != 2 or table.shape[1] < 2 or np.isnan(table).any():
-        raise DatasetError(f"{path}: expected a numeric table with features then a label column")
-    x, y = table[:, :-1], table[:, -1]
-    classes = np.all(y == np.round(y)) and len(np.unique(y)) <= 50
-    xtr, ytr, xte, yte = _split(x, y.astype(int) if classes else y[:, None], seed, stratify=bool(classes))
-    xtr, xte = _scale(xtr, xte)
-    return Dataset(os.path.basename(path), xtr, ytr, xte, yte, int(y.max() + 1) if classes else 0)
+def xor_task() -> Dataset:
+    """XOR on inputs of -1 V and +1 V: class 1 where exactly one input is high.
 
-
-def load_dataset(name: str, seed: int = 0) -> Dataset:
-    """iris | wine | digits | fmnist | mnist[:DIR] | regression | a .csv path.
-
-    Classification splits (iris, wine, digits, CSV with integer labels) are stratified.
-    `iris:validation` (also wine, digits) is the training part of `iris` split again into
-    train and a stratified validation part, for choosing hyperparameters without the test set.
+    The task is to fit the four points, so the test part is the training part: test accuracy
+    is the share of the four points learnt.
     """
+    x = np.array([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
+    y = np.array([0, 1, 1, 0])
+    return Dataset("xor", x, y, x.copy(), y.copy(), 2)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_rows(path: str) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of every non-blank CSV row."""
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            line = 1
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    rows.append((line, [cell.strip() for cell in row]))
+                line = reader.line_num + 1
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read the file ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not a UTF-8 text file (expected comma-separated numbers)") from None
+    except csv.Error as err:
+        raise DatasetError(f"{path}:{line}: {err}") from None
+    return rows
+
+
+def _numbers(path: str, rows, column_names, first_column: int = 0) -> np.ndarray:
+    """The cells of `rows` as a float array; a cell that is not a finite number is an error naming it."""
+    try:
+        table = np.array([cells for _, cells in rows], dtype=float)
+    except ValueError:
+        table = None
+    if table is not None and np.isfinite(table).all():
+        return table
+    for line, cells in rows:
+        for k, cell in enumerate(cells):
+            if not (_is_number(cell) and math.isfinite(float(cell))):
+                column = first_column + k
+                got = f"'{cell}'" if cell else "an empty cell"
+                raise DatasetError(f"{path}:{line}:{column + 1}: {column_names[column]}: expected a finite "
+                                   f"number, got {got}")
+    raise DatasetError(f"{path}: cannot read the table as numbers")  # pragma: no cover - found above
+
+
+def _labels(path: str, rows, name: str, task: str | None, log) -> tuple[np.ndarray, tuple | None]:
+    """Label column -> (class indices, original labels) for classification, ((B, 1) values, None) for regression."""
+    column = len(rows[0][1])
+    cells = [cells[-1] for _, cells in rows]
+    for (line, _), cell in zip(rows, cells):
+        if not cell:
+            raise DatasetError(f"{path}:{line}:{column}: {name}: missing label")
+    numeric = all(_is_number(cell) for cell in cells)
+    if not numeric:
+        if task == "regression":
+            line, cell = next((line, c) for (line, _), c in zip(rows, cells) if not _is_number(c))
+            raise DatasetError(f"{path}:{line}:{column}: {name}: expected a number for regression, got '{cell}'")
+        task = "classification"
+        values = np.array(cells, dtype=object)
+    else:
+        values = np.array([float(cell) for cell in cells])
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            line = rows[bad[0]][0]
+            raise DatasetError(f"{path}:{line}:{column}: {name}: expected a finite number, got '{cells[bad[0]]}'")
+        integral = np.all(values == np.round(values))
+        if task == "classification" and not integral:
+            k = int(np.flatnonzero(values != np.round(values))[0])
+            raise DatasetError(f"{path}:{rows[k][0]}:{column}: {name}: label '{cells[k]}' is not a class: "
+                               "classification needs integer or text labels")
+        if task is None and integral:
+            distinct = len(np.unique(values))
+            task = "classification" if distinct <= MAX_GUESSED_CLASSES else "regression"
+            shown = "classes" if task == "classification" else "values to fit (regression)"
+            log(f"{path}: the labels are integers with {distinct} distinct values, taken as {shown}; "
+                "give the task (classification or regression) to choose")
+        task = task or "regression"
+    if task == "regression":
+        return values[:, None], None
+    classes, index = np.unique(values, return_inverse=True)
+    if len(classes) < 2:
+        raise DatasetError(f"{path}: every label is '{cells[0]}': classification needs at least two classes")
+    if numeric and np.all(classes == np.round(classes)):
+        return index.astype(np.int64), tuple(int(c) for c in classes)
+    return index.astype(np.int64), tuple(c.item() if isinstance(c, np.generic) else c for c in classes)
+
+
+def load_csv(path: str, seed: int = 0, *, task: str | None = None, test_fraction: float = DEFAULT_TEST_FRACTION,
+             log: Callable[[str], None] | None = None) -> Dataset:
+    """A CSV file: numeric feature columns, the last column the label; an optional header row.
+
+    The first row is a header only if none of its cells is a number. Labels that are text, or
+    integers with at most 50 distinct values, are classes (the guess is announced through `log`,
+    a `DatasetWarning` by default); class k is the k-th smallest label, so labels -1, 0, 1 become
+    classes 0, 1, 2 and `Dataset.class_map` records it. `task` ("classification" or
+    "regression") overrides the guess. Every bad cell is an error naming file:line:column.
+    """
+    if task not in (None, *TASKS):
+        raise DatasetError(f"task '{task}': expected classification or regression")
+    log = log or (lambda text: warnings.warn(text, DatasetWarning, stacklevel=3))
+    rows = _read_rows(path)
+    if not rows:
+        raise DatasetError(f"{path}: empty file: expected rows of numeric features followed by a label")
+    header = None
+    if not any(_is_number(cell) for cell in rows[0][1]):
+        header, rows = rows[0][1], rows[1:]
+        if not rows:
+            raise DatasetError(f"{path}: only a header row: no data rows after it")
+    width_line, width = (1, len(header)) if header else (rows[0][0], len(rows[0][1]))
+    if width < 2:
+        raise DatasetError(f"{path}:{width_line}: expected feature columns then a label column, got one column")
+    for line, cells in rows:
+        if len(cells) != width:
+            raise DatasetError(f"{path}:{line}: expected {width} cells (as on line {width_line}), got {len(cells)}")
+    if len(rows) < 2:
+        raise DatasetError(f"{path}: only one data row (line {rows[0][0]}): need at least two, one to train "
+                           "on and one to test on")
+    names = header or [f"column {k + 1}" for k in range(width)]
+    x = _numbers(path, [(line, cells[:-1]) for line, cells in rows], names)
+    y, classes = _labels(path, rows, names[-1], task, log)
+    _check_fraction(path, test_fraction, len(x))
+    xtr, ytr, xte, yte = _split(x, y, seed, test_fraction, stratify=classes is not None)
+    xtr, xte = _scale(xtr, xte)
+    n_classes = len(classes) if classes is not None else 0
+    return Dataset(os.path.basename(path), xtr, ytr, xte, yte, n_classes, classes=classes)
+
+
+FIXED_SPLITS = ("fmnist", "fashion-mnist", "mnist", "regression", "xor")
+
+
+def load_dataset(name: str, seed: int = 0, *, task: str | None = None, test_fraction: float | None = None,
+                 log: Callable[[str], None] | None = None) -> Dataset:
+    """iris | wine | digits | fmnist | mnist[:DIR] | regression | xor | a .csv path.
+
+    Classification splits (iris, wine, digits, CSV files with classes) are stratified and hold
+    out `test_fraction` (default 0.2) for testing; fmnist, mnist, regression and xor come with
+    their own test part. `task` ("classification" | "regression" | None: the data's own) is
+    checked against the data set, and chooses for a CSV file whose integer labels could be
+    either. `iris:validation` (also wine, digits) is the training part of `iris` split again
+    into train and a stratified validation part, for choosing hyperparameters without the test set.
+    """
+    if task not in (None, *TASKS):
+        raise DatasetError(f"task '{task}': expected classification or regression")
     key = name.lower()
-    if key in ("iris", "wine", "digits"):
-        return _sklearn(key, seed)
-    if key.partition(":")[0] in ("iris", "wine", "digits") and key.partition(":")[2] == "validation":
-        return validation_split(_sklearn(key.partition(":")[0], seed), seed)
-    if key in ("fmnist", "fashion-mnist"):
-        return load_idx_dataset("fmnist", FMNIST_DIR, FMNIST_INSTALL)
-    if key.startswith("mnist"):
-        directory = name.split(":", 1)[1] if ":" in name else "/usr/share/datasets/mnist"
-        return load_idx_dataset("mnist", directory, "pass the directory of the four MNIST IDX files "
-                                "as --data mnist:DIR")
-    if key == "regression":
-        return regression_task(seed)
+    base = key.partition(":")[0]
+    if test_fraction is not None and base in FIXED_SPLITS:
+        raise DatasetError(f"{name} comes with its own test set: a test fraction applies to iris, wine, digits "
+                           "and CSV files")
+    fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
     if key.endswith(".csv"):
         if not os.path.exists(name):
             raise DatasetError(f"{name}: file not found")
-        return load_csv(name, seed)
-    raise DatasetError(f"unknown dataset '{name}'; expected iris, wine, digits (optionally :validation), "
-                       "fmnist, mnist[:DIR], regression or a .csv file")
+        return load_csv(name, seed, task=task, test_fraction=fraction, log=log)
+    if key in ("iris", "wine", "digits"):
+        data = _sklearn(key, seed, fraction)
+    elif base in ("iris", "wine", "digits") and key.partition(":")[2] == "validation":
+        data = validation_split(_sklearn(base, seed, fraction), seed)
+    elif key in ("fmnist", "fashion-mnist"):
+        data = load_idx_dataset("fmnist", FMNIST_DIR, FMNIST_INSTALL)
+    elif key.startswith("mnist"):
+        directory = name.split(":", 1)[1] if ":" in name else "/usr/share/datasets/mnist"
+        data = load_idx_dataset("mnist", directory, "pass the directory of the four MNIST IDX files "
+                                "as --data mnist:DIR")
+    elif key == "regression":
+        data = regression_task(seed)
+    elif key == "xor":
+        data = xor_task()
+    else:
+        raise DatasetError(f"unknown dataset '{name}'; expected iris, wine, digits (optionally :validation), "
+                           "fmnist, mnist[:DIR], regression, xor or a .csv file")
+    if task is not None and task != data.task:
+        raise DatasetError(f"{name} is a {data.task} task, not {task}")
+    return data
