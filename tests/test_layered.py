@@ -1,13 +1,15 @@
-"""The dense layered fast path agrees with the generic exact solvers on builder networks."""
+"""The dense layered path (`method="layered"`) agrees with the generic exact solvers, which are
+other algorithms on other data structures: `coordinate` (sparse block coordinate descent through
+`Problem`) and `qp` (an interior-point QP)."""
 
 import numpy as np
 import pytest
+from circuits import make_circuit
 
 from aeqprop_circuits.circuit.builder import deep_resistive_network
 from aeqprop_circuits.circuit.energy import Nudge
-from aeqprop_circuits.errors import CircuitError
+from aeqprop_circuits.errors import CircuitError, SolverError
 from aeqprop_circuits.solvers import solve
-from aeqprop_circuits.solvers.layered import layered
 
 
 @pytest.mark.parametrize("sizes", [[6, 5, 3], [8, 6, 4, 2]])
@@ -17,15 +19,29 @@ def test_layered_path_equals_coordinate_and_qp(sizes, nudged):
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (5, sizes[0]))
     nudge = Nudge(0.3e-3, rng.uniform(-0.3, 0.3, (5, sizes[-1]))) if nudged else None
-    sources = circuit.source_values(x)
-    fast = layered(circuit, sources, nudge=nudge)
-    if fast is None:  # deeper networks with a nudge are not block-separable: generic path
-        assert nudged and len(sizes) > 3
+    if nudged and len(sizes) > 3:  # a nudge couples o+ and o- inside the output layer: not a block update
+        with pytest.raises(SolverError, match="method 'layered' does not apply: .*nudge"):
+            solve(circuit, x, nudge=nudge, method="layered")
+        assert solve(circuit, x, nudge=nudge).solver == "coordinate"  # auto goes the generic way
         return
+    fast = solve(circuit, x, nudge=nudge, method="layered")
+    assert fast.solver == "layered" and fast.success and fast.residual < 1e-12
     for method in ("coordinate", "qp"):
         reference = solve(circuit, x, nudge=nudge, method=method)
+        assert reference.solver == method and reference.success
         assert np.abs(fast.potentials - reference.potentials).max() < 1e-9
-    assert fast.success and fast.residual < 1e-12
+        assert np.abs(fast.energy - reference.energy).max() <= 1e-12 * np.abs(reference.energy).max()
+
+
+@pytest.mark.parametrize("sizes", [[6, 5, 3], [6, 5, 4, 3]])
+def test_layered_energy_never_increases_over_iterations(sizes):
+    """Both of its algorithms: semi-smooth Newton on the outputs (one hidden layer), block sweeps (deeper)."""
+    circuit = deep_resistive_network(sizes, seed=4)
+    trace = []
+    result = solve(circuit, np.random.default_rng(4).uniform(-1, 1, (3, 6)), method="layered", callback=trace.append)
+    assert result.success and len(trace) == result.iterations
+    steps = np.diff(np.array(trace), axis=0)
+    assert (steps <= 1e-14 * np.abs(trace).max()).all(), steps.max()
 
 
 def test_auto_takes_the_layered_path_for_builder_networks():
@@ -36,6 +52,7 @@ def test_auto_takes_the_layered_path_for_builder_networks():
     fast = solve(circuit, x, nudge=negative)
     assert fast.solver == "layered"  # one hidden layer: the Newton path serves negative nudges too
     reference = solve(circuit, x, nudge=negative, method="qp")
+    assert reference.solver == "qp"
     assert np.abs(fast.potentials - reference.potentials).max() < 1e-9
     with pytest.raises(CircuitError, match="non-convex"):  # unbounded phases refused, as by the generic test
         solve(circuit, x, nudge=Nudge(-1.0, np.zeros((2, 3))))
@@ -57,5 +74,33 @@ def test_netlist_networks_take_the_layered_path_with_inferred_layers(tmp_path):
         fast = solve(circuit, x, nudge=nudge)
         assert fast.solver == "layered"
         reference = solve(circuit, x, nudge=nudge, method="coordinate")
+        assert reference.solver == "coordinate"
         assert np.abs(fast.potentials - reference.potentials).max() < 1e-9
         assert np.abs(fast.energy - reference.energy).max() < 1e-12
+
+
+def test_layered_refuses_circuits_it_does_not_serve_and_says_why():
+    chain = make_circuit([("V", "V1", "in", "0", 1.0), ("R", "R1", "in", "a", 1e3), ("R", "R2", "a", "b", 1e3),
+                          ("R", "R3", "b", "0", 1e3), ("R", "R4", "a", "0", 1e3), ("X", "X1", "b", "hi", None),
+                          ("V", "VH", "hi", "0", 0.2)], outputs=["b"])
+    assert solve(chain, method="layered").solver == "layered"  # layers {a}, {b}
+    triangle = make_circuit([("V", "V1", "in", "0", 1.0), ("R", "R1", "in", "a", 1e3), ("R", "R2", "a", "b", 1e3),
+                             ("R", "R3", "b", "0", 1e3), ("R", "R4", "a", "0", 1e3), ("R", "R5", "in", "b", 1e3),
+                             ("R", "R6", "a", "c", 1e3), ("R", "R7", "c", "b", 1e3), ("X", "X1", "b", "hi", None),
+                             ("V", "VH", "hi", "0", 0.2)], outputs=["b"])
+    with pytest.raises(SolverError, match="method 'layered' does not apply: the circuit is not a layered network"):
+        solve(triangle, method="layered")  # c and a both join b: no consecutive layers
+    assert solve(triangle).solver == "coordinate"
+    shockley = deep_resistive_network([4, 3, 2], seed=0, ideal=False)
+    with pytest.raises(SolverError, match="exponential diodes"):
+        solve(shockley, np.zeros((1, 4)), method="layered")
+
+
+def test_layered_reports_non_finite_inputs_without_solving():
+    circuit = deep_resistive_network([6, 5, 3], seed=1)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 6))
+    x[1, 2] = np.nan
+    for method in ("layered", "auto"):
+        result = solve(circuit, x, method=method)
+        assert not result.success and "non-finite source values" in result.message
+        assert np.isnan(result.potentials).all()

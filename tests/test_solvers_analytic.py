@@ -12,11 +12,21 @@ from circuits import current, grid, make_circuit, voltage
 from scipy.special import lambertw
 
 from aeqprop_circuits.circuit.circuit import THERMAL_VOLTAGE
+from aeqprop_circuits.errors import CircuitError
 from aeqprop_circuits.solvers import solve
 
+
+def dense_nodal_analysis(problem, x0=None, callback=None, scale=1.0):
+    """A caller's own solver of the co-content (solve's `method` may be a callable): one dense
+    solve of KCL, exact for linear circuits. `scale` only shows that options reach it."""
+    H = problem.linear_hessian.toarray()
+    z = np.linalg.solve(H, -problem.linear_gradient(np.zeros((problem.batch, problem.n_free))).T).T
+    return scale * z, 1, True, "dense nodal analysis"
+
+
 RTOL = 1e-9
-LINEAR_METHODS = ["newton", "coordinate", "qp"]  # every solver handles a linear network
-IDEAL_METHODS = ["coordinate", "qp"]
+LINEAR_METHODS = ["newton", "coordinate", "qp", dense_nodal_analysis]  # every solver handles a linear network
+IDEAL_METHODS = ["layered", "coordinate", "qp"]
 
 
 def assert_close(actual, expected, scale=None):
@@ -30,6 +40,9 @@ def solved(circuit, **kwargs):
     result = solve(circuit, **kwargs)
     assert result.success, result.message
     assert np.all(np.isfinite(result.potentials))
+    method = kwargs.get("method", "auto")
+    if method != "auto":  # a named method is the one that runs
+        assert result.solver == getattr(method, "__name__", method)
     return result
 
 
@@ -210,6 +223,17 @@ def test_current_source_into_resistor_gives_ohms_law_with_spice_sign(method):
     assert_close(current(r, c, "R2"), -1e-3)
 
 
+def test_a_callable_method_gets_the_options_and_is_refused_a_non_convex_phase():
+    c = make_circuit([("V", "V1", "in", "0", 10.0), ("R", "R1", "in", "out", 1e3), ("R", "R2", "out", "0", 3.3e3)])
+    half = solve(c, method=dense_nodal_analysis, scale=0.5)
+    assert half.message == "dense nodal analysis" and half.iterations == 1
+    assert_close(voltage(half, c, "out"), 0.5 * 10.0 * 3.3e3 / 4.3e3)
+    calls = []
+    with pytest.raises(CircuitError, match="non-convex"):
+        solve(c, method=lambda problem, **options: calls.append(problem), conductance=[1e-3, -1e-3])
+    assert not calls  # solve checks convexity before the method runs
+
+
 # --- diodes ---------------------------------------------------------------------------------
 
 def diode_resistor_closed_form(vs, r, isat, nvt, gmin):
@@ -256,11 +280,14 @@ def test_diode_gmin_shifts_the_reverse_bias_point_by_the_divider_it_forms():
 # --- ideal diodes ---------------------------------------------------------------------------
 
 def clipper():
-    """Vin -R1- a -RL- 0; X1 a -> +0.5 V rail, X2 -0.3 V rail -> a: output clipped to [-0.3, 0.5]."""
+    """Vin -R1- a -RL- 0; X1 a -> +0.5 V rail, X2 -0.3 V rail -> a: output clipped to [-0.3, 0.5].
+
+    With `a` the output it is a layered network of one layer, so the layered path serves it too.
+    """
     return make_circuit([("V", "VIN", "in", "0", 0.0), ("R", "R1", "in", "a", 1e3),
                          ("R", "RL", "a", "0", 3e3), ("X", "X1", "a", "hi", None),
                          ("V", "VHI", "hi", "0", 0.5), ("X", "X2", "lo", "a", None),
-                         ("V", "VLO", "lo", "0", -0.3)], inputs=["VIN"])
+                         ("V", "VLO", "lo", "0", -0.3)], inputs=["VIN"], outputs=["a"])
 
 
 @pytest.mark.parametrize("method", IDEAL_METHODS)

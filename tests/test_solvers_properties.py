@@ -3,8 +3,9 @@
 Random connected networks of resistors, exponential or ideal diodes, voltage and current
 sources; each property is a physical law or an agreement between independent methods:
 KCL at every node, energy never rising during the iterations, reciprocity of linear
-networks, newton = coordinate = qp = a brute-force active-set enumeration, batched =
-per-sample, warm starts converging to the same point in fewer iterations.
+networks, newton = coordinate = qp = a brute-force active-set enumeration, layered = coordinate
+= qp on deep resistive networks, batched = per-sample, warm starts converging to the same point
+in fewer iterations. Every named method is the one that runs (`result.solver`).
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def test_coordinate_energy_never_increases_over_sweeps(seed, n_free):
     trace = []
     r = solve(c, np.random.default_rng(seed).uniform(-3, 3, (3, 1)), method="coordinate",
               callback=trace.append)
-    assert r.success, r.message
+    assert r.success and r.solver == "coordinate", r.message
     assert_monotone(trace, r.energy)
 
 
@@ -208,7 +209,7 @@ def test_newton_coordinate_and_qp_agree_on_linear_networks(seed, n_free):
     c = make_circuit(elements, inputs=["VIN0"])
     x = np.random.default_rng(seed).uniform(-3, 3, (4, 1))
     results = {m: solve(c, x, method=m) for m in ("newton", "coordinate", "qp")}
-    assert all(r.success for r in results.values()), {m: r.message for m, r in results.items()}
+    assert all(r.success and r.solver == m for m, r in results.items()), {m: r.message for m, r in results.items()}
     ref = results["newton"].potentials
     for m in ("coordinate", "qp"):
         assert close_volts(results[m].potentials, ref), (m, np.abs(results[m].potentials - ref).max())
@@ -222,6 +223,7 @@ def test_coordinate_and_qp_agree_on_box_type_ideal_diode_networks(seed, n_free):
     x = np.random.default_rng(seed).uniform(-3, 3, (4, 1))
     coordinate, qp = solve(c, x, method="coordinate"), solve(c, x, method="qp")
     assert coordinate.success and qp.success, (coordinate.message, qp.message)
+    assert (coordinate.solver, qp.solver) == ("coordinate", "qp")
     assert close_volts(coordinate.potentials, qp.potentials), np.abs(coordinate.potentials - qp.potentials).max()
     assert solve(c, x).solver == "coordinate"
 
@@ -366,11 +368,16 @@ def test_layered_coordinate_descent_and_qp_agree_on_deep_resistive_networks(seed
 
     c = deep_resistive_network([3, *hidden, 2], seed=seed % 2 ** 31, ideal=True)
     x = np.random.default_rng(seed).uniform(-1, 1, (3, 3))
-    coordinate, qp = solve(c, x, method="coordinate"), solve(c, x, method="qp")
-    assert coordinate.success and qp.success, (coordinate.message, qp.message)
-    assert close_volts(coordinate.potentials, qp.potentials), np.abs(coordinate.potentials - qp.potentials).max()
+    results = {m: solve(c, x, method=m) for m in ("layered", "coordinate", "qp")}
+    assert all(r.success and r.solver == m for m, r in results.items()), {m: r.message for m, r in results.items()}
+    qp = results["qp"]
     scale = current_scale(qp)
-    assert max(coordinate.residual, qp.residual) <= 1e-11 * scale
-    assert np.abs(kcl_imbalance(c, coordinate)).max() <= 1e-10 * scale
+    for m in ("layered", "coordinate"):
+        assert close_volts(results[m].potentials, qp.potentials), (m, np.abs(results[m].potentials - qp.potentials))
+        assert np.abs(results[m].energy - qp.energy).max() <= 1e-9 * np.abs(qp.energy).max()
+        assert results[m].residual <= 1e-11 * scale
+        assert np.abs(kcl_imbalance(c, results[m])).max() <= 1e-10 * scale
+    assert qp.residual <= 1e-11 * scale
+    assert solve(c, x).solver == "layered"
     exponential = solve(deep_resistive_network([3, *hidden, 2], seed=seed % 2 ** 31, ideal=False), x)
     assert exponential.success and exponential.residual <= 1e-12 * current_scale(exponential)

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from aeqprop_circuits.circuit.energy import Problem
+from aeqprop_circuits.errors import SolverError
 
 ARMIJO = 1e-4
 
@@ -43,6 +44,9 @@ STALL_VTOL = 1e-9  # V (relative above 1 V): a Newton step this small that no li
 
 def newton(problem: Problem, x0=None, vtol: float = 1e-12, maxiter: int = 200, callback=None):
     B, n = problem.batch, problem.n_free
+    if problem.has_ideal_diodes:  # their constraints are not in the co-content Newton descends
+        raise SolverError("the newton solver handles smooth elements only; this circuit has ideal diodes "
+                          "(use --solver coordinate or qp)")
     try:
         z = _start(problem) if x0 is None else np.array(x0, dtype=np.float64).reshape(B, n)
     except RuntimeError:  # a singular start system: the Newton steps below report it per iteration
