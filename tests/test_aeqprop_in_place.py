@@ -13,9 +13,8 @@ import json
 import numpy as np
 import pytest
 
-from aeqprop_circuits.experiments.inplace import ep_step
 from aeqprop_circuits.experiments.session import run_training
-from aeqprop_circuits.learning.algorithms import get_algorithm
+from aeqprop_circuits.learning.algorithms import ep_step, get_algorithm
 from aeqprop_circuits.systems.drn import DRNSystem
 from aeqprop_circuits.systems.hopfield import build_model
 

@@ -6,45 +6,98 @@ import numpy as np
 import pytest
 
 from aeqprop_circuits.circuit.builder import deep_resistive_network
-from aeqprop_circuits.experiments.session import CIRCUIT_DEFAULTS, resolve_config, run_training
+from aeqprop_circuits.errors import AeqpropError
+from aeqprop_circuits.experiments.config import ConfigError, TrainConfig, parse_settings, resolve
+from aeqprop_circuits.experiments.session import run_training
 
 
 def test_circuit_defaults_are_the_documented_ones():
-    config = resolve_config("netlists/iris.cir", {})
-    assert (config["epochs"], config["lr"], config["beta"], config["epsilon"]) == (60, 2.0, 0.2, 10.0)
-    assert config["lr_decay"] == 0.95 and config["relax_rounds"] == 1 and config["trace_every"] == 1
-    assert resolve_config("netlists/iris.cir", {"relax_rounds": 20})["relax_rounds"] == 20
+    config = resolve("netlists/iris.cir")
+    assert (config.epochs, config.lr, config.beta, config.epsilon) == (60, 2.0, 0.2, 10.0)
+    assert config.lr_decay == 0.95 and config.relax_rounds == 1 and config.trace_every == 1
+    assert config.controller == "oracle" and config.algorithm == "c-ep"
+    assert resolve("netlists/iris.cir", relax_rounds=20).relax_rounds == 20
     for data in ("wine", "wine:validation"):
-        wine = resolve_config("netlists/wine.cir", {"data": data})
-        assert (wine["lr"], wine["epsilon"], wine["epochs"], wine["beta"]) == (0.5, 2.5, 60, 0.2)
-    assert resolve_config("netlists/wine.cir", {"data": "wine", "lr": 2.0})["lr"] == 2.0
+        wine = resolve("netlists/wine.cir", data=data)
+        assert (wine.lr, wine.epsilon, wine.epochs, wine.beta) == (0.5, 2.5, 60, 0.2)
+    assert resolve("netlists/wine.cir", data="wine", lr=2.0).lr == 2.0
 
 
 def test_presets_do_not_inherit_the_circuit_schedule():
-    """A preset that does not name lr_decay / relax_rounds keeps the neutral values (1.0 / the rule's own)."""
+    """A preset that does not name lr_decay / relax_rounds / target_amplitude takes the neutral values."""
     from aeqprop_circuits.experiments.presets import PRESETS
 
     for name, entry in PRESETS.items():
-        config = resolve_config(None, {"preset": name})
-        for key in ("lr_decay", "relax_rounds"):
-            if key not in entry:
-                assert key not in config, (name, key)
-    assert "lr_decay" in CIRCUIT_DEFAULTS
+        config = resolve(preset=name)
+        assert config.lr_decay == entry.get("lr_decay", 1.0), name
+        assert config.relax_rounds == entry.get("relax_rounds", 20), name
+        assert config.target_amplitude == entry.get("target_amplitude", 1.0), name
+
+
+def test_every_preset_key_is_a_setting_or_says_where_it_comes_from():
+    from aeqprop_circuits.experiments.config import FIELDS
+    from aeqprop_circuits.experiments.presets import PRESET_METADATA, PRESETS
+
+    for name, entry in PRESETS.items():
+        assert "source" in entry, name
+        assert set(entry) <= set(FIELDS) | set(PRESET_METADATA), (name, set(entry) - set(FIELDS))
 
 
 def test_set_overrides_one_model_option_of_a_preset_and_keeps_the_others():
-    from aeqprop_circuits.errors import AeqpropError
-    from aeqprop_circuits.experiments.session import parse_settings
-
-    preset = resolve_config(None, {"preset": "aeqprop-dense"})["model_options"]
-    given = {"preset": "aeqprop-dense", "model_settings": parse_settings(["cost_scale=1.0", "schedule=alternating"])}
-    options = resolve_config(None, given)["model_options"]
+    preset = resolve(preset="aeqprop-dense").model_options
+    options = resolve(preset="aeqprop-dense",
+                      model_options=parse_settings(["cost_scale=1.0", "schedule=alternating"])).model_options
     assert options["cost_scale"] == 1.0 != preset["cost_scale"] and options["schedule"] == "alternating"
     assert {k: v for k, v in options.items() if k not in ("cost_scale", "schedule")} == \
         {k: v for k, v in preset.items() if k not in ("cost_scale", "schedule")}
     assert parse_settings(["bounds=[[0, 1], [-1, 2]]"]) == {"bounds": [[0, 1], [-1, 2]]}
     with pytest.raises(AeqpropError, match="KEY=VALUE"):
         parse_settings(["cost_scale"])
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"epsilon": -1.0}, ["epsilon", "--epsilon", "out of range"]),
+    ({"epsilon": 0.0}, ["epsilon", "out of range"]),
+    ({"lr": -1.0}, ["lr", "out of range"]),
+    ({"lr": {"w1": 0.1, "b1": float("nan")}}, ["lr[b1]", "finite"]),
+    ({"beta": 0.0}, ["beta", "out of range"]),
+    ({"epochs": 0}, ["epochs", "out of range"]),
+    ({"batch_size": 0}, ["batch_size", "--batch-size"]),
+    ({"relax_rounds": 0}, ["relax_rounds", "out of range"]),
+    ({"trace_every": -1}, ["trace_every"]),
+    ({"lr_decay": 1.5}, ["lr_decay", "out of range"]),
+    ({"momentum": 1.0}, ["momentum", "out of range"]),
+    ({"epochs": 2.5}, ["epochs", "integer"]),
+    ({"algorithm": "c-epp"}, ["c-ep", "did you mean"]),
+    ({"solver": "newtn"}, ["newton"]),
+    ({"controller": "proportinal"}, ["proportional"]),
+    ({"test_fraction": 1.0}, ["test_fraction", "out of range"]),
+    ({"normalize": [0.5, 0.0]}, ["normalize", "std"]),
+    ({"momentum": 0.9, "algorithm": "aeqprop-centered"}, ["momentum", "Aeqprop"]),
+    ({"model_options": {"cost_scal": 1.0}}, ["cost_scal", "not an option"]),
+    ({"learning_rate": 0.1}, ["unknown setting", "learning_rate"]),
+])
+def test_every_setting_is_checked_before_any_work(settings, words):
+    model = "hopfield:4-3-2" if "model_options" in settings else "netlists/iris.cir"
+    with pytest.raises(ConfigError) as error:
+        resolve(model, **settings)
+    for word in words:
+        assert word in str(error.value), (word, str(error.value))
+
+
+def test_unknown_keys_get_the_closest_valid_name():
+    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+        TrainConfig.from_dict({"model": "netlists/iris.cir", "batchsize": 4})
+    with pytest.raises(ConfigError, match="did you mean 'ebl-dchn'"):
+        resolve(preset="ebl-dhcn")
+    with pytest.raises(ConfigError, match="not an option of netlists/iris.cir"):
+        resolve("netlists/iris.cir", model_options={"width": 2})
+
+
+def test_config_round_trips_through_its_dictionary():
+    config = resolve(preset="aeqprop-dense", seed=3)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert TrainConfig.from_dict({**config.to_dict(), "g0": 1e-3, "n_parameters": 10}) == config
 
 
 def test_builder_init_scale_multiplies_the_initial_conductances():
@@ -70,18 +123,14 @@ def test_default_settings_descend_the_lyapunov_function_on_the_shipped_iris_netl
 
 
 def test_hflip_needs_an_image_dataset_and_is_recorded(tmp_path):
-    from aeqprop_circuits.errors import AeqpropError
-
-    assert resolve_config(None, {"preset": "aeqprop-dense"})["augment"] == "hflip"  # the authors' code flips
-    assert resolve_config("netlists/iris.cir", {})["augment"] == "none"
-    with pytest.raises(AeqpropError, match="not an image dataset"):
+    assert resolve(preset="aeqprop-dense").augment == "hflip"  # the authors' code flips
+    assert resolve("netlists/iris.cir").augment == "none"
+    with pytest.raises(AeqpropError, match="not an image data set"):
         run_training("netlists/iris.cir", None, True, {"augment": "hflip", "epochs": 1,
                                                        "out": str(tmp_path / "run")}, echo=lambda m: None)
 
 
 def test_momentum_is_refused_for_aeqprop_whose_step_is_the_physics(tmp_path):
-    from aeqprop_circuits.errors import AeqpropError
-
     with pytest.raises(AeqpropError, match="momentum"):
         run_training("netlists/iris.cir", None, True, {"algorithm": "aeqprop-centered", "momentum": 0.9,
                                                        "out": str(tmp_path / "run")}, echo=lambda m: None)

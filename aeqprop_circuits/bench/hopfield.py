@@ -27,9 +27,8 @@ import time
 
 import numpy as np
 
-from aeqprop_circuits.experiments.inplace import ep_step
 from aeqprop_circuits.experiments.presets import PRESETS
-from aeqprop_circuits.learning.algorithms import get_algorithm
+from aeqprop_circuits.learning.algorithms import ep_step, get_algorithm
 from aeqprop_circuits.systems.base import Phase
 from aeqprop_circuits.systems.hopfield.models import build_model
 
@@ -78,7 +77,7 @@ def bench_one(hidden: int, *, batch: int = 16, iterations: int = 15, beta: float
               steps: int = 300, generic_steps: int = 30, repeats: int = 30, seed: int = 0, warmup: int = 10) -> dict:
     preset = PRESETS["reference-dense"]
     options = {**preset["model_options"], "max_iterations": (iterations, iterations)}
-    lr = preset["learning_rate"] if lr is None else lr
+    lr = preset["lr"] if lr is None else lr
     net = build_model(f"hopfield:784-{hidden}-10", seed=seed, **options)
     rule = get_algorithm("c-ep", beta=beta)
     count = (warmup + steps + generic_steps) * batch

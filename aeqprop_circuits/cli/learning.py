@@ -15,50 +15,78 @@ ALGORITHM_HELP = ("p-ep n-ep c-ep multi-point-ep p-cpl n-cpl c-cpl cl aeqprop-op
                   "aeqprop-centered exact-gradient (and tbp, rbp for Hopfield models)")
 
 
+def setting(key: str, *names, **options):
+    """A `train` option for a TrainConfig setting: its help is the setting's description and default."""
+    from aeqprop_circuits.experiments.config import FIELDS
+
+    field = FIELDS[key]
+    default = field.default if not callable(field.default_factory) else field.default_factory()
+    shown = options.pop("shown_default", default)
+    text = options.pop("help", field.metadata["doc"])
+    return click.option(*(names or (f"--{key.replace('_', '-')}",)), key, default=None,
+                        help=f"{text[0].upper()}{text[1:]}. [default: {shown}]", **options)
+
+
+def _settings(settings) -> dict:
+    from aeqprop_circuits.experiments.config import parse_settings
+
+    return parse_settings(settings)
+
+
 @click.command()
 @click.argument("model", required=False)
-@click.option("--model", "model_option", help="Model spec instead of a netlist (drn:1568-100-10, hopfield:...).")
-@click.option("--data", default=None, help="iris|wine|digits|fmnist|mnist:DIR|regression|FILE.csv [default: iris]")
-@click.option("--algorithm", default=None, help=ALGORITHM_HELP + " [default: c-ep]")
-@click.option("--beta", type=float, default=None, help="Nudge strength (normalised units). [default: preset]")
-@click.option("--epsilon", type=float, default=None, help="Knob coupling of Aeqprop; its step is epsilon*beta.")
-@click.option("--lr", type=float, default=None, help="Learning rate of the EP/CL/CpL/exact rules.")
-@click.option("--momentum", type=float, default=None,
-              help="SGD momentum of the EP/CL/CpL/exact rules (velocity = momentum * velocity + gradient). "
-                   "[default: 0]")
-@click.option("--lr-decay", type=float, default=None,
-              help="Factor applied to lr and epsilon after each epoch. [default: preset; 0.95 for netlists]")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--seed", type=int, default=None, help="[default: 0]")
-@click.option("--solver", default=None, type=click.Choice(SOLVER_NAMES),
-              help="[default: auto]")
-@click.option("--controller", default=None, type=click.Choice(["proportional", "oracle"]),
-              help="Homeostatic control: oracle (fast, uses dE/dtheta; default) or proportional "
-                   "(agnostic, slow).")
-@click.option("--relax-rounds", type=int, default=None,
-              help="Aeqprop: relaxation rounds with the knobs clamped (1 = App. C's single parallel parameter "
-                   "relaxation; many = the joint equilibrium of Theorems 1-3). [default: 1; 20 under a preset "
-                   "that does not set it]")
-@click.option("--preset", default=None,
-              help="Named hyperparameters (see docs/training.md, docs/hopfield.md, docs/drn.md).")
-@click.option("--max-train", type=int, default=None, help="Use only the first N training samples.")
-@click.option("--augment", default=None, type=click.Choice(["none", "hflip"]),
-              help="Training-set augmentation: hflip mirrors each training image with probability 1/2 "
-                   "(seeded per epoch). [default: preset, else none]")
-@click.option("--trace-every", type=int, default=None, help="Lyapunov trace every N steps (0: off).")
+@click.option("--model", "model_option", help="Model spec instead of a netlist (drn:1568-100-10, hopfield:784-2048-10, "
+              "conv:..., dchn:...).")
+@click.option("--preset", default=None, metavar="NAME",
+              help="Named hyperparameters with their source: " + ", ".join(sorted(__import__(
+                  "aeqprop_circuits.experiments.presets", fromlist=["PRESETS"]).PRESETS)) + ".")
+@setting("data")
+@setting("algorithm", help=ALGORITHM_HELP)
+@setting("beta", type=float, shown_default="0.2 (a preset's)")
+@setting("epsilon", type=float, shown_default="10 (2.5 for wine; a preset's)")
+@setting("lr", type=float, shown_default="2 (0.5 for wine; a preset's)")
+@setting("schedule", type=click.Choice(["exponential", "cosine"]))
+@setting("lr_decay", type=float, shown_default="0.95 for netlists, 1 under a preset that does not set it")
+@setting("lr_floor", type=float)
+@setting("momentum", type=float)
+@setting("weight_decay", type=float)
+@setting("epochs", type=int)
+@setting("batch_size", type=int)
+@setting("seed", type=int)
+@setting("solver", type=click.Choice(SOLVER_NAMES))
+@setting("controller", type=click.Choice(["oracle", "proportional"]))
+@setting("relax_rounds", type=int, shown_default="1; 20 under a preset that does not set it")
+@setting("points", type=int)
+@setting("target_amplitude", type=float, shown_default="0.5 V for netlists, 1 under a preset")
+@setting("max_train", type=int, shown_default="all")
+@setting("augment", type=click.Choice(["none", "hflip"]))
+@setting("trace_every", type=int)
+@setting("task", type=click.Choice(["classification", "regression"]), shown_default="guessed from the labels")
+@setting("test_fraction", type=float, shown_default="0.2")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="A model option over the preset's (JSON value), e.g. --set cost_scale=1.0. Repeatable.")
-@click.option("--out", default=None, help="Run directory (a fresh name is chosen if it exists).")
-@click.option("--resume", default=None, help="Continue the run in this directory.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+              help="A model option over the preset's (JSON value), e.g. --set cost_scale=1.0. Repeatable. "
+                   "Unknown options are refused with the valid ones listed.")
+@click.option("--out", default=None, help="Run directory. [default: runs/MODEL-ALGORITHM-TIME; a fresh name "
+                                          "(DIR-2, ...) when it exists]")
+@click.option("--resume", default=None, metavar="DIR",
+              help="Continue the run in DIR from its newest checkpoint (only --epochs may change).")
+@click.option("--quiet", is_flag=True, help="No progress bar (none is drawn when stderr is not a terminal).")
 @user_errors
 def train(model, model_option, resume, quiet, settings, **given):
-    """Train a netlist (or model spec) on a dataset with one of the operator loops."""
-    from aeqprop_circuits.experiments.session import parse_settings, run_training
+    """Train a netlist (or model spec) on a data set with one of the operator loops."""
+    from aeqprop_circuits.errors import AeqpropError
+    from aeqprop_circuits.experiments.config import parse_settings
+    from aeqprop_circuits.experiments.session import RunInterrupted, run_training
 
-    given["model_settings"] = parse_settings(settings) or None
-    run_training(model_option or model, resume, quiet, given, echo=click.echo)
+    if model and model_option:
+        raise AeqpropError(f"two models given: {model} and --model {model_option}; give one")
+    given["model_options"] = parse_settings(settings) or None
+    try:
+        run_training(model_option or model, resume, quiet, given, echo=click.echo)
+    except RunInterrupted as stop:
+        click.echo(f"interrupted after the last checkpoint; continue with: aeqprop train --resume {stop.path}",
+                   err=True)
+        raise SystemExit(130) from None
 
 
 @click.command()
@@ -107,11 +135,10 @@ def compare(run_dirs, labels, out, last, upto):
 def gradcheck(model, algorithm, beta, epsilon, controller, data, batch_size, seed, solver, settings, as_json):
     """Compare an algorithm's gradient estimate with the exact gradient on one batch."""
     from aeqprop_circuits.data.datasets import load_dataset
-    from aeqprop_circuits.experiments.session import parse_settings
     from aeqprop_circuits.learning.algorithms import get_algorithm
     from aeqprop_circuits.systems.models import load_system
 
-    system = load_system(model, solver=solver, seed=seed, **parse_settings(settings))
+    system = load_system(model, solver=solver, seed=seed, **_settings(settings))
     dataset = load_dataset(data, seed=seed)
     x, labels = dataset.x_train[:batch_size], dataset.y_train[:batch_size]
     target = dataset.targets(labels, system.n_outputs)

@@ -122,7 +122,7 @@ DRN_PRESETS: dict[str, dict] = {
 # Hyperparameters from the papers. "epsilon" are Aeqprop's per-group learning rates eps_k
 # (Table 2; an Aeqprop step moves theta by -eps_k (beta_2 - beta_1) dL/dtheta, and the paper's
 # autodiff baseline uses SGD step size beta eps_k, so the equivalent SGD learning rate of an
-# EP estimate is beta * eps_k). "learning_rate" are plain SGD rates (EBL Table 5).
+# EP estimate is beta * eps_k). "lr" are plain SGD rates (EBL Table 5).
 HOPFIELD_PRESETS: dict[str, dict] = {
     "aeqprop-dense": {
         "source": "Aeqprop (Scellier et al.) Sec. 5.3, Table 2 and App. C, dense network",
@@ -139,7 +139,7 @@ HOPFIELD_PRESETS: dict[str, dict] = {
             "cost_scale": 0.5,
             "precision": "float32",
         },
-        "data": "fmnist", "input_range": (0.0, 1.0),
+        "data": "fmnist",
         # the authors' code flips half the Fashion-MNIST training images at random (its datasets.py;
         # not in the paper's text); with it the train error is the paper's (docs/hopfield.md,
         # "The authors' code against ours")
@@ -148,7 +148,7 @@ HOPFIELD_PRESETS: dict[str, dict] = {
         "epsilon": {"w1": 0.1, "w2": 0.05, "b1": 0.02, "b2": 0.01},  # Table 2
         # c-ep's SGD rates: beta * eps_k, the step of an Aeqprop-centered update (use c-ep with
         # --beta 0.25 so its nudges are centered Aeqprop's +-beta/2); not in the paper
-        "learning_rate": {"w1": 0.05, "w2": 0.025, "b1": 0.01, "b2": 0.005},
+        "lr": {"w1": 0.05, "w2": 0.025, "b1": 0.01, "b2": 0.005},
         "lr_decay": 0.99,  # Table 2, per epoch
         "controller": "oracle",  # App. C homeostatic control
         "relax_rounds": 1,  # App. C: the clamped phase relaxes the parameters once, in parallel
@@ -166,7 +166,7 @@ HOPFIELD_PRESETS: dict[str, dict] = {
             "max_iterations": (100, 100), "schedule": "sequential", "cost_scale": 0.5,  # as aeqprop-dense
             "precision": "float32",
         },
-        "data": "fmnist", "input_range": (0.0, 1.0), "augment": "hflip",  # as aeqprop-dense
+        "data": "fmnist", "augment": "hflip",  # as aeqprop-dense
         "beta": 0.2, "batch_size": 16, "epochs": 200,
         "epsilon": {"w1": 0.128, "w2": 0.032, "w3": 0.008, "b1": 0.032, "b2": 0.008, "b3": 0.002},
         "lr_decay": 0.99, "controller": "oracle", "relax_rounds": 1,
@@ -185,9 +185,9 @@ HOPFIELD_PRESETS: dict[str, dict] = {
             "threshold": 0.0, "max_iterations": (15, 15),  # fixed iteration counts, no convergence test
             "schedule": "sequential", "cost_scale": 1.0, "precision": "float32",
         },
-        "data": "fmnist", "input_range": (0.0, 1.0),
+        "data": "fmnist",
         "algorithm": "c-ep", "beta": 0.2, "batch_size": 16, "epochs": 1, "trace_every": 0,
-        "learning_rate": 0.03,  # plain SGD, no momentum, no decay
+        "lr": 0.03,  # plain SGD, no momentum, no decay
         "paper_test_error": {"c-ep": 15.1},  # the reference's 1-epoch test error (issue 6)
     },
     "ebl-dchn": {
@@ -207,10 +207,11 @@ HOPFIELD_PRESETS: dict[str, dict] = {
         },
         "data": "fmnist", "normalize": (0.2860, 0.3530), "augment": "hflip",  # Table 4, App. D
         "beta": 0.25, "batch_size": 128, "epochs": 100,
-        "learning_rate": {"w1": 0.0625, "b1": 0.0625, "w2": 0.0375, "b2": 0.0375, "w3": 0.025, "b3": 0.025,
+        "lr": {"w1": 0.0625, "b1": 0.0625, "w2": 0.0375, "b2": 0.0375, "w3": 0.025, "b3": 0.025,
                           "w4": 0.02, "b4": 0.02, "w5": 0.0125, "b5": 0.0125},
-        "momentum": 0.9, "weight_decay": 3e-4, "cosine_t_max": 100, "eta_min": 2e-6,
-        "tbp_iterations": 15,
+        "momentum": 0.9, "weight_decay": 3e-4,
+        "schedule": "cosine", "lr_floor": 2e-6,  # Table 5: cosine annealing over the run down to eta_min
+        # tbp: K = 15 iterations (Table 5), TBP's default
         "algorithms": ["cl", "p-ep", "n-ep", "c-ep", "p-cpl", "n-cpl", "c-cpl", "tbp", "rbp"],
         "paper_test_error": {"c-ep": 6.47, "n-ep": 6.22, "tbp": 6.12, "rbp": 6.28, "cl": 10.10,
                              "p-ep": 90.00,
@@ -220,6 +221,9 @@ HOPFIELD_PRESETS: dict[str, dict] = {
 
 
 PRESETS: dict[str, dict] = {**HOPFIELD_PRESETS, **DRN_PRESETS}
+# Keys of a preset that describe it rather than set the run: where its values come from, which
+# rules it is for (the first is the default algorithm), and the paper's numbers.
+PRESET_METADATA = ("source", "algorithms", "paper_test_error")
 
 
 def preset_system(name: str, seed: int = 0, **model_options):
@@ -229,6 +233,6 @@ def preset_system(name: str, seed: int = 0, **model_options):
 
 
 def preset_rates(system, name: str) -> np.ndarray:
-    """The preset's per-parameter rates as a (P,) array: epsilon (Aeqprop) or learning_rate (EBL)."""
+    """The preset's per-parameter rates as a (P,) array: epsilon (Aeqprop) or lr (EBL)."""
     entry = PRESETS[name]
-    return system.per_parameter(entry.get("epsilon") or entry.get("learning_rate") or entry["lr"])
+    return system.per_parameter(entry.get("epsilon") or entry["lr"])

@@ -1,22 +1,46 @@
-"""Run directories: never overwritten, everything needed to rerun, checkpoints to resume from."""
+"""Run directories: never overwritten, self-contained, written so that a kill at any moment loses nothing.
+
+A run directory holds `config.json` (the TrainConfig and facts of the run), `metrics.csv` (one
+row per epoch, epoch 0 the untrained network), `steps.jsonl` (one record per traced step),
+`checkpoints/epochNNNN.npz` (theta, the optimiser's and the system's training state after each
+epoch) and, for a netlist model, `netlist/` (a copy of the netlist and its includes, with
+their hash in config.json): a resumed run trains the circuit it started with.
+
+Writes are atomic (a temporary file, then `os.replace`) or appends of whole records. The
+order within an epoch is: step records, then the metrics row, then the checkpoint. Resuming
+takes the newest checkpoint that reads back and cuts metrics.csv and steps.jsonl back to its
+epoch, so a run killed at any moment and resumed ends as an uninterrupted run.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import os
+import re
+import shutil
 import time
+import zipfile
 
 import numpy as np
 
+from aeqprop_circuits.errors import AeqpropError
+
+CHECKPOINT = re.compile(r"^epoch(\d{4,})\.npz$")
+
+
+class RunDirError(AeqpropError):
+    """A run directory that cannot be read or resumed; the message names the file."""
+
 
 def fresh_directory(path: str) -> str:
-    """`path` if free, else `path-2`, `path-3`, ...: a run never overwrites another."""
+    """`path` if free, else `path-2`, `path-3`, ...: a run never overwrites another. Not created here."""
     candidate, k = path, 1
-    while os.path.exists(candidate) and os.listdir(candidate):
+    while os.path.exists(candidate) and (not os.path.isdir(candidate) or os.listdir(candidate)):
         k += 1
         candidate = f"{path}-{k}"
-    os.makedirs(candidate, exist_ok=True)
     return candidate
 
 
@@ -25,46 +49,149 @@ def default_name(model: str, algorithm: str) -> str:
     return os.path.join("runs", f"{stem}-{algorithm}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-class RunDir:
-    """config.json, metrics.csv (per epoch), steps.jsonl (per step), checkpoints/*.npz."""
+def atomic_write(path: str, data: bytes | str) -> None:
+    """Write a whole file or nothing: a temporary file next to it, flushed, then renamed over it."""
+    temporary = f"{path}.tmp{os.getpid()}"
+    with open(temporary, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
 
-    def __init__(self, path: str):
+
+def _append(path: str, text: str) -> None:
+    """Append one or more whole lines in one write (a reader never sees a part of a record it keeps)."""
+    with open(path, "a") as f:
+        f.write(text)
+        f.flush()
+
+
+def file_hash(paths) -> str:
+    """sha256 over the files' contents, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+class RunDir:
+    """One training run's directory; also the trainer's recorder (`epoch`, `step`)."""
+
+    def __init__(self, path: str, create: bool = True):
         self.path = path
-        os.makedirs(os.path.join(path, "checkpoints"), exist_ok=True)
+        if create:
+            os.makedirs(os.path.join(path, "checkpoints"), exist_ok=True)
+        elif not os.path.isfile(self.file("config.json")):
+            raise RunDirError(f"{path}: not a run directory (no config.json)")
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
+    # --- config and netlist copy ------------------------------------------------------------
     def write_config(self, config: dict) -> None:
-        with open(self.file("config.json"), "w") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
+        atomic_write(self.file("config.json"), json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     def read_config(self) -> dict:
-        with open(self.file("config.json")) as f:
-            return json.load(f)
+        path = self.file("config.json")
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except json.JSONDecodeError as err:
+            raise RunDirError(f"{path}: not valid JSON ({err})") from None
 
-    def append_metrics(self, row: dict) -> None:
+    def keep_netlist(self, files: list[str]) -> tuple[str, str]:
+        """Copy a netlist (first) and its includes into netlist/, keeping their relative layout.
+
+        Returns (the copy of the netlist relative to the run directory, the files' hash).
+        """
+        root = os.path.dirname(os.path.abspath(files[0]))
+        target = self.file("netlist")
+        for path in files:
+            relative = os.path.relpath(os.path.abspath(path), root)
+            if relative.startswith(".."):  # an include outside the netlist's folder: keep it flat
+                relative = os.path.basename(path)
+            destination = os.path.join(target, relative)
+            os.makedirs(os.path.dirname(destination), exist_ok=True)
+            shutil.copyfile(path, destination)
+        return os.path.join("netlist", os.path.basename(files[0])), file_hash(files)
+
+    # --- the recorder -----------------------------------------------------------------------
+    def epoch(self, row: dict, checkpoint: dict[str, np.ndarray]) -> None:
+        """The metrics row, then the checkpoint of the same epoch (see the module docstring for why this order)."""
         path = self.file("metrics.csv")
-        new = not os.path.exists(path)
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(row), lineterminator="\n")
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            writer.writeheader()
+        writer.writerow(row)
+        _append(path, text.getvalue())
+        self.save_checkpoint(int(row["epoch"]), checkpoint)
 
-    def append_step(self, record: dict) -> None:
-        with open(self.file("steps.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
+    def step(self, record: dict) -> None:
+        _append(self.file("steps.jsonl"), json.dumps(record) + "\n")
 
-    def save_checkpoint(self, epoch: int, parameters: np.ndarray, **extra) -> str:
+    def save_checkpoint(self, epoch: int, arrays: dict[str, np.ndarray]) -> str:
+        buffer = io.BytesIO()
+        np.savez(buffer, **{**arrays, "epoch": np.array(epoch)})
         path = os.path.join(self.path, "checkpoints", f"epoch{epoch:04d}.npz")
-        np.savez(path, parameters=parameters, epoch=epoch, **extra)
-        np.savez(os.path.join(self.path, "checkpoints", "latest.npz"), parameters=parameters, epoch=epoch, **extra)
+        atomic_write(path, buffer.getvalue())
         return path
 
-    def latest_checkpoint(self):
-        path = os.path.join(self.path, "checkpoints", "latest.npz")
-        if not os.path.exists(path):
-            return None
-        with np.load(path) as data:
-            return {key: data[key] for key in data.files}
+    # --- reading back and resuming ----------------------------------------------------------
+    def checkpoint_epochs(self) -> list[int]:
+        folder = os.path.join(self.path, "checkpoints")
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        return sorted(int(m.group(1)) for m in map(CHECKPOINT.match, names) if m)
+
+    def load_checkpoint(self, epoch: int) -> dict[str, np.ndarray]:
+        path = os.path.join(self.path, "checkpoints", f"epoch{epoch:04d}.npz")
+        try:
+            with np.load(path) as data:
+                saved = {key: data[key] for key in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise RunDirError(f"{path}: unreadable checkpoint ({err})") from None
+        if "parameters" not in saved:
+            raise RunDirError(f"{path}: not a checkpoint (no parameters)")
+        return saved
+
+    def latest_checkpoint(self, warn=None) -> dict[str, np.ndarray] | None:
+        """The newest checkpoint that reads back (unreadable ones are skipped, with a warning)."""
+        for epoch in reversed(self.checkpoint_epochs()):
+            try:
+                return self.load_checkpoint(epoch)
+            except RunDirError as err:
+                if warn:
+                    warn(f"warning: {err}; trying an earlier one")
+        return None
+
+    def cut_back(self, epoch: int) -> None:
+        """Drop metrics rows and step records after `epoch`, and any partial last line (a kill mid-write)."""
+        path = self.file("metrics.csv")
+        if os.path.exists(path):
+            lines = _whole_lines(path)
+            kept = lines[:1] + [line for line in lines[1:] if _leading_int(line) <= epoch]
+            atomic_write(path, "".join(kept))
+        path = self.file("steps.jsonl")
+        if os.path.exists(path):
+            kept = []
+            for line in _whole_lines(path):
+                try:
+                    if json.loads(line)["epoch"] <= epoch:
+                        kept.append(line)
+                except (ValueError, KeyError):
+                    continue
+            atomic_write(path, "".join(kept))
+
+
+def _whole_lines(path: str) -> list[str]:
+    with open(path) as f:
+        lines = f.readlines()
+    return [line for line in lines if line.endswith("\n")]
+
+
+def _leading_int(line: str) -> int:
+    try:
+        return int(line.split(",", 1)[0])
+    except ValueError:
+        return 1 << 62  # a damaged row: after every epoch, so it is dropped

@@ -1,146 +1,206 @@
-"""A training session as the CLI runs it: resolve the config, make the run directory, train.
+"""A training run from a TrainConfig: everything is checked first, then the run directory is made and trained.
 
-The config written to config.json holds every value the run used (defaults included), so
-`aeqprop train --resume DIR` or a rerun with the same values reproduces it.
+`prepare` loads the data set and builds the system and the rule, and refuses any
+inconsistency between them, before a file is written; `start` and `resume` then run the
+trainer into a run directory (the CLI's `aeqprop train`), and `run` into any recorder (the
+Python API). A run refused during validation leaves no directory behind.
 """
 
 from __future__ import annotations
 
-import json
+import os
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from aeqprop_circuits.data.datasets import load_dataset
+from aeqprop_circuits.data.datasets import Dataset, load_dataset
 from aeqprop_circuits.errors import AeqpropError
-from aeqprop_circuits.experiments.inplace import in_place_trainer
-from aeqprop_circuits.experiments.presets import PRESETS
-from aeqprop_circuits.experiments.rundir import RunDir, default_name, fresh_directory
-from aeqprop_circuits.experiments.trainer import TrainOptions, train
-from aeqprop_circuits.learning.algorithms import algorithm_from_config
-from aeqprop_circuits.systems.models import load_system
+from aeqprop_circuits.experiments.config import ConfigError, TrainConfig, option_name, parse_settings, resolve
+from aeqprop_circuits.experiments.rundir import RunDir, RunDirError, default_name, file_hash, fresh_directory
+from aeqprop_circuits.experiments.trainer import Recorder, TrainOptions, train
+from aeqprop_circuits.learning.algorithms import Rule, get_algorithm
+from aeqprop_circuits.systems.base import ParameterGroups, PhysicalSystem
+from aeqprop_circuits.systems.models import load_system, model_kind
 
-# Defaults that train the shipped circuit netlists well (docs/results.md has the runs behind them,
-# chosen on a validation split): lr decay 0.95 per epoch kept every traced step of the Iris
-# validation runs a descent step of the Lyapunov function; Aeqprop relaxes the parameters once (App. C).
-CIRCUIT_DEFAULTS = {"data": "iris", "algorithm": "c-ep", "solver": "auto", "controller": "oracle", "seed": 0,
-                    "beta": 0.2, "epsilon": 10.0, "lr": 2.0, "epochs": 60, "batch_size": 10, "trace_every": 1,
-                    "target_amplitude": 0.5, "lr_decay": 0.95, "relax_rounds": 1, "augment": "none",
-                    "momentum": 0.0}
-# Per dataset, over CIRCUIT_DEFAULTS (circuits only): Wine at lr 2 keeps its validation accuracy but
-# some steps raise the Lyapunov function (1-7 per 4500 traced steps); at lr 0.5 none do, in the
-# validation runs and the full 5-seed runs alike (docs/results.md, "How the defaults were chosen").
-# Iris needs lr 2: at 0.5 it underfits in 60 epochs (85.8 % validation accuracy against 94.2 %).
-DATASET_DEFAULTS = {"wine": {"lr": 0.5, "epsilon": 2.5}}
-CIRCUIT_ONLY = ("lr_decay", "relax_rounds")  # a preset that does not set these keeps the neutral values
-# What a preset (experiments/presets.py) may set, and under which config name.
-PRESET_KEYS = {"model": "model", "data": "data", "beta": "beta", "batch_size": "batch_size", "epochs": "epochs",
-               "controller": "controller", "epsilon": "epsilon", "learning_rate": "lr", "lr": "lr",
-               "lr_decay": "lr_decay", "model_options": "model_options", "trace_every": "trace_every",
-               "target_amplitude": "target_amplitude", "algorithm": "algorithm",
-               "relax_rounds": "relax_rounds", "augment": "augment",
-               "momentum": "momentum"}
-def parse_settings(settings) -> dict:
-    """`--set KEY=VALUE` pairs as a dict; values are JSON (1.0, [0, 1], "text") or else plain strings."""
-    parsed = {}
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise AeqpropError(f"--set expects KEY=VALUE, got '{item}'")
-        try:
-            parsed[key] = json.loads(value)
-        except json.JSONDecodeError:
-            parsed[key] = value
-    return parsed
+# Settings that may differ when a run is resumed: how long it trains, and where it is.
+RESUMABLE = ("epochs", "out")
 
 
-def resolve_config(model: str | None, given: dict) -> dict:
-    """Defaults, then the preset's values, then what the user gave: later wins (model options key by key)."""
-    given = dict(given)
-    settings = given.pop("model_settings", None) or {}
-    config = dict(CIRCUIT_DEFAULTS)
-    preset = given.get("preset")
-    if not preset:
-        config.update(DATASET_DEFAULTS.get(str(given.get("data") or config["data"]).split(":")[0], {}))
-    else:
-        presets = PRESETS
-        if preset not in presets:
-            raise AeqpropError(f"unknown preset '{preset}'; expected one of {', '.join(presets) or '(none)'}")
-        entry = presets[preset]
-        for key in CIRCUIT_ONLY:
-            config.pop(key)
-        config.update({PRESET_KEYS[k]: v for k, v in entry.items() if k in PRESET_KEYS})
-        if "algorithm" not in entry and entry.get("algorithms"):
-            config["algorithm"] = entry["algorithms"][0]
-        config["target_amplitude"] = entry.get("target_amplitude", 1.0)
-    config.update({k: v for k, v in given.items() if v is not None})
-    if settings:
-        config["model_options"] = {**config.get("model_options", {}), **settings}
-    config["model"] = model or config.get("model")
-    if not config["model"]:
-        raise AeqpropError("no model: give a netlist file, --model SPEC or a --preset that names one")
-    return config
+__all__ = ["RunInterrupted", "Setup", "parse_settings", "prepare", "resume", "run", "run_training", "start"]
 
 
-def per_parameter(system, value):
-    """A rate given per parameter group (a preset's {"w1": ..., "b1": ...}) as a (P,) array."""
-    if isinstance(value, dict):
-        if not hasattr(system, "per_parameter"):
-            raise AeqpropError(f"{type(system).__name__} has no parameter groups for per-group rates {value}")
-        return system.per_parameter(value)
-    return value
+class RunInterrupted(AeqpropError):
+    """Training stopped by the user (Ctrl-C); `path` is the run directory to resume."""
+
+    def __init__(self, path: str):
+        self.path = path
+        super().__init__(f"interrupted: continue with aeqprop train --resume {path}")
 
 
-def run_training(model, resume, quiet, given, echo=print) -> str:
-    if resume:
-        run = RunDir(resume)
-        config = run.read_config()
-        config.update({k: v for k, v in given.items() if v is not None and k == "epochs"})
-        checkpoint = run.latest_checkpoint()
-        start_epoch = int(checkpoint["epoch"]) if checkpoint else 0
-    else:
-        config = resolve_config(model, given)
-        run = RunDir(fresh_directory(config.get("out") or default_name(config["model"], config["algorithm"])))
-        config["out"] = run.path
-        checkpoint, start_epoch = None, 0
-    system = load_system(config["model"], solver=config["solver"], seed=config["seed"],
-                         **config.get("model_options", {}))
-    if checkpoint is not None:
-        system.parameters = checkpoint["parameters"]
-    config["g0"] = getattr(system, "g0", None)
-    config["n_parameters"] = int(system.parameters.size)
-    run.write_config(config)
-    dataset = load_dataset(config["data"], seed=config["seed"])
-    if dataset.n_features != system.n_inputs:
-        raise AeqpropError(f"{config['data']} has {dataset.n_features} features but {config['model']} has "
-                           f"{system.n_inputs} inputs")
-    augment = config.get("augment") or "none"  # runs made before --augment existed did not augment
-    if augment not in ("none", "hflip"):
-        raise AeqpropError(f"augment '{augment}': expected none or hflip")
-    if augment == "hflip" and dataset.image_shape is None:
-        raise AeqpropError(f"--augment hflip flips images, but {config['data']} is not an image dataset "
-                           "(fmnist, mnist)")
-    if config.get("momentum") and str(config["algorithm"]).startswith("aeqprop"):
-        raise AeqpropError("--momentum applies to the EP, CL, CpL and exact-gradient rules; an Aeqprop step is "
-                           "the parameters' own relaxation")
-    rates = {"epsilon": per_parameter(system, config["epsilon"]), "lr": per_parameter(system, config["lr"])}
-    algorithm = algorithm_from_config({**config, **rates})
-    fit = in_place_trainer(system, algorithm)  # DRNs, dense Hopfield nets: EP updates in place
-    shortcut = getattr(algorithm, "nudge_contrast", lambda: None)()
-    if fit is None and shortcut is not None and in_place_trainer(system, shortcut[0]):
-        # Aeqprop with the oracle controller and one parameter relaxation: its step is this EP step
-        algorithm, rates["lr"] = shortcut[0], rates["epsilon"] * shortcut[1]
-        fit = in_place_trainer(system, algorithm)
-        echo(f"{config['algorithm']}: oracle controller, one parameter relaxation -> the equivalent EP step, "
-             "applied in place")
-    options = TrainOptions(epochs=config["epochs"], batch_size=config["batch_size"], learning_rate=rates["lr"],
-                           lr_decay=config.get("lr_decay", 1.0), momentum=config.get("momentum", 0.0),
-                           seed=config["seed"], target_amplitude=config["target_amplitude"],
-                           trace_every=config["trace_every"], progress=not quiet,
-                           max_train=config.get("max_train"), augment=None if augment == "none" else augment)
-    echo(f"run directory: {run.path}")
-    np.seterr(over="ignore")
+@dataclass
+class Setup:
+    """What a run trains: the config, the data, the system and the rule, all checked against each other."""
+
+    config: TrainConfig
+    data: Dataset
+    system: PhysicalSystem
+    rule: Rule
+    options: TrainOptions
+
+
+def per_parameter(system: PhysicalSystem, value, key: str):
+    """A rate given per parameter group ({"w1": ..., "b1": ...}) as a (P,) array; a number as it is."""
+    if not isinstance(value, dict):
+        return value
+    if not isinstance(system, ParameterGroups):
+        raise ConfigError(f"{key}: {type(system).__name__} has no parameter groups for per-group rates {value}")
     try:
-        (fit or train)(system, dataset, algorithm, run, options, start_epoch=start_epoch, log=echo)
-    finally:
-        echo(f"results in {run.path} (plots: aeqprop plot {run.path})")
-    return run.path
+        return system.per_parameter(value)
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
+def prepare(config: TrainConfig, model_path: str | None = None, progress: bool = True) -> Setup:
+    """Load and check everything a run needs; nothing is written. `model_path` overrides the config's (a run's copy)."""
+    data = load_dataset(config.data, seed=config.seed)
+    if config.normalize is not None:
+        mean, std = config.normalize
+        data = replace(data, x_train=(data.x_train - mean) / std, x_test=(data.x_test - mean) / std)
+    system = load_system(model_path or config.model, solver=config.solver, seed=config.seed,
+                         **config.model_options)
+    if data.n_features != system.n_inputs:
+        raise AeqpropError(f"{config.data} has {data.n_features} features but {config.model} has "
+                           f"{system.n_inputs} inputs")
+    if data.n_classes and system.n_outputs < data.n_classes:
+        raise AeqpropError(f"{config.data} has {data.n_classes} classes but {config.model} has only "
+                           f"{system.n_outputs} outputs")
+    if config.augment == "hflip" and data.image_shape is None:
+        raise ConfigError(f"augment hflip flips images, but {config.data} is not an image data set (fmnist, mnist)")
+    lr = per_parameter(system, config.lr, "lr")
+    options = {}
+    if config.is_aeqprop:
+        options = {"epsilon": per_parameter(system, config.epsilon, "epsilon"), "controller": config.controller,
+                   "relax_rounds": config.relax_rounds}
+    elif config.algorithm == "multi-point-ep":
+        options = {"points": config.points}
+    rule = get_algorithm(config.algorithm, beta=config.beta, **options, **config.algorithm_options)
+    loop = TrainOptions(epochs=config.epochs, batch_size=config.batch_size, learning_rate=lr,
+                        schedule=config.schedule, lr_decay=config.lr_decay, lr_floor=config.lr_floor,
+                        momentum=config.momentum, weight_decay=config.weight_decay, seed=config.seed,
+                        target_amplitude=config.target_amplitude, trace_every=config.trace_every,
+                        augment=config.augment, max_train=config.max_train, progress=progress)
+    return Setup(config, data, system, rule, loop)
+
+
+def run(setup: Setup, recorder: Recorder, start_epoch: int = 0, resumed: dict | None = None, log=print) -> dict:
+    """Train a prepared setup into a recorder; returns the last metrics row."""
+    if resumed is not None:
+        setup.system.parameters = resumed["parameters"]
+    with np.errstate(over="ignore"):  # junction exponentials overflow to inf, which the solvers handle
+        return train(setup.system, setup.data, setup.rule, recorder, setup.options, start_epoch=start_epoch,
+                     resumed=resumed, log=log)
+
+
+def run_facts(setup: Setup) -> dict:
+    """What config.json records next to the config: facts of the run that turn its numbers back into units."""
+    return {"g0": getattr(setup.system, "g0", None), "n_parameters": int(setup.system.parameters.size)}
+
+
+def start(config: TrainConfig, progress: bool = True, echo=print) -> str:
+    """A new run: check everything, then make a fresh run directory and train. Returns its path."""
+    setup = prepare(config, progress=progress)
+    path = fresh_directory(config.out or default_name(config.model, config.algorithm))
+    run_dir = RunDir(path)
+    config = replace(config, out=path)
+    facts = run_facts(setup)
+    if model_kind(config.model) == "netlist":
+        copy, digest = run_dir.keep_netlist(netlist_files(config.model))
+        facts.update(netlist_copy=copy, netlist_sha256=digest)
+    run_dir.write_config({**config.to_dict(), **facts})
+    setup.config = config
+    echo(f"run directory: {path}")
+    try:
+        run(setup, run_dir, log=echo)
+    except KeyboardInterrupt:
+        raise RunInterrupted(path) from None
+    echo(f"results in {path} (plots: aeqprop plot {path})")
+    return path
+
+
+def netlist_files(path: str) -> list[str]:
+    """The netlist and the files it includes, at any depth (the netlist first)."""
+    found, pending = [], [os.path.abspath(path)]
+    while pending:
+        current = pending.pop(0)
+        if current in found or not os.path.isfile(current):
+            continue
+        found.append(current)
+        with open(current, errors="replace") as f:
+            for line in f:
+                words = line.split()
+                if len(words) >= 2 and words[0].lower() in (".include", ".inc"):
+                    name = line.split(None, 1)[1].strip().strip("'\"")
+                    pending.append(os.path.join(os.path.dirname(current), name))
+    return found
+
+
+def resume(path: str, given: dict, progress: bool = True, echo=print) -> str:
+    """Continue a run where its newest readable checkpoint left it, on the run's own copy of its netlist.
+
+    Settings given now must equal the run's, except `epochs`, which may extend it.
+    """
+    run_dir = RunDir(path, create=False)
+    stored = run_dir.read_config()
+    config = TrainConfig.from_dict(stored, where=run_dir.file("config.json"))
+    checkpoint = run_dir.latest_checkpoint(warn=echo)
+    done = int(checkpoint["epoch"]) if checkpoint is not None else 0
+    changes = {}
+    for key, value in given.items():
+        if value is None or key == "out":
+            continue
+        if key == "epochs":
+            if value < done:
+                raise ConfigError(f"--epochs {value}: the run in {path} has done {done} epochs already")
+            changes["epochs"] = value
+        elif key == "model_options":
+            if value and {**config.model_options, **value} != config.model_options:
+                raise ConfigError(f"--set {value}: the run in {path} has model options {config.model_options}; "
+                                  "start a new run to change them")
+        elif getattr(config, key, value) != value:
+            raise ConfigError(f"{option_name(key)} {value}: the run in {path} has {key} = "
+                              f"{getattr(config, key)!r}; only --epochs may change on --resume")
+    config = replace(config, **changes)
+    model_path = None
+    if stored.get("netlist_copy"):
+        model_path = run_dir.file(stored["netlist_copy"])
+        if not os.path.exists(model_path):
+            raise RunDirError(f"{model_path}: the run's copy of its netlist is missing")
+        original = config.model
+        if os.path.exists(original):
+            if file_hash(netlist_files(original)) != stored.get("netlist_sha256"):
+                echo(f"warning: {original} changed since the run started; resuming on the run's copy {model_path}")
+    setup = prepare(config, model_path=model_path, progress=progress)
+    if checkpoint is not None and checkpoint["parameters"].shape != setup.system.parameters.shape:
+        raise RunDirError(f"{path}: the checkpoint holds {checkpoint['parameters'].size} parameters, the model "
+                          f"{setup.system.parameters.size}")
+    run_dir.cut_back(done if checkpoint is not None else -1)
+    run_dir.write_config({**stored, **config.to_dict()})
+    echo(f"run directory: {path} (resuming after epoch {done})" if checkpoint is not None
+         else f"run directory: {path} (no checkpoint: starting over)")
+    try:
+        run(setup, run_dir, start_epoch=done if checkpoint is not None else 0, resumed=checkpoint, log=echo)
+    except KeyboardInterrupt:
+        raise RunInterrupted(path) from None
+    echo(f"results in {path} (plots: aeqprop plot {path})")
+    return path
+
+
+def run_training(model, resume_dir, quiet, given, echo=print) -> str:
+    """What `aeqprop train` does with its arguments: resume `resume_dir`, or resolve a config and start."""
+    given = dict(given)
+    if resume_dir:
+        preset = given.pop("preset", None)
+        if model or preset:
+            raise ConfigError("--resume continues a run with its own model: give no model, --model or --preset")
+        return resume(resume_dir, given, progress=not quiet, echo=echo)
+    return start(resolve(model, **given), progress=not quiet, echo=echo)

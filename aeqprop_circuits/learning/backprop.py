@@ -16,12 +16,24 @@ from aeqprop_circuits.systems.hopfield.adjoint import rbp_gradient, tbp_gradient
 from aeqprop_circuits.systems.hopfield.network import HopfieldNetwork
 
 
+class _Reference:
+    """What the backprop baselines share: no rate of their own, no in-place form."""
+
+    rate, betas, contrastive = None, (0.0, 0.0), False
+
+    def with_rate(self, rate):
+        return self
+
+    def in_place(self, system, learning_rate) -> None:
+        return None
+
+
 def _check(system):
     if not isinstance(system, HopfieldNetwork):
         raise AeqpropError(f"tbp / rbp are defined for Hopfield networks, not {type(system).__name__}")
 
 
-class RBP:
+class RBP(_Reference):
     """Recurrent backpropagation at the free equilibrium (EBL study baseline)."""
 
     name = "rbp"
@@ -37,7 +49,7 @@ class RBP:
         return Estimate(grad, system.outputs(free), free, extras={"adjoint": info})
 
 
-class TBP:
+class TBP(_Reference):
     """Truncated backpropagation through K iterations from the free state (EBL study baseline)."""
 
     name = "tbp"

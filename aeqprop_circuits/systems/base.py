@@ -7,14 +7,18 @@ vector arithmetic. Each phase starts from an explicit `Phase` (what the operator
 returns an explicit state; nothing is mutated and rewound between phases.
 
 The Aeqprop operator does not see this interface at all: it receives a `KnobHandle`
-(physics/knobs.py), which has no energy or gradient methods.
+(systems/knobs.py), which has no energy or gradient methods.
+
+Optional capabilities are declared below as runtime-checkable protocols: a system that has
+them says so by implementing them, and the learning rules and the training loop ask with
+`isinstance(system, Capability)`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -82,9 +86,14 @@ class PhysicalSystem(ABC):
     def outputs(self, state: State) -> np.ndarray:
         """Output readings (B, n_outputs)."""
 
-    @abstractmethod
     def cost(self, state: State, target: np.ndarray) -> np.ndarray:
         """C(outputs, target) per sample (B,)."""
+        return self.output_cost(self.outputs(state), target)
+
+    def output_cost(self, outputs: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """C of output readings (B,): 1/2 |o - y|^2, what a nudge of strength beta adds beta times of."""
+        difference = outputs - target
+        return 0.5 * (difference * difference).sum(axis=1)
 
     # --- local measurements (non-agnostic algorithms and diagnostics only) ----------------
     @abstractmethod
@@ -136,3 +145,70 @@ class PhysicalSystem(ABC):
         finally:
             self.parameters = saved
         return state, theta
+
+
+# --- optional capabilities ------------------------------------------------------------------------
+@runtime_checkable
+class ExactLossGradient(Protocol):
+    """dL/dtheta of the batch-mean cost at a free equilibrium, by implicit differentiation (the reference)."""
+
+    def loss_gradient(self, state: State, target: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class ParameterGroups(Protocol):
+    """Parameters in named groups ("w1", "b1", ...), so rates can be given per group."""
+
+    def per_parameter(self, values: dict) -> np.ndarray:
+        """A (P,) array holding each group's value on that group's parameters."""
+
+
+@runtime_checkable
+class InPlaceDescent(Protocol):
+    """The EP family's update without a (P,) gradient: several nudges settled together, theta changed in place.
+
+    `in_place` is False where an instance cannot (e.g. a precision or layer kind it has no kernel for).
+    """
+
+    in_place: bool
+    dtype: np.dtype  # the precision of theta and states (inputs are converted to it once per run)
+
+    def settle_nudges(self, base: Phase, betas, start: State) -> list:
+        """The phases of `base` nudged at each beta, warm-started from `start` (one batch)."""
+
+    def in_place_rates(self, learning_rate) -> Any:
+        """What `descend` takes for a scalar, (P,) or per-group rate, or None where it has no such form."""
+
+    def descend(self, terms, rates) -> None:
+        """theta <- project(theta - rates * sum_k c_k dE/dtheta(s_k)) for terms [(c_k, s_k)], in place."""
+
+
+@runtime_checkable
+class FusedContrastStep(Protocol):
+    """A whole step of a nudge contrast (free phase, nudged phases, update) in one kernel."""
+
+    def contrast_step(self, x: np.ndarray, target: np.ndarray, terms, rates) -> State | None:
+        """terms ((c_k / beta, beta_k), ...); returns the free state, or None where there is no fused form."""
+
+
+@runtime_checkable
+class InPlaceMomentum(Protocol):
+    """An in-place descent that keeps its own SGD velocity (PyTorch's form: v <- mu v + g; theta -= lr v)."""
+
+    momentum: float
+
+
+@runtime_checkable
+class EpochEnd(Protocol):
+    """Physics that adapts once per epoch (e.g. the relaxation threshold of Aeqprop App. C)."""
+
+    def end_epoch(self) -> Any: ...
+
+
+@runtime_checkable
+class TrainingState(Protocol):
+    """State beyond theta that training changes (a velocity, an adaptive threshold): checkpointed with theta."""
+
+    def training_state(self) -> dict[str, np.ndarray]: ...
+
+    def restore_training_state(self, saved: dict[str, np.ndarray]) -> None: ...

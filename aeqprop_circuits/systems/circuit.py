@@ -19,10 +19,10 @@ from aeqprop_circuits.circuit.circuit import Circuit, Sources
 from aeqprop_circuits.circuit.energy import Nudge, Problem
 from aeqprop_circuits.errors import AeqpropError, CircuitError, DivergenceError
 from aeqprop_circuits.solvers import SolveResult, solve
-from aeqprop_circuits.systems.base import Phase, PhysicalSystem
+from aeqprop_circuits.systems.base import ExactLossGradient, Phase, PhysicalSystem
 
 
-class CircuitSystem(PhysicalSystem):
+class CircuitSystem(PhysicalSystem, ExactLossGradient):
     def __init__(self, circuit: Circuit, solver: str = "auto", **solver_options):
         learning = circuit.learning
         if circuit.n_outputs == 0:
@@ -105,10 +105,6 @@ class CircuitSystem(PhysicalSystem):
         V = state.potentials
         outs = self.circuit.learning.outputs
         return V[:, outs[:, 0]] - V[:, outs[:, 1]]
-
-    def cost(self, state, target) -> np.ndarray:
-        diff = self.outputs(state) - target
-        return 0.5 * (diff * diff).sum(axis=1)
 
     # --- local measurements -----------------------------------------------------------------
     def resistor_voltages(self, state) -> np.ndarray:

@@ -52,7 +52,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
-from aeqprop_circuits.systems.base import Phase, PhysicalSystem
+from aeqprop_circuits.systems.base import ExactLossGradient, Phase, PhysicalSystem
 
 GROW, SHRINK = 1.05, 0.5
 
@@ -95,7 +95,7 @@ def squared_error_gradient(outputs: np.ndarray, target: np.ndarray) -> np.ndarra
     return outputs - target
 
 
-class EnergySystem(PhysicalSystem):
+class EnergySystem(PhysicalSystem, ExactLossGradient):
     """A PhysicalSystem whose physics is the minimisation of a user-given energy.
 
     parameters: initial theta, (P,) shared by the batch or (R, P) for R replicas.
@@ -259,8 +259,8 @@ class EnergySystem(PhysicalSystem):
     def outputs(self, state: EnergyState) -> np.ndarray:
         return state.states[:, self.output_index]
 
-    def cost(self, state: EnergyState, target: np.ndarray) -> np.ndarray:
-        return self._cost(self.outputs(state), np.atleast_2d(target))
+    def output_cost(self, outputs: np.ndarray, target: np.ndarray) -> np.ndarray:
+        return self._cost(outputs, np.atleast_2d(target))
 
     def energy(self, state: EnergyState) -> np.ndarray:
         return self.phase_energy(state.theta, state.features, state.states, state.phase)

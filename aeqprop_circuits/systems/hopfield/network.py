@@ -40,7 +40,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from aeqprop_circuits.errors import DivergenceError
-from aeqprop_circuits.systems.base import Phase, PhysicalSystem
+from aeqprop_circuits.systems.base import (
+    EpochEnd,
+    ExactLossGradient,
+    InPlaceDescent,
+    ParameterGroups,
+    Phase,
+    PhysicalSystem,
+    TrainingState,
+)
 from aeqprop_circuits.systems.hopfield.interactions import Conv, Dense
 from aeqprop_circuits.systems.kernels import clip, gemm_into
 
@@ -74,7 +82,7 @@ class HopfieldState:
         return self.layers[-1]
 
 
-class HopfieldNetwork(PhysicalSystem):
+class HopfieldNetwork(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlaceDescent, EpochEnd, TrainingState):
     """A layered Hopfield network; see the module docstring for energy and relaxation.
 
     input_shape: (n,) for a dense input, (C, H, W) for images (inputs arrive flattened in
@@ -556,6 +564,14 @@ class HopfieldNetwork(PhysicalSystem):
         """Batch mean of sum over all units of |a - b|."""
         return float(sum(np.abs(x - y).reshape(len(x), -1).sum(axis=1).mean() for x, y in zip(a, b)))
 
+    def training_state(self) -> dict[str, np.ndarray]:
+        """The adaptive relaxation threshold (checkpointed, so a resumed run relaxes as an uninterrupted one)."""
+        return {"threshold": np.array(self.threshold)}
+
+    def restore_training_state(self, saved: dict[str, np.ndarray]) -> None:
+        if "threshold" in saved:
+            self.threshold = float(saved["threshold"])
+
     def end_epoch(self) -> float:
         """Adaptive threshold update of Aeqprop App. C; returns the threshold for the next epoch."""
         if self.adaptive_threshold and self._gap_count:
@@ -567,8 +583,8 @@ class HopfieldNetwork(PhysicalSystem):
     def outputs(self, state: HopfieldState) -> np.ndarray:
         return np.asarray(state.layers[-1], dtype=np.float64)
 
-    def cost(self, state: HopfieldState, target) -> np.ndarray:
-        diff = self.outputs(state) - np.asarray(target, dtype=np.float64)
+    def output_cost(self, outputs: np.ndarray, target) -> np.ndarray:
+        diff = outputs - np.asarray(target, dtype=np.float64)
         return self.cost_scale * np.sum(diff * diff, axis=1)
 
     def energy(self, state: HopfieldState) -> np.ndarray:
