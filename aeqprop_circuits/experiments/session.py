@@ -17,7 +17,8 @@ from aeqprop_circuits.data.datasets import Dataset, load_dataset
 from aeqprop_circuits.errors import AeqpropError
 from aeqprop_circuits.experiments.config import ConfigError, TrainConfig, option_name, parse_settings, resolve
 from aeqprop_circuits.experiments.rundir import RunDir, RunDirError, default_name, file_hash, fresh_directory
-from aeqprop_circuits.experiments.trainer import Recorder, TrainOptions, train
+from aeqprop_circuits.experiments.trainer import History, Recorder, TrainOptions
+from aeqprop_circuits.experiments.trainer import train as train_loop
 from aeqprop_circuits.learning.algorithms import Rule, get_algorithm
 from aeqprop_circuits.systems.base import ParameterGroups, PhysicalSystem
 from aeqprop_circuits.systems.models import load_system, model_kind
@@ -26,7 +27,8 @@ from aeqprop_circuits.systems.models import load_system, model_kind
 RESUMABLE = ("epochs", "out")
 
 
-__all__ = ["RunInterrupted", "Setup", "parse_settings", "prepare", "resume", "run", "run_training", "start"]
+__all__ = ["RunInterrupted", "Setup", "TrainResult", "parse_settings", "prepare", "resume", "run", "run_training",
+           "start", "train"]
 
 
 class RunInterrupted(AeqpropError):
@@ -60,9 +62,10 @@ def per_parameter(system: PhysicalSystem, value, key: str):
         raise ConfigError(f"{key}: {err}") from None
 
 
-def prepare(config: TrainConfig, model_path: str | None = None, progress: bool = True) -> Setup:
+def prepare(config: TrainConfig, model_path: str | None = None, progress: bool = True, echo=print) -> Setup:
     """Load and check everything a run needs; nothing is written. `model_path` overrides the config's (a run's copy)."""
-    data = load_dataset(config.data, seed=config.seed)
+    data = load_dataset(config.data, seed=config.seed, task=config.task, test_fraction=config.test_fraction,
+                        log=echo)
     if config.normalize is not None:
         mean, std = config.normalize
         data = replace(data, x_train=(data.x_train - mean) / std, x_test=(data.x_test - mean) / std)
@@ -71,9 +74,7 @@ def prepare(config: TrainConfig, model_path: str | None = None, progress: bool =
     if data.n_features != system.n_inputs:
         raise AeqpropError(f"{config.data} has {data.n_features} features but {config.model} has "
                            f"{system.n_inputs} inputs")
-    if data.n_classes and system.n_outputs < data.n_classes:
-        raise AeqpropError(f"{config.data} has {data.n_classes} classes but {config.model} has only "
-                           f"{system.n_outputs} outputs")
+    data.check_outputs(system.n_outputs)
     if config.augment == "hflip" and data.image_shape is None:
         raise ConfigError(f"augment hflip flips images, but {config.data} is not an image data set (fmnist, mnist)")
     lr = per_parameter(system, config.lr, "lr")
@@ -97,33 +98,42 @@ def run(setup: Setup, recorder: Recorder, start_epoch: int = 0, resumed: dict | 
     if resumed is not None:
         setup.system.parameters = resumed["parameters"]
     with np.errstate(over="ignore"):  # junction exponentials overflow to inf, which the solvers handle
-        return train(setup.system, setup.data, setup.rule, recorder, setup.options, start_epoch=start_epoch,
+        return train_loop(setup.system, setup.data, setup.rule, recorder, setup.options, start_epoch=start_epoch,
                      resumed=resumed, log=log)
 
 
 def run_facts(setup: Setup) -> dict:
     """What config.json records next to the config: facts of the run that turn its numbers back into units."""
-    return {"g0": getattr(setup.system, "g0", None), "n_parameters": int(setup.system.parameters.size)}
+    return {"g0": getattr(setup.system, "g0", None), "n_parameters": int(setup.system.parameters.size),
+            "class_map": setup.data.class_map}
 
 
 def start(config: TrainConfig, progress: bool = True, echo=print) -> str:
     """A new run: check everything, then make a fresh run directory and train. Returns its path."""
-    setup = prepare(config, progress=progress)
+    setup = prepare(config, progress=progress, echo=echo)
+    path = _new_run_directory(setup)
+    echo(f"run directory: {path}")
+    if setup.data.class_map:
+        echo("classes: " + ", ".join(f"{label} -> {index}" for label, index in setup.data.class_map.items()))
+    try:
+        run(setup, RunDir(path), log=echo)
+    except KeyboardInterrupt:
+        raise RunInterrupted(path) from None
+    echo(f"results in {path} (plots: aeqprop plot {path})")
+    return path
+
+
+def _new_run_directory(setup: Setup) -> str:
+    """A fresh run directory holding the config, the facts of the run and the netlist's copy; its path."""
+    config = setup.config
     path = fresh_directory(config.out or default_name(config.model, config.algorithm))
     run_dir = RunDir(path)
-    config = replace(config, out=path)
+    setup.config = config = replace(config, out=path)
     facts = run_facts(setup)
     if model_kind(config.model) == "netlist":
         copy, digest = run_dir.keep_netlist(netlist_files(config.model))
         facts.update(netlist_copy=copy, netlist_sha256=digest)
     run_dir.write_config({**config.to_dict(), **facts})
-    setup.config = config
-    echo(f"run directory: {path}")
-    try:
-        run(setup, run_dir, log=echo)
-    except KeyboardInterrupt:
-        raise RunInterrupted(path) from None
-    echo(f"results in {path} (plots: aeqprop plot {path})")
     return path
 
 
@@ -179,7 +189,7 @@ def resume(path: str, given: dict, progress: bool = True, echo=print) -> str:
         if os.path.exists(original):
             if file_hash(netlist_files(original)) != stored.get("netlist_sha256"):
                 echo(f"warning: {original} changed since the run started; resuming on the run's copy {model_path}")
-    setup = prepare(config, model_path=model_path, progress=progress)
+    setup = prepare(config, model_path=model_path, progress=progress, echo=echo)
     if checkpoint is not None and checkpoint["parameters"].shape != setup.system.parameters.shape:
         raise RunDirError(f"{path}: the checkpoint holds {checkpoint['parameters'].size} parameters, the model "
                           f"{setup.system.parameters.size}")
@@ -204,3 +214,56 @@ def run_training(model, resume_dir, quiet, given, echo=print) -> str:
             raise ConfigError("--resume continues a run with its own model: give no model, --model or --preset")
         return resume(resume_dir, given, progress=not quiet, echo=echo)
     return start(resolve(model, **given), progress=not quiet, echo=echo)
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the config it ran, the trained system, its metrics rows and traced steps."""
+
+    config: TrainConfig
+    system: PhysicalSystem
+    metrics: list
+    steps: list
+    run_dir: str | None = None
+
+    @property
+    def final(self) -> dict:
+        """The last epoch's metrics row."""
+        return self.metrics[-1]
+
+
+class _Both:
+    """Records into a run directory and into memory at once."""
+
+    def __init__(self, *recorders):
+        self.recorders = recorders
+
+    def epoch(self, row, checkpoint):
+        for recorder in self.recorders:
+            recorder.epoch(row, checkpoint)
+
+    def step(self, record):
+        for recorder in self.recorders:
+            recorder.step(record)
+
+
+def train(model: str | None = None, *, preset: str | None = None, out: str | None = None, progress: bool = False,
+          log=None, recorder: Recorder | None = None, **settings) -> TrainResult:
+    """Train a netlist or model spec from Python, with the CLI's defaults; returns a `TrainResult`.
+
+    Settings are those of `TrainConfig` (data, algorithm, beta, lr, epochs, ...), checked before
+    any work. With `out` the run is also written to a fresh run directory, exactly as `aeqprop
+    train --out` writes it; `recorder` receives every metrics row and traced step as they come.
+    """
+    config = resolve(model, preset, **settings)
+    echo = log or (lambda message: None)
+    history = History()
+    recorders = [history] + ([recorder] if recorder is not None else [])
+    if out is None:
+        setup = prepare(config, progress=progress, echo=echo)
+        run(setup, _Both(*recorders), log=echo)
+        return TrainResult(config, setup.system, history.rows, history.steps)
+    setup = prepare(replace(config, out=out), progress=progress, echo=echo)
+    path = _new_run_directory(setup)
+    run(setup, _Both(RunDir(path), *recorders), log=echo)
+    return TrainResult(setup.config, setup.system, history.rows, history.steps, path)

@@ -108,7 +108,7 @@ def correct_count(data: Dataset, outputs: np.ndarray, labels: np.ndarray) -> int
     """How many outputs name their label's class (0 for regression)."""
     if not data.n_classes:
         return 0
-    return int((outputs[:, :data.n_classes].argmax(axis=1) == labels).sum())
+    return int((data.predict(outputs) == labels).sum())
 
 
 def training_split(data: Dataset, loop: TrainOptions):
