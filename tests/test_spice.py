@@ -30,6 +30,7 @@ from aeqprop_circuits.circuit.energy import Nudge
 from aeqprop_circuits.errors import CircuitError, SolverError
 from aeqprop_circuits.solvers import solve
 from aeqprop_circuits.solvers.spice import _spice_model_parameters, ngspice_available
+from aeqprop_circuits.solvers.spice.session import Session
 
 HAVE_NGSPICE = ngspice_available()
 skip_without_ngspice = pytest.mark.skipif(
@@ -98,6 +99,7 @@ def test_divider_agrees_with_ngspice():
     assert np.allclose(theirs.potentials[:, 2], sources[:, 0] * 2200.0 / 3200.0, rtol=1e-12)
     # ngspice's own source current (SPICE sign: into n+, so negative when supplying) matches ours
     assert np.allclose(theirs.currents["voltage_sources"], ours.currents["voltage_sources"], rtol=1e-9)
+    assert theirs.timing.load > 0 and theirs.timing.op > 0  # the result carries where ngspice's time went
 
 
 @pytest.mark.parametrize("vin", [-2.0, 0.3, 0.7, 1.0, 5.0], ids=lambda v: f"vin={v}")
@@ -157,8 +159,8 @@ def test_nudged_differential_outputs_agree_with_ngspice(beta):
     assert _max_dv(free, theirs) > 1e-6  # the nudge did something
 
 
-# --- ideal diodes: coordinate / qp vs ngspice's exponential stand-in ---------------------------
-@pytest.mark.parametrize("method", ["coordinate", "qp"])
+# --- ideal diodes: layered / coordinate / qp vs ngspice's exponential stand-in -------------------
+@pytest.mark.parametrize("method", ["layered", "coordinate", "qp"])
 @needs_ngspice
 def test_ideal_diode_network_agrees_with_ngspice_within_the_diode_drop(method):
     """ngspice solves exponential diodes (IS, N of spice_model): each conducting one drops
@@ -169,6 +171,7 @@ def test_ideal_diode_network_agrees_with_ngspice_within_the_diode_drop(method):
     ours = solve(circuit, x, method=method)
     theirs = solve(circuit, x, method="spice", tight=True)
     assert ours.success and theirs.success, theirs.message
+    assert (ours.solver, theirs.solver) == (method, "spice")
     isat, n = _spice_model_parameters(circuit.ideal_diodes.spice_model)
     current = max(np.abs(ours.currents["ideal_diodes"]).max(), np.abs(theirs.currents["ideal_diodes"]).max())
     drop = n * THERMAL_VOLTAGE * np.log(current / isat)
@@ -256,18 +259,16 @@ def test_negative_conductance_is_refused_before_ngspice_runs():
 @needs_ngspice
 def test_ngspice_failure_is_reported_not_raised(monkeypatch):
     """A sample ngspice does not solve gives success=False, NaN potentials and ngspice's words."""
-    from aeqprop_circuits.solvers import spice as spice_module
-
-    real = spice_module._run_one
+    real = Session.analyse
     calls = []
 
-    def second_fails(ng, text):
-        calls.append(text)
+    def second_fails(self, command, kind, reject_fallback=True):
+        calls.append(command)
         if len(calls) == 2:
-            return None, "ngspice .op failed: Warning: singular matrix:  check node mid", 0.0, 0.0, 0.0
-        return real(ng, text)
+            return None, "Warning: singular matrix:  check node mid", 0.0
+        return real(self, command, kind, reject_fallback)
 
-    monkeypatch.setattr(spice_module, "_run_one", second_fails)
+    monkeypatch.setattr(Session, "analyse", second_fails)
     theirs = solve(divider(), sources=[[1.0], [2.0], [3.0]], method="spice")
     assert not theirs.success and "sample 1" in theirs.message and "singular matrix" in theirs.message
     assert np.isnan(theirs.potentials[1]).all() and np.isfinite(theirs.potentials[[0, 2]]).all()
@@ -276,10 +277,12 @@ def test_ngspice_failure_is_reported_not_raised(monkeypatch):
 @needs_ngspice
 def test_a_point_violating_kcl_is_not_accepted(monkeypatch):
     """ngspice's transient-op fallback can return a point that is no operating point: KCL decides."""
-    from aeqprop_circuits.solvers import spice as spice_module
+    real = Session.analyse
 
-    real = spice_module._vectors
-    monkeypatch.setattr(spice_module, "_vectors",
-                        lambda ng: {k: v + (0.1 if k == "mid" else 0.0) for k, v in real(ng).items()})
+    def mid_off(self, command, kind, reject_fallback=True):
+        vectors, message, seconds = real(self, command, kind, reject_fallback)
+        return {k: v + (0.1 if k == "mid" else 0.0) for k, v in vectors.items()}, message, seconds
+
+    monkeypatch.setattr(Session, "analyse", mid_off)
     theirs = solve(divider(), method="spice")
     assert not theirs.success and "violates KCL" in theirs.message

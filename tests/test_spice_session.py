@@ -16,7 +16,6 @@ import pytest
 from aeqprop_circuits.circuit.circuit import THERMAL_VOLTAGE, Circuit, Diodes, IdealDiodes, Resistors, Sources
 from aeqprop_circuits.circuit.energy import Nudge
 from aeqprop_circuits.errors import SolverError
-from aeqprop_circuits.solvers import spice as spice_module
 from aeqprop_circuits.solvers.spice import (
     NEAR_IDEAL_MODEL,
     _spice_model_parameters,
@@ -25,6 +24,7 @@ from aeqprop_circuits.solvers.spice import (
     spice_rows,
     with_spice_model,
 )
+from aeqprop_circuits.solvers.spice.session import Session
 from aeqprop_circuits.systems.drn import DRNSystem
 
 needs_ngspice = pytest.mark.skipif(
@@ -68,8 +68,7 @@ def test_one_load_rows_equal_spice_per_row_on_a_drn(method):
     assert ours.message == ("ngspice dc sweep converged" if method == "sweep" else "ngspice .op converged")
     assert np.abs(ours.potentials - per_row.potentials).max() <= VTOL
     assert np.allclose(ours.currents["voltage_sources"], per_row.currents["voltage_sources"], rtol=1e-7, atol=1e-15)
-    timing = spice_module.last_timing
-    assert timing.load > 0 and timing.op > 0
+    assert ours.timing.load > 0 and ours.timing.op > 0 and per_row.timing.op > 0
 
 
 @pytest.mark.parametrize("method", ["sweep", "alter"])
@@ -119,18 +118,18 @@ def test_near_ideal_stand_in_is_within_a_few_millivolts_of_the_ideal_drn():
 
 
 def _edit_analyses(monkeypatch, edit) -> list:
-    """Route spice()'s ngspice analyses through `edit(command, vectors, message) -> (vectors, message)`.
+    """Route ngspice's analyses through `edit(command, vectors, message) -> (vectors, message)`.
 
     Returns the list the analysed commands are appended to, in order.
     """
-    real, commands = spice_module._analyse, []
+    real, commands = Session.analyse, []
 
-    def analyse(ng, command, kind, reject_fallback=True):
+    def analyse(self, command, kind, reject_fallback=True):
         commands.append(command)
-        vectors, message, seconds = real(ng, command, kind, reject_fallback)
+        vectors, message, seconds = real(self, command, kind, reject_fallback)
         return (*edit(command, vectors, message), seconds)
 
-    monkeypatch.setattr(spice_module, "_analyse", analyse)
+    monkeypatch.setattr(Session, "analyse", analyse)
     return commands
 
 
@@ -162,14 +161,14 @@ def test_a_sweep_through_the_transient_fallback_is_redone_row_by_row(monkeypatch
 
 @needs_ngspice
 def test_a_row_ngspice_cannot_solve_is_reported_not_raised(monkeypatch):
-    real = spice_module._analyse
+    real = Session.analyse
 
-    def op_fails(ng, command, kind, reject_fallback=True):
+    def op_fails(self, command, kind, reject_fallback=True):
         if command == "op":
             return None, "Warning: singular matrix:  check node h0", 0.0
-        return real(ng, command, kind, reject_fallback)
+        return real(self, command, kind, reject_fallback)
 
-    monkeypatch.setattr(spice_module, "_analyse", op_fails)
+    monkeypatch.setattr(Session, "analyse", op_fails)
     _, circuit, _, sources = _drn(3)
     ours = spice_rows(circuit, sources, method="alter")
     assert not ours.success and "sample 0" in ours.message and "singular matrix" in ours.message
@@ -214,10 +213,7 @@ def test_points_within_ngspices_node_voltage_tolerance_are_accepted(monkeypatch)
     _edit_analyses(monkeypatch, shifted(clamped, 5e-5))
     nearby = spice_rows(circuit, sources, method="alter")
     assert nearby.success and nearby.residual > 10 * 1e-3 * np.abs(clean.currents["ideal_diodes"]).max()
-    vectors = spice_module._vectors  # spice() alone, with its KCL bound, rejects the same point
-    monkeypatch.setattr(spice_module, "_vectors", lambda ng: {k: v + (5e-5 if k == clamped.lower() else 0.0)
-                                                              for k, v in vectors(ng).items()})
-    assert "violates KCL" in spice(circuit, sources).message
+    assert "violates KCL" in spice(circuit, sources).message  # spice() alone, with its KCL bound, rejects it
     _edit_analyses(monkeypatch, shifted(output, 0.1))
     far = spice_rows(circuit, sources, method="alter")
     assert not far.success and "violates KCL" in far.message

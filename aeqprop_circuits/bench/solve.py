@@ -59,15 +59,14 @@ def _max_dv(a, b) -> float:
 
 def _spice_run(circuit, sources, options, repeats):
     """(load s, .op s, result) minimised over repeats; raises SolverError without ngspice."""
-    from aeqprop_circuits.solvers import spice as spice_module
+    from aeqprop_circuits.solvers.spice import spice
 
     load = op = np.inf
     result = None
     for _ in range(max(1, repeats)):
-        result = spice_module.spice(circuit, sources=sources, options=options)
-        timing = spice_module.last_timing
-        if timing.load + timing.op < load + op:
-            load, op = timing.load, timing.op
+        result = spice(circuit, sources=sources, options=options)
+        if result.timing.load + result.timing.op < load + op:
+            load, op = result.timing.load, result.timing.op
     return load, op, result
 
 
