@@ -38,8 +38,9 @@ def test_compare_tabulates_each_runs_test_error_per_epoch(runs, tmp_path):
     lines = result.output.splitlines()
     assert lines[0] == "| epoch | centred | positive |"
     with open(os.path.join(runs[1], "metrics.csv")) as f:
-        third = list(csv.DictReader(f))[2]
-    assert lines[4] == f"| 3 |  | {100 * float(third['test_error']):.2f} |"  # c-ep ran 2 epochs: empty cell
+        third = {int(row["epoch"]): row for row in csv.DictReader(f)}[3]
+    assert lines[2].startswith("| 0 | ")  # the untrained networks
+    assert lines[5] == f"| 3 |  | {100 * float(third['test_error']):.2f} |"  # c-ep ran 2 epochs: empty cell
     assert os.path.getsize(png) > 1000
 
 
@@ -47,7 +48,7 @@ def test_compare_last_gives_mean_and_std_of_the_last_epochs(runs, tmp_path):
     result = CliRunner().invoke(main, ["compare", runs[1], "--last", "2", "--out", str(tmp_path / "c.png")])
     assert result.exit_code == 0, result.output
     with open(os.path.join(runs[1], "metrics.csv")) as f:
-        rows = list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))[1:]  # epochs 1-3 (epoch 0 is the untrained network)
     errors = [100 * float(r["test_error"]) for r in rows]
     window = errors[-2:]
     mean, std = sum(window) / 2, abs(window[0] - window[1]) / 2
@@ -62,7 +63,7 @@ def test_compare_upto_ends_the_window_at_an_epoch(runs, tmp_path):
                                        "--out", str(tmp_path / "c.png")])
     assert result.exit_code == 0, result.output
     with open(os.path.join(runs[1], "metrics.csv")) as f:
-        rows = list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))[1:]
     errors = [100 * float(r["test_error"]) for r in rows[:2]]
     best = min(range(2), key=errors.__getitem__)
     train = 100 * (1 - (float(rows[0]["train_accuracy"]) + float(rows[1]["train_accuracy"])) / 2)

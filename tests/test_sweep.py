@@ -70,16 +70,19 @@ def test_toml_and_yaml_specs_give_the_same_points_as_json(tmp_path):
 
 @pytest.mark.parametrize("spec, expected", [
     ({"base": QUICK, "grid": {"seeds": [0]}}, "grid.seeds: unknown key (did you mean 'seed'?)"),
-    ({"base": QUICK, "grid": {"beta": ["abc"]}}, "grid.beta: expected a number"),
+    ({"base": QUICK, "grid": {"beta": ["abc"]}}, "grid.beta: beta (--beta): expected a finite number"),
     ({"base": QUICK, "grid": {"seed": 3}}, "grid.seed: expected a non-empty list of values, got 3"),
     ({"base": QUICK, "grid": {"seed": []}}, "grid.seed: expected a non-empty list"),
     ({"base": QUICK, "grid": {"epochs": [1]}}, "grid.epochs: set both in base and in grid"),
     ({"base": {"data": "iris"}, "grid": {"seed": [0]}}, "no model"),
     ({"base": QUICK, "grid": {"seed": [0, 0]}}, "grid.seed: value 0 appears twice"),
-    ({"base": QUICK, "grid": {"solver": ["fast"]}}, "grid.solver: expected one of auto, newton"),
-    ({"base": {**QUICK, "epochs": 1.5}, "grid": {"seed": [0]}}, "base.epochs: expected an integer, got 1.5"),
+    ({"base": QUICK, "grid": {"solver": ["fast"]}}, "grid.solver: solver (--solver): 'fast' is not one of auto"),
+    ({"base": {**QUICK, "epochs": 1.5}, "grid": {"seed": [0]}}, "base.epochs: epochs (--epochs): expected an integer, got 1.5"),
     ({"base": QUICK, "grid": {"seed": [0]}, "workers": 3}, "workers: unknown key"),
     ({"base": QUICK}, "grid: expected a mapping of option -> list of values"),
+    ({"base": QUICK, "grid": {"algorithm": ["c-ep", "no-such-rule"]}}, "'no-such-rule' is not one of"),
+    ({"base": QUICK, "grid": {"algorithm": ["c-ep", "aeqprop-centered"], "momentum": [0.9]}},
+     "point algorithm=aeqprop-centered,momentum=0.9: momentum applies to"),
 ])
 def test_bad_spec_error_names_file_key_and_expectation(tmp_path, spec, expected):
     path = write_spec(tmp_path, spec)
@@ -104,9 +107,10 @@ def test_unreadable_spec_files_are_errors_not_tracebacks(tmp_path):
 # --- a small sweep ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """2 seeds x (c-ep, a rule that does not exist), 1 epoch on 10 samples, LocalCluster of threads."""
+    """2 seeds x (iris, wine: 13 features for the 4 inputs of the Iris netlist), 1 epoch on 10 samples, threads."""
     directory = tmp_path_factory.mktemp("sweep")
-    spec = write_spec(directory, {"base": QUICK, "grid": {"seed": [0, 1], "algorithm": ["c-ep", "no-such-rule"]}})
+    base = {key: value for key, value in QUICK.items() if key != "data"}
+    spec = write_spec(directory, {"base": base, "grid": {"seed": [0, 1], "data": ["iris", "wine"]}})
     out = str(directory / "out")
     result = CliRunner().invoke(main, ["sweep", spec, "--out", out, "--threads", "--workers", "2", "--quiet"])
     return {"spec": spec, "out": out, "result": result}
@@ -115,39 +119,39 @@ def sweep(tmp_path_factory):
 def test_failing_point_is_reported_while_the_others_finish(sweep):
     assert sweep["result"].exit_code == 4, sweep["result"].output
     assert "Error: 2 of 4 points failed" in sweep["result"].output
-    rows = {(r["algorithm"], r["seed"]): r for r in read_csv(os.path.join(sweep["out"], "summary.csv"))}
+    rows = {(r["data"], r["seed"]): r for r in read_csv(os.path.join(sweep["out"], "summary.csv"))}
     assert len(rows) == 4
     for seed in "01":
-        ok, failed = rows[("c-ep", seed)], rows[("no-such-rule", seed)]
+        ok, failed = rows[("iris", seed)], rows[("wine", seed)]
         assert ok["status"] == "ok" and ok["epochs"] == "1" and 0 <= float(ok["final_test_accuracy"]) <= 1
         assert float(ok["best_test_accuracy"]) >= float(ok["final_test_accuracy"])
-        assert failed["status"] == "failed" and "unknown algorithm 'no-such-rule'" in failed["message"]
+        assert failed["status"] == "failed" and "wine has 13 features" in failed["message"]
 
 
 def test_summary_groups_seeds_into_mean_and_std(sweep):
     rows = read_csv(os.path.join(sweep["out"], "summary.csv"))
-    groups = {g["algorithm"]: g for g in read_csv(os.path.join(sweep["out"], "summary_groups.csv"))}
-    accuracy = [float(r["final_test_accuracy"]) for r in rows if r["algorithm"] == "c-ep"]
-    assert float(groups["c-ep"]["final_test_accuracy_mean"]) == pytest.approx(sum(accuracy) / 2)
-    assert groups["c-ep"]["ok"] == "2" and groups["no-such-rule"]["ok"] == "0"
+    groups = {g["data"]: g for g in read_csv(os.path.join(sweep["out"], "summary_groups.csv"))}
+    accuracy = [float(r["final_test_accuracy"]) for r in rows if r["data"] == "iris"]
+    assert float(groups["iris"]["final_test_accuracy_mean"]) == pytest.approx(sum(accuracy) / 2)
+    assert groups["iris"]["ok"] == "2" and groups["wine"]["ok"] == "0"
     markdown = open(os.path.join(sweep["out"], "summary.md")).read()
-    assert "| algorithm | ok | final test acc |" in markdown and "| c-ep | 2/2 |" in markdown
+    assert "| data | ok | final test acc |" in markdown and "| iris | 2/2 |" in markdown
     assert os.path.getsize(os.path.join(sweep["out"], "summary.png")) > 1000
 
 
 def test_rerun_skips_finished_points_and_retries_failed_ones(sweep):
-    metrics = os.path.join(points_directory(sweep["out"]), "algorithm=c-ep,seed=0", "metrics.csv")
+    metrics = os.path.join(points_directory(sweep["out"]), "data=iris,seed=0", "metrics.csv")
     before = open(metrics).read()
     result = CliRunner().invoke(main, ["sweep", sweep["spec"], "--out", sweep["out"], "--threads", "--quiet"])
     assert result.exit_code == 4
     assert open(metrics).read() == before
-    log = json.load(open(os.path.join(logs_directory(sweep["out"]), "algorithm=c-ep,seed=0.json")))
+    log = json.load(open(os.path.join(logs_directory(sweep["out"]), "data=iris,seed=0.json")))
     assert log["status"] == "ok"
-    failed = json.load(open(os.path.join(logs_directory(sweep["out"]), "algorithm=no-such-rule,seed=1.json")))
-    assert failed["status"] == "failed" and failed["action"] == "resumed"  # tried again from its run directory
+    failed = json.load(open(os.path.join(logs_directory(sweep["out"]), "data=wine,seed=1.json")))
+    assert failed["status"] == "failed" and failed["action"] == "ran"  # refused before a run directory was made
     listing = CliRunner().invoke(main, ["sweep", sweep["spec"], "--out", sweep["out"], "--list"])
-    assert "finished  algorithm=c-ep,seed=1" in listing.output
-    assert "started   algorithm=no-such-rule,seed=0 (last run failed" in listing.output
+    assert "finished  data=iris,seed=1" in listing.output
+    assert "new       data=wine,seed=0 (last run failed" in listing.output
 
 
 def test_partly_trained_point_resumes_to_its_last_epoch(sweep, tmp_path):
@@ -159,7 +163,7 @@ def test_partly_trained_point_resumes_to_its_last_epoch(sweep, tmp_path):
     assert point_state(run_dir, point.epochs) == "started"
     record = run_point(point, run_dir, log_dir)
     assert record["status"] == "ok" and record["action"] == "resumed"
-    assert [row["epoch"] for row in read_csv(os.path.join(run_dir, "metrics.csv"))] == ["1", "2"]
+    assert [row["epoch"] for row in read_csv(os.path.join(run_dir, "metrics.csv"))] == ["0", "1", "2"]
     assert run_point(point, run_dir, log_dir)["action"] == "skipped"
 
 

@@ -141,6 +141,16 @@ class TrainConfig:
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 
 
+def check_setting(key: str, value) -> None:
+    """Check one setting's value on its own (its type and range, or its choices): ConfigError if wrong."""
+    unknown_keys({key: value}, "settings")
+    _check_field(FIELDS[key], value)
+    choices = {"algorithm": algorithm_names(), "solver": SOLVER_NAMES, "controller": CONTROLLERS,
+               "augment": AUGMENTS, "schedule": SCHEDULES, "task": TASKS}
+    if key in choices and value is not None:
+        _choice(key, value, choices[key])
+
+
 def unknown_keys(values: dict, where: str) -> None:
     for key in values:
         if key not in FIELDS:

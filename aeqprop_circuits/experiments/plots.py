@@ -130,7 +130,7 @@ def _summary_table(labels, series, metrics, last: int, name: str, upto: int | No
     head = [f"| run | epochs | {name}, mean ± std of the last {last} | best (epoch) | mean train error, same epochs |",
             "|---|---|---|---|---|"]
     for label, s, m in zip(labels, series, metrics):
-        epochs = [e for e in sorted(s) if upto is None or e <= upto]
+        epochs = [e for e in sorted(s) if e >= 1 and (upto is None or e <= upto)]  # epoch 0: untrained
         if not epochs:
             raise AeqpropError(f"{label} has no epoch up to {upto}")
         window = np.array([s[e] for e in epochs[-last:]])
@@ -163,7 +163,7 @@ def compare_runs(run_dirs: list[str], labels: list[str] | None = None, out: str 
               for m in metrics]
     final = max(max(s) for s in series)
     rows = [f"| epoch | {' | '.join(labels)} |", "|---" * (len(labels) + 1) + "|"]
-    for epoch in range(1, final + 1):
+    for epoch in range(min(min(s) for s in series), final + 1):
         rows.append(f"| {epoch} | " + " | ".join(f"{s[epoch]:.2f}" if epoch in s else "" for s in series) + " |")
     if last > 0:
         rows += ["", _summary_table(labels, series, metrics, last, name, upto)]

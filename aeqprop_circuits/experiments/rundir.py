@@ -36,12 +36,17 @@ class RunDirError(AeqpropError):
 
 
 def fresh_directory(path: str) -> str:
-    """`path` if free, else `path-2`, `path-3`, ...: a run never overwrites another. Not created here."""
+    """Create and return `path` if free (absent or empty), else `path-2`, `path-3`, ...: a run never overwrites another."""
     candidate, k = path, 1
-    while os.path.exists(candidate) and (not os.path.isdir(candidate) or os.listdir(candidate)):
+    while True:
+        try:
+            os.makedirs(candidate)
+            return candidate
+        except FileExistsError:
+            if os.path.isdir(candidate) and not os.listdir(candidate):
+                return candidate
         k += 1
         candidate = f"{path}-{k}"
-    return candidate
 
 
 def default_name(model: str, algorithm: str) -> str:

@@ -1,8 +1,9 @@
 """Sweep specifications: fixed training options plus a grid, read from JSON, TOML or YAML.
 
-A spec is validated once, here, at the boundary: every key must be an option of
-`aeqprop train` (or `model`, `target_amplitude`), every value must be what that option takes,
-and every error names the file, the key and what was expected. Inside, points are trusted.
+A spec is validated once, here, at the boundary: every key must be a setting of a training
+run (experiments/config.py, `TrainConfig`: the options of `aeqprop train`), every value must
+be in that setting's range, every point must make a valid config, and every error names the
+file, the key and what was expected. Inside, points are trusted.
 
     {"base": {"model": "netlists/iris.cir", "data": "iris", "epochs": 3},
      "grid": {"seed": [0, 1], "algorithm": ["c-ep", "p-ep"], "beta": [0.1, 0.2]}}
@@ -20,12 +21,11 @@ import os
 import re
 from dataclasses import dataclass, field
 
-import click
-
 from aeqprop_circuits.errors import AeqpropError
+from aeqprop_circuits.experiments.config import FIELDS, ConfigError, check_setting, resolve
 
-# Options of `aeqprop train` that describe the run directory or the terminal, not the training.
-_NOT_POINT_OPTIONS = {"model_option", "resume", "quiet", "out"}
+# Settings a point may set: all but the run directory, which the sweep chooses.
+POINT_KEYS = tuple(key for key in FIELDS if key != "out")
 TOP_LEVEL_KEYS = ("base", "grid")
 
 
@@ -43,7 +43,7 @@ class Point:
 
     values: dict  # grid key -> value, in grid key order (what varies)
     name: str  # "algorithm=c-ep,beta=0.1,seed=0": the run directory under DIR/points
-    options: dict  # every `aeqprop train` option (defaults included) plus model; paths absolute
+    options: dict  # every setting of POINT_KEYS (None where the spec leaves it to the defaults); paths absolute
 
     @property
     def epochs(self) -> int | None:
@@ -61,17 +61,6 @@ class SweepSpec:
     def group_keys(self) -> list:
         """Grid keys that define a combination (everything but the seed, which is averaged over)."""
         return [key for key in self.grid if key != "seed"]
-
-
-def train_parameters() -> dict:
-    """name -> click.Parameter of the options a point may set (those of `aeqprop train`)."""
-    from aeqprop_circuits.cli.main import train
-
-    parameters = {p.name: p for p in train.params if p.name not in _NOT_POINT_OPTIONS}
-    # `model` is train's positional argument; target_amplitude is a config key with a default (runs/session.py)
-    parameters["model"] = click.Option(["--model"], type=str, default=None)
-    parameters["target_amplitude"] = click.Option(["--target-amplitude"], type=float, default=None)
-    return parameters
 
 
 def read_spec_file(path: str) -> dict:
@@ -119,27 +108,18 @@ def _unknown_key(file: str, where: str, key, allowed) -> SweepSpecError:
                           key=f"{where}{key}")
 
 
-def _convert(file: str, where: str, parameter: click.Parameter, value):
-    """The value as `aeqprop train` would take it (click's own conversion: ints, floats, choices)."""
-    if value is None:
-        return None
-    if isinstance(value, (dict, list)) or (isinstance(value, bool) and parameter.type is not click.BOOL):
-        raise SweepSpecError(file, f"expected {_expected(parameter)}, got {json.dumps(value)}", key=where)
-    if isinstance(value, float) and parameter.type is click.INT:
-        if not value.is_integer():
-            raise SweepSpecError(file, f"expected an integer, got {value}", key=where)
+def _convert(file: str, where: str, key: str, value):
+    """The value checked as the setting takes it (a whole float is an integer where one is expected)."""
+    default = FIELDS[key].default
+    if isinstance(value, float) and isinstance(default, int) and not isinstance(default, bool) and value.is_integer():
         value = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool) and isinstance(default, float):
+        value = float(value)
     try:
-        return parameter.type.convert(value, parameter, None)
-    except click.BadParameter as err:
-        raise SweepSpecError(file, f"expected {_expected(parameter)}: {err.message}", key=where) from None
-
-
-def _expected(parameter: click.Parameter) -> str:
-    kind = parameter.type
-    if isinstance(kind, click.Choice):
-        return "one of " + ", ".join(kind.choices)
-    return {"integer": "an integer", "float": "a number", "text": "a string"}.get(kind.name, kind.name)
+        check_setting(key, value)
+    except ConfigError as err:
+        raise SweepSpecError(file, str(err), key=where) from None
+    return value
 
 
 def _resolve_path(value: str, spec_dir: str) -> str:
@@ -184,13 +164,12 @@ def load_spec(path: str) -> SweepSpec:
     if not isinstance(grid, dict) or not grid:
         raise SweepSpecError(path, "expected a mapping of option -> list of values with at least one option, "
                                    f"got {json.dumps(grid)}", key="grid")
-    parameters = train_parameters()
     spec_dir = os.path.dirname(os.path.abspath(path))
 
     def checked(where: str, key, value):
-        if key not in parameters:
-            raise _unknown_key(path, where, key, parameters)
-        value = _convert(path, f"{where}{key}", parameters[key], value)
+        if key not in POINT_KEYS:
+            raise _unknown_key(path, where, key, POINT_KEYS)
+        value = _convert(path, f"{where}{key}", key, value)
         if key in ("model", "data") and isinstance(value, str):
             value = _resolve_path(value, spec_dir)
         return value
@@ -214,11 +193,14 @@ def load_spec(path: str) -> SweepSpec:
     if "model" not in fixed and "model" not in axes:
         raise SweepSpecError(path, "no model: set base.model (a netlist file or a spec such as drn:4-8-3) "
                                    "or grid.model (a list of them)")
-    plain = (str, int, float, bool, type(None))  # not click's UNSET sentinel: points are pickled to workers
-    defaults = {name: p.default if isinstance(p.default, plain) else None for name, p in parameters.items()}
     points = []
     for combination in itertools.product(*axes.values()):
         values = dict(zip(axes, combination))
-        options = {**defaults, **fixed, **values}
-        points.append(Point(values=values, name=point_name(values), options=options))
+        options = {**dict.fromkeys(POINT_KEYS), **fixed, **values}
+        name = point_name(values)
+        try:  # the settings together (e.g. momentum with an Aeqprop rule, a model's options)
+            resolve(**{key: value for key, value in options.items() if value is not None})
+        except ConfigError as err:
+            raise SweepSpecError(path, str(err), key=f"point {name}") from None
+        points.append(Point(values=values, name=name, options=options))
     return SweepSpec(file=path, base=fixed, grid=axes, points=points)

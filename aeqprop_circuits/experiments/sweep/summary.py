@@ -27,7 +27,7 @@ def point_rows(spec: SweepSpec, out: str, records: dict) -> list[dict]:
     for point in spec.points:
         run_dir = os.path.join(points_directory(out), point.name)
         record = records.get(point.name, {"status": "not run", "action": "", "message": ""})
-        metrics = read_metrics(run_dir)
+        metrics = [m for m in read_metrics(run_dir) if m.get("epoch", 1) >= 1]  # epoch 0: the untrained network
         accuracy = [m.get("test_accuracy", math.nan) for m in metrics]
         row = {key: format_value(key, value) for key, value in point.values.items()}
         row.update(status=record["status"], action=record["action"], epochs=len(metrics),
