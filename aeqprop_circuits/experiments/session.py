@@ -20,7 +20,7 @@ from aeqprop_circuits.experiments.rundir import RunDir, RunDirError, default_nam
 from aeqprop_circuits.experiments.trainer import History, Recorder, TrainOptions
 from aeqprop_circuits.experiments.trainer import train as train_loop
 from aeqprop_circuits.learning.algorithms import Rule, get_algorithm
-from aeqprop_circuits.systems.base import ParameterGroups, PhysicalSystem
+from aeqprop_circuits.systems.base import ConductanceUnits, ParameterGroups, PhysicalSystem
 from aeqprop_circuits.systems.models import load_system, model_kind
 
 # Settings that may differ when a run is resumed: how long it trains, and where it is.
@@ -104,7 +104,8 @@ def run(setup: Setup, recorder: Recorder, start_epoch: int = 0, resumed: dict | 
 
 def run_facts(setup: Setup) -> dict:
     """What config.json records next to the config: facts of the run that turn its numbers back into units."""
-    return {"g0": getattr(setup.system, "g0", None), "n_parameters": int(setup.system.parameters.size),
+    g0 = setup.system.g0 if isinstance(setup.system, ConductanceUnits) else None
+    return {"g0": g0, "n_parameters": int(setup.system.parameters.size),
             "class_map": setup.data.class_map}
 
 

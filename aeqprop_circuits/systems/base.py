@@ -133,8 +133,8 @@ class PhysicalSystem(ABC):
         """
         saved = self.parameters
         theta = saved if theta is None else theta
-        settled = (start is not None and getattr(start, "phase", None) is phase
-                   and np.array_equal(getattr(start, "theta", None), theta))
+        settled = (isinstance(start, SettledState) and start.phase is phase
+                   and start.theta is not None and np.array_equal(start.theta, theta))
         try:
             self.parameters = theta
             state = start if settled else self.settle(phase, start=start)
@@ -148,6 +148,28 @@ class PhysicalSystem(ABC):
 
 
 # --- optional capabilities ------------------------------------------------------------------------
+@runtime_checkable
+class SettledState(Protocol):
+    """A state that knows the phase and parameters it was settled for, so a relaxation can start from it as is."""
+
+    phase: Phase
+    theta: np.ndarray | None  # None once the system's parameters have changed since
+
+
+@runtime_checkable
+class ParameterDynamics(Protocol):
+    """A state of physics whose parameters relax at a finite rate (the proportional controller's eta_theta)."""
+
+    parameter_rate: float
+
+
+@runtime_checkable
+class ConductanceUnits(Protocol):
+    """A circuit system in normalised units: theta = g / g0, so g0 (siemens) turns its numbers back into units."""
+
+    g0: float
+
+
 @runtime_checkable
 class ExactLossGradient(Protocol):
     """dL/dtheta of the batch-mean cost at a free equilibrium, by implicit differentiation (the reference)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from aeqprop_circuits.errors import DivergenceError
-from aeqprop_circuits.systems.base import Phase, PhysicalSystem
+from aeqprop_circuits.systems.base import ParameterDynamics, Phase, PhysicalSystem
 
 
 class KnobHandle:
@@ -44,7 +44,7 @@ class KnobHandle:
         The parameters here relax exactly within a round, which is a gradient step of size
         epsilon on |u - theta|^2 / 2 epsilon + E; systems with slower parameter dynamics say so.
         """
-        return getattr(self.__state, "parameter_rate", self.__epsilon)
+        return self.__state.parameter_rate if isinstance(self.__state, ParameterDynamics) else self.__epsilon
 
     def set_inputs(self, inputs: np.ndarray) -> None:
         self.__phase = Phase(np.atleast_2d(inputs)) if self.__phase is None else \

@@ -156,6 +156,7 @@ class HopfieldNetwork(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         # take the EP family's update in place (descend); conv and emulated float16 nets use the
         # generic tuple-per-iteration path
         self.in_place = precision != "float16" and all(isinstance(i, Dense) for i in self.interactions)
+        self._gram = None  # (inputs, x x^T, x) of the knob-coupled relaxation's Gram shortcut
 
     # --- parameters --------------------------------------------------------------------------
     @property
@@ -684,7 +685,7 @@ class HopfieldNetwork(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             theta = knobs - eps * grad
             weights, biases = self._unpack_partial(theta, weights, skip_w1=gram_eps is not None)
             if gram_eps is not None:
-                if not hasattr(self, "_gram") or self._gram[0] is not phase.inputs:
+                if self._gram is None or self._gram[0] is not phase.inputs:
                     xf = np.asarray(x, self.dtype).reshape(batch, -1)
                     self._gram = (phase.inputs, xf @ xf.T, xf)
                 _, gram, xf = self._gram
