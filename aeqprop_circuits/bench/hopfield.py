@@ -1,23 +1,29 @@
-"""`aeqprop bench hopfield`: a c-ep training step of a dense Hopfield net at the reference settings.
+"""`aeqprop bench hopfield`: the cost of Hopfield relaxations and training steps.
 
-The reference PyTorch implementation of issue 6 trains 784-H-10 by c-ep with beta = 0.2,
-batch 16, 15 free and 15 nudged iterations. For each H this times, on Fashion-MNIST images
-(uniform random pixels if the dataset is not installed):
+`bench_hopfield`: a c-ep training step of a dense net at the reference settings (preset
+reference-dense: a PyTorch implementation trains 784-H-10 by c-ep with beta = 0.2, batch 16,
+15 free and 15 nudged iterations). For each H this times, on Fashion-MNIST images (uniform
+random pixels if the dataset is not installed):
 
-- `steps` steps of the lean loop `aeqprop train` uses (runs/inplace.py), after a warm-up:
-  ms per step and the epoch it extrapolates to (60 000 / batch steps), wall and CPU (process)
-  time, with the load average before and after (the machine is shared: under load wall time
-  overstates the cost of a step, CPU time much less so);
+- `steps` steps of the rule's in-place step (`ep_step`, what `aeqprop train` runs), after a
+  warm-up: ms per step and the epoch it extrapolates to (60 000 / batch steps), wall and CPU
+  (process) time, with the load average before and after (under load wall time overstates
+  the cost of a step, CPU time much less so);
 - the parts of a step: the input drive (once per batch), the free relaxation (B rows), the
   two nudged relaxations settled together (2B rows), the in-place update;
 - one relaxation iteration (the free phase's time / its iterations, and the stacked nudged
   one's) against its matrix products alone: the same GEMMs on operands of the same shapes,
   layout and dtype, as many as the phase makes in a row, timed in turn with the phases (wall
-  and CPU time; the ratio is what issue 6 targets, <= 1.5x); and the marginal iteration, what
+  and CPU time); and the marginal iteration, what
   one more iteration adds to a phase (phases of twice the iterations, minus; CPU time), which
   leaves out what a phase costs once (its setup, the last iteration's L1 change, its states);
 - `generic_steps` steps of the generic path (rule.estimate, SGD on the float64 theta, the
-  parameters setter: what runs/trainer.py does per step), for comparison.
+  parameters setter), for comparison.
+
+`bench_iteration_cost`: one relaxation iteration (every layer once, exact block updates, the
+input drive precomputed) of each reference network, dense, convolutional and DCHN, against
+the same matrix products on ready operands (no clipping, im2col or pooling), and against
+those products plus the im2col copies.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import numpy as np
 from aeqprop_circuits.experiments.presets import PRESETS
 from aeqprop_circuits.learning.algorithms import ep_step, get_algorithm
 from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.hopfield.interactions import Conv, im2col
 from aeqprop_circuits.systems.hopfield.models import build_model
 
 TRAIN_SIZE = 60_000
@@ -192,4 +199,87 @@ def format_report(rows: list[dict]) -> str:
                  "iteration = a phase's time / its iterations, wall, with the ratio in CPU time after it and that "
                  "of the marginal iteration (what one more adds to a phase, its fixed costs left out); "
                  f"data: {rows[0]['data'] if rows else '-'})")
+    return "\n".join(lines)
+
+
+# (preset or model spec, options over the preset's, batch) of `bench_iteration_cost`
+ITERATION_CASES = (("aeqprop-dense", {}, 32), ("reference-dense", {}, 16), ("aeqprop-conv", {}, 16),
+                   ("ebl-dchn", {}, 128), ("ebl-dchn", {"precision": "float32"}, 128))
+
+
+def _network(name: str, **options):
+    preset = PRESETS.get(name)
+    if preset is None:
+        return build_model(name, **options)
+    return build_model(preset["model"], **{**preset["model_options"], **options})
+
+
+def iteration_cost(net, batch: int, repeats: int) -> dict:
+    """Median ms of one relaxation iteration of `net` on `batch` random images, of its matrix products
+    alone, of those and the im2col copies, and of the input drive (once per phase)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, net.n_inputs)).astype(np.float32)
+    phase = Phase(x)
+    state = net.settle(phase)  # an operating point the iteration starts from
+    drive, xin = net._input_drive(x)
+    order = net._order(phase)
+    nudge = net._nudge_terms(phase)
+    routes: dict = {}
+
+    def iteration():
+        net._sweep(state.layers, order, phase, net.weights, net.biases, net._flipped, drive, routes, nudge)
+
+    operands = []  # the products one iteration makes: forward of interactions 2..N, backward of 2..N
+    for k in range(1, net.n_layers):
+        inter = net.interactions[k]
+        pre, post = state.layers[k - 1], state.layers[k]
+        if isinstance(inter, Conv):
+            cols = im2col(pre, inter.kernel, inter.padding)
+            up = inter._unpool(post, inter.routing(pre, net.weights[k]))
+            cols_t = im2col(up, inter.kernel, inter.kernel - 1 - inter.padding)
+            operands.append((cols.reshape(-1, cols.shape[-1]), net.weights[k]))
+            operands.append((cols_t.reshape(-1, cols_t.shape[-1]), net._flipped[k]))
+            if inter.has_routing:  # max pooling: the backward needs the routing of the updated pre
+                operands.append((cols.reshape(-1, cols.shape[-1]), net.weights[k]))
+        else:
+            operands.append((pre.reshape(len(pre), -1), net.weights[k]))
+            operands.append((post, net.weights[k].T))
+
+    def products():
+        for a, b in operands:
+            a @ b
+
+    def products_and_im2col():
+        for k in range(1, net.n_layers):
+            inter = net.interactions[k]
+            if isinstance(inter, Conv):
+                im2col(state.layers[k - 1], inter.kernel, inter.padding)
+                im2col(state.layers[k], inter.kernel, inter.kernel - 1 - inter.padding)
+        products()
+
+    def input_drive():
+        net.interactions[0].forward(xin, net.weights[0])
+
+    wall, _ = interleaved_medians({"iteration": iteration, "products": products,
+                                   "products_im2col": products_and_im2col, "input_drive": input_drive}, repeats)
+    return {f"{name}_ms": seconds * 1e3 for name, seconds in wall.items()}
+
+
+def bench_iteration_cost(cases=ITERATION_CASES, repeats: int = 30) -> list[dict]:
+    rows = []
+    for name, options, batch in cases:
+        net = _network(name, **options)
+        rows.append({"network": name, "precision": net.precision, "batch": batch,
+                     **iteration_cost(net, batch, repeats)})
+    return rows
+
+
+def format_iteration_cost(rows: list[dict]) -> str:
+    lines = ["| network | B | iteration (ms) | its products (ms) | products + im2col (ms) | iteration / products "
+             "| input drive, once per phase (ms) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['network']} ({r['precision']}) | {r['batch']} | {r['iteration_ms']:.3f} "
+                     f"| {r['products_ms']:.3f} | {r['products_im2col_ms']:.3f} "
+                     f"| {r['iteration_ms'] / r['products_ms']:.2f} | {r['input_drive_ms']:.3f} |")
+    lines.append("(medians of repeats, called in turn; random images, from the state a free phase settles to)")
     return "\n".join(lines)

@@ -2,8 +2,8 @@
 
 `bench_solve` builds DRNs with 784 doubled inputs (1568 input sources), H hidden nodes and 10
 differential outputs, random conductances and ideal diodes, and in one run times
-- our solvers: the dense layered path (`solvers.layered`, exact) and the generic
-  `coordinate` solver (sparse, through `Problem`);
+- our solvers, each by name through `solve`: `layered` (dense blocks, exact) and `coordinate`
+  (exact block coordinate descent on the sparse `Problem`), and which one `auto` runs;
 - ngspice `.op` (through the `spice` solver, PySpice shared library) on the very netlist our
   writer produces, with `.options reltol=1e-6 vntol=1e-9 abstol=1e-15`, split into loading
   (netlist parsing) and the `.op` itself; ideal diodes are written as exponential diodes of
@@ -13,7 +13,8 @@ differential outputs, random conductances and ideal diodes, and in one run times
 - the time per iteration against a matrix-vector floor (the same conductance blocks times a
   vector), and a batch of 64 samples per sample.
 
-Timings are wall-clock minima over `repeats` runs (ngspice: `spice_repeats`).
+Timings are wall-clock minima over `repeats` runs (ngspice: `spice_repeats`). Each column is
+named after the method that ran it (`SolveResult.solver`).
 """
 
 from __future__ import annotations
@@ -30,17 +31,19 @@ from aeqprop_circuits.errors import SolverError
 N_INPUTS, N_OUTPUTS = 784, 10
 
 NOTES = """Notes.
-- *layered* is `aeqprop_circuits.solvers.layered.layered` (dense blocks; the hidden layer in closed
-  form, exact semi-smooth Newton on the outputs); *coordinate* is `solve(..., method="coordinate")`
-  (sparse, through `Problem`). Both are exact to rounding; they agree to ~1e-16 V.
+- *layered* is `solve(..., method="layered")` (dense blocks; the hidden layer in closed form, exact
+  semi-smooth Newton on the outputs); *coordinate* is `solve(..., method="coordinate")` (exact block
+  coordinate descent on the sparse `Problem`, polished exactly once the active set is found). Both
+  are exact to rounding: *max abs dV layered / coordinate* is their difference. *auto runs* is the
+  method `solve`'s default chose.
 - ngspice times come from the `spice` solver (PySpice shared library): *load* is `source` of the
   netlist file our writer produced (parsing), *.op* is the `run` command alone.
 - With ideal diodes ngspice solves exponential stand-ins (`IdealDiodes.spice_model`, IS = 1e-20 A,
   N = 0.05): a conducting one drops N Vt ln(I/IS) ~ 40-50 mV at these currents, hence the
   ~5e-2 V difference; the exponential-diode table is the like-for-like accuracy comparison.
 - Tight options: reltol=1e-12 vntol=1e-15 abstol=1e-18 (`spice.TIGHT_OPTIONS`), run up to H=100.
-- BLAS single-threaded (OPENBLAS_NUM_THREADS=1), on a 2-core machine shared with other jobs:
-  minima over repeats; ngspice runs once per configuration at H=1024."""
+- Times are minima over repeats; the BLAS threads are what the environment sets
+  (OPENBLAS_NUM_THREADS)."""
 
 
 def _best(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -70,12 +73,21 @@ def _spice_run(circuit, sources, options, repeats):
     return load, op, result
 
 
+def _timed(circuit, sources, method: str, repeats: int) -> tuple[float, object]:
+    """(min seconds, result) of `solve` by `method` after one warm-up call (structures cached per circuit)."""
+    from aeqprop_circuits.solvers import solve
+
+    solve(circuit, sources=sources, method=method)
+    seconds, result = _best(lambda: solve(circuit, sources=sources, method=method), repeats)
+    if method != "auto" and result.solver != method:
+        raise RuntimeError(f"solve(method='{method}') ran '{result.solver}'")
+    return seconds, result
+
+
 def bench_one(hidden: int, *, seed: int = 0, batch: int = 64, repeats: int = 5, spice_repeats: int = 1,
               ngspice: bool = True, generic: bool = True, tight_max_hidden: int = 100,
               log: Callable[[str], None] | None = None) -> dict:
     """All measurements for one hidden width; a flat dict (seconds, volts, counts)."""
-    from aeqprop_circuits.solvers import solve
-    from aeqprop_circuits.solvers.layered import layered
     from aeqprop_circuits.solvers.spice import BENCHMARK_OPTIONS, TIGHT_OPTIONS
 
     say = log or (lambda message: None)
@@ -87,17 +99,16 @@ def bench_one(hidden: int, *, seed: int = 0, batch: int = 64, repeats: int = 5, 
     row: dict = {"hidden": hidden, "resistors": len(circuit.resistors.names),
                  "nodes": circuit.n_nodes - 1}
 
-    # Ours, one sample: the dense layered path, and the generic coordinate solver.
+    # Ours, one sample: the dense layered path, the generic coordinate descent, and auto's choice.
     say(f"H={hidden}: layered")
-    layered(circuit, one)  # recognise the structure once (cached per circuit)
-    row["layered_s"], fast = _best(lambda: layered(circuit, one), repeats)
+    row["layered_s"], fast = _timed(circuit, one, "layered", repeats)
     row["layered_iterations"] = fast.iterations
     row["layered_success"] = fast.success
+    row["auto_s"], chosen = _timed(circuit, one, "auto", repeats)
+    row["auto_solver"] = chosen.solver
     if generic:
         say(f"H={hidden}: coordinate")
-        solve(circuit, sources=one, method="coordinate")  # topology cached per circuit
-        row["coordinate_s"], slow = _best(lambda: solve(circuit, sources=one, method="coordinate"),
-                                          max(1, repeats // 2))
+        row["coordinate_s"], slow = _timed(circuit, one, "coordinate", max(1, repeats // 2))
         row["coordinate_iterations"] = slow.iterations
         row["layered_vs_coordinate_dv"] = _max_dv(fast, slow)
 
@@ -113,7 +124,7 @@ def bench_one(hidden: int, *, seed: int = 0, batch: int = 64, repeats: int = 5, 
     # Batch: per-sample time.
     say(f"H={hidden}: batch {batch}")
     row["batch"] = batch
-    row["layered_batch_per_sample_s"] = _best(lambda: layered(circuit, sources), repeats)[0] / batch
+    row["layered_batch_per_sample_s"] = _timed(circuit, sources, "layered", repeats)[0] / batch
     vectors = [np.ones((batch, len(W))) for W in blocks]
     row["matvec_floor_batch_per_sample_s"] = _best(lambda: [v @ W for v, W in zip(vectors, blocks)],
                                                    repeats)[0] / batch
@@ -121,9 +132,7 @@ def bench_one(hidden: int, *, seed: int = 0, batch: int = 64, repeats: int = 5, 
     # Exponential diodes: newton vs ngspice on identical equations.
     smooth = deep_resistive_network([N_INPUTS, hidden, N_OUTPUTS], seed=seed, ideal=False)
     say(f"H={hidden}: newton (exponential diodes)")
-    solve(smooth, sources=one, method="newton")
-    row["newton_s"], ours_smooth = _best(lambda: solve(smooth, sources=one, method="newton"),
-                                         max(1, repeats // 2))
+    row["newton_s"], ours_smooth = _timed(smooth, one, "newton", max(1, repeats // 2))
     if ngspice:
         try:
             say(f"H={hidden}: ngspice .op, ideal diodes as exponential stand-ins")
@@ -180,16 +189,19 @@ def markdown(rows: list[dict]) -> str:
     """The tables of docs/benchmarks.md."""
     lines = ["### Operating point, one sample: ours vs ngspice `.op` (ideal diodes)", "",
              "| H | resistors | ngspice load + .op (s) | ngspice .op only (s) | ours: layered (ms) "
-             "| ours: coordinate (ms) | speed-up load+op / layered | speed-up .op / layered "
-             "| speed-up load+op / coordinate | max abs dV vs ngspice stand-in (V) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| ours: coordinate (ms) | auto runs | speed-up load+op / layered | speed-up .op / layered "
+             "| speed-up load+op / coordinate | max abs dV layered / coordinate (V) "
+             "| max abs dV vs ngspice stand-in (V) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         total = r.get("spice_load_s", np.nan) + r.get("spice_op_s", np.nan)
         lines.append(
             f"| {r['hidden']} | {r['resistors']:,} | {_s(total if np.isfinite(total) else None)} "
             f"| {_s(r.get('spice_op_s'))} | {_ms(r['layered_s'])} | {_ms(r.get('coordinate_s'))} "
+            f"| {r['auto_solver']} ({_ms(r['auto_s'])} ms) "
             f"| {_x(total / r['layered_s'])} | {_x(r.get('spice_op_s', np.nan) / r['layered_s'])} "
-            f"| {_x(total / r.get('coordinate_s', np.nan))} | {_v(r.get('ideal_vs_standin_dv'))} |")
+            f"| {_x(total / r.get('coordinate_s', np.nan))} | {_v(r.get('layered_vs_coordinate_dv'))} "
+            f"| {_v(r.get('ideal_vs_standin_dv'))} |")
     lines += ["", "### Exponential diodes (IS = 1e-14 A, N = 1): ours (newton) vs ngspice, same equations",
               "", "| H | ngspice load + .op (s) | ours: newton (ms) | speed-up "
               "| max abs dV, ngspice reltol=1e-6 vntol=1e-9 abstol=1e-15 (V) "

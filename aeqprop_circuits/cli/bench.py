@@ -2,31 +2,66 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+from pathlib import Path
+
 import click
 
 from aeqprop_circuits.experiments.presets import DRN_PRESETS
 
+MARKDOWN = click.option("--markdown", "markdown_file", type=click.Path(dir_okay=False), default=None,
+                        help="Also write the tables, with the command that produced them, to this file.")
+
+
+def _command_line() -> str:
+    """The running `aeqprop bench` command with the options given (not left at their defaults), and the
+    BLAS thread settings of the environment: what reproduces its tables."""
+    ctx = click.get_current_context()
+    words = ["aeqprop", "bench", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params[param.name]
+        if not isinstance(param, click.Option) or value is None or value == param.default \
+                or (param.multiple and tuple(value) == tuple(param.default)):
+            continue
+        flag = max(param.opts, key=len)
+        if param.is_flag:
+            words.append(flag)
+        else:
+            words += [word for item in (value if param.multiple else [value]) for word in (flag, str(item))]
+    threads = [f"{name}={os.environ[name]}" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+               if name in os.environ]
+    return " ".join([*threads, shlex.join(words)])
+
+
+def _write_markdown(path: str, title: str, tables: str) -> None:
+    """The tables under a title, with the command that produced them."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(f"{title}\n\nProduced by `{_command_line()}`.\n\n{tables.rstrip()}\n")
+
 
 @click.group()
 def bench():
-    """Benchmarks: solve (ours vs ngspice), train (DRN training steps), hopfield (dense c-ep steps)."""
+    """Benchmarks: solve (ours vs ngspice), train (DRN training steps), hopfield (relaxations and c-ep steps)."""
 
 
 @bench.command()
 @click.option("--hidden", type=int, multiple=True, default=(10, 100, 1024), show_default=True)
 @click.option("--batch", type=int, default=64, show_default=True)
 @click.option("--repeats", type=int, default=5, show_default=True)
+@click.option("--spice-repeats", type=int, default=1, show_default=True, help="Repeats of each ngspice run.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-ngspice", is_flag=True, help="Skip the ngspice side (our timings only).")
-def solve(hidden, batch, repeats, seed, no_ngspice):
-    """Deep resistive networks 784x2 inputs - H - 10x2 outputs: our solve against ngspice's .op."""
-    import sys
-
+@MARKDOWN
+def solve(hidden, batch, repeats, spice_repeats, seed, no_ngspice, markdown_file):
+    """Deep resistive networks 784x2 inputs - H - 10x2 outputs: our solvers against ngspice's .op."""
     from aeqprop_circuits.bench.solve import bench_solve
 
-    _, table = bench_solve(tuple(hidden), seed=seed, batch=batch, repeats=repeats, ngspice=not no_ngspice,
-                           log=lambda message: print(message, file=sys.stderr, flush=True))
-    click.echo(table)
+    _, tables = bench_solve(tuple(hidden), seed=seed, batch=batch, repeats=repeats, spice_repeats=spice_repeats,
+                            ngspice=not no_ngspice, log=lambda message: click.echo(message, err=True))
+    click.echo(tables)
+    if markdown_file:
+        _write_markdown(markdown_file, "# Benchmarks\n\n## Solve: ours vs ngspice", tables)
 
 
 @bench.command("train")
@@ -59,14 +94,29 @@ def train(model, preset, algorithm, steps, batch, eval_samples, seed, as_json):
 @click.option("--beta", type=float, default=0.2, show_default=True)
 @click.option("--steps", type=int, default=300, show_default=True, help="Lean-loop steps timed.")
 @click.option("--generic-steps", type=int, default=30, show_default=True, help="Generic-path steps timed.")
+@click.option("--repeats", type=int, default=30, show_default=True, help="Calls per median of a part.")
+@click.option("--iteration-cost", is_flag=True,
+              help="Instead: one relaxation iteration of each reference network (dense, convolutional, DCHN) "
+                   "against its matrix products alone.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def hopfield(hidden, batch, iterations, beta, steps, generic_steps, seed, as_json):
+@MARKDOWN
+def hopfield(hidden, batch, iterations, beta, steps, generic_steps, repeats, iteration_cost, seed, as_json,
+             markdown_file):
     """Dense Hopfield c-ep at the reference settings: time per step and epoch, per iteration against its GEMMs."""
     import json
 
-    from aeqprop_circuits.bench.hopfield import bench_hopfield, format_report
+    from aeqprop_circuits.bench import hopfield as bench_module
 
-    rows = bench_hopfield(tuple(hidden), batch=batch, iterations=iterations, beta=beta, steps=steps,
-                          generic_steps=generic_steps, seed=seed)
-    click.echo(json.dumps(rows, indent=2) if as_json else format_report(rows))
+    if iteration_cost:
+        rows = bench_module.bench_iteration_cost(repeats=repeats)
+        tables = bench_module.format_iteration_cost(rows)
+        title = "# Benchmarks\n\n## Hopfield: a relaxation iteration against its matrix products"
+    else:
+        rows = bench_module.bench_hopfield(tuple(hidden), batch=batch, iterations=iterations, beta=beta, steps=steps,
+                                           generic_steps=generic_steps, repeats=repeats, seed=seed)
+        tables = bench_module.format_report(rows)
+        title = "# Benchmarks\n\n## Hopfield: c-ep training steps"
+    click.echo(json.dumps(rows, indent=2) if as_json else tables)
+    if markdown_file:
+        _write_markdown(markdown_file, title, tables)

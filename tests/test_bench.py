@@ -1,0 +1,30 @@
+"""`aeqprop bench` runs at small sizes and its tables name what ran (no timings are asserted)."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from aeqprop_circuits.bench.hopfield import format_iteration_cost, iteration_cost
+from aeqprop_circuits.cli.bench import bench
+from aeqprop_circuits.systems.hopfield.models import build_model
+
+
+def test_bench_solve_writes_its_tables_with_the_command(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    result = CliRunner().invoke(bench, ["solve", "--no-ngspice", "--hidden", "3", "--batch", "2", "--repeats", "1",
+                                        "--markdown", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert f"aeqprop bench solve --hidden 3 --batch 2 --repeats 1 --no-ngspice --markdown {out}`" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 3 |"))
+    assert "| layered (" in row  # auto runs the layered path on a deep resistive network
+    assert text.split("Produced by", 1)[1].split("\n\n", 1)[1].strip() == result.stdout.strip()
+
+
+def test_iteration_cost_covers_dense_and_pooled_convolutional_networks():
+    rows = []
+    for spec in ("hopfield:784-8-10", "conv:1x28x28-4c5max-10"):
+        net = build_model(spec)
+        rows.append({"network": spec, "precision": net.precision, "batch": 2, **iteration_cost(net, 2, repeats=1)})
+    assert all(r["iteration_ms"] > 0 and r["products_ms"] > 0 for r in rows)
+    assert format_iteration_cost(rows).count("\n| ") == 2
