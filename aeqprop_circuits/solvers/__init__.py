@@ -28,7 +28,8 @@ currents and KCL residual at its answer; `SolveResult.solver` is the callable's 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import numpy as np
 
@@ -42,7 +43,7 @@ from aeqprop_circuits.solvers.qp import qp
 from aeqprop_circuits.solvers.result import SolveResult
 
 Method = Callable[..., SolveResult]
-LAYERED_OPTIONS = {"vtol", "maxiter", "lazy"}  # options the layered path takes; others make `auto` go generic
+LAYERED_OPTIONS = frozenset({"vtol", "maxiter", "lazy"})  # the layered path's options; others make auto go generic
 
 
 def solve(circuit: Circuit, inputs: np.ndarray | None = None, *, sources: np.ndarray | None = None,
@@ -193,10 +194,9 @@ def result_from(problem: Problem, z, iterations, success, message, name) -> Solv
                        message=message, solver=name)
 
 
-PROBLEM_SOLVERS = {"newton": newton, "coordinate": coordinate, "qp": qp}
-METHODS: dict[str, Method] = {"layered": run_layered,
-                              **{name: on_problem(fn, name) for name, fn in PROBLEM_SOLVERS.items()},
-                              "spice": run_spice}
+PROBLEM_SOLVERS: Mapping[str, Callable] = MappingProxyType({"newton": newton, "coordinate": coordinate, "qp": qp})
+METHODS: Mapping[str, Method] = MappingProxyType({
+    "layered": run_layered, **{name: on_problem(fn, name) for name, fn in PROBLEM_SOLVERS.items()}, "spice": run_spice})
 SOLVER_NAMES = ("auto", *METHODS)
 
 __all__ = ["solve", "SolveResult", "Nudge", "METHODS", "SOLVER_NAMES", "choose_method", "result_from"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import MappingProxyType
 
 import numpy as np
 
@@ -16,9 +17,9 @@ from aeqprop_circuits.solvers.spice.session import Session, quiet, session
 # reltol bounds the relative size of ngspice's last Newton update, vntol / abstol its absolute
 # floor (V / A). With 1e-12 relative the last update of a 1 V node is ~1e-12 V and, Newton
 # converging quadratically, the error of the returned point is far below that.
-TIGHT_OPTIONS = {"reltol": 1e-12, "vntol": 1e-15, "abstol": 1e-18, "itl1": 1000}
+TIGHT_OPTIONS = MappingProxyType({"reltol": 1e-12, "vntol": 1e-15, "abstol": 1e-18, "itl1": 1000})
 # The options the solve benchmark runs ngspice with (looser than TIGHT_OPTIONS).
-BENCHMARK_OPTIONS = {"reltol": 1e-6, "vntol": 1e-9, "abstol": 1e-15}
+BENCHMARK_OPTIONS = MappingProxyType({"reltol": 1e-6, "vntol": 1e-9, "abstol": 1e-15})
 
 ROW_METHODS = ("sweep", "alter")
 
