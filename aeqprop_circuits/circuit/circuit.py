@@ -24,7 +24,9 @@ import numpy as np
 
 BOLTZMANN = 1.38064852e-23  # J/K, the constant ngspice uses (src/include/ngspice/const.h)
 CHARGE = 1.6021766208e-19  # C, idem
-NOMINAL_TEMPERATURE = 300.15  # K: SPICE's default TNOM = TEMP = 27 degC
+CELSIUS_TO_KELVIN = 273.15  # ngspice's CONSTCtoK
+NOMINAL_CELSIUS = 27.0  # degC: SPICE's default TNOM = TEMP
+NOMINAL_TEMPERATURE = NOMINAL_CELSIUS + CELSIUS_TO_KELVIN  # K
 THERMAL_VOLTAGE = BOLTZMANN * NOMINAL_TEMPERATURE / CHARGE  # V at 27 degC, as ngspice computes it
 DEFAULT_GMIN = 1e-12  # S: the conductance SPICE puts in parallel with every diode junction
 
@@ -55,7 +57,10 @@ class Diodes:
     """Shockley junctions i = Is (exp(v / n Vt) - 1) + gmin v, as SPICE's diode without series RS.
 
     A diode with series resistance RS is compiled into a junction plus a resistor through an
-    internal node, which is exactly SPICE's own model.
+    internal node, which is exactly SPICE's own model. `saturation_current` is IS at the
+    circuit's `temperature` (the netlist parser applies SPICE's temperature law to the model's
+    IS); the temperature sets the thermal voltage kT/q. It is kept in degC, as SPICE writes it,
+    so that a written netlist reads back to the same number.
     """
 
     names: tuple[str, ...]
@@ -63,6 +68,7 @@ class Diodes:
     saturation_current: np.ndarray  # (n,) A
     emission: np.ndarray  # (n,) ideality factor N
     gmin: float = DEFAULT_GMIN
+    temperature: float = NOMINAL_CELSIUS  # degC
 
     def __post_init__(self):
         object.__setattr__(self, "nodes", _ints(self.nodes))
@@ -71,8 +77,10 @@ class Diodes:
 
     @property
     def thermal_voltage(self) -> np.ndarray:
-        """n Vt per diode, volts."""
-        return self.emission * THERMAL_VOLTAGE
+        """n Vt per diode, volts, Vt = kT/q at the circuit's temperature."""
+        if self.temperature == NOMINAL_CELSIUS:
+            return self.emission * THERMAL_VOLTAGE
+        return self.emission * (BOLTZMANN * (self.temperature + CELSIUS_TO_KELVIN) / CHARGE)
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,13 +141,37 @@ class Learning:
 
 
 @dataclass(frozen=True, eq=False)
+class Origin:
+    """Where a netlist wrote each node, source and output, so that faults found only in the compiled
+    circuit (floating nodes, loops of voltage sources, pinned outputs) name the file and line.
+
+    Each array holds (file index into `files`, line) per item, -1 for no place (ground, say).
+    """
+
+    files: tuple[str, ...]
+    nodes: np.ndarray  # (n_nodes, 2): where each node is first used
+    sources: np.ndarray  # (n_sources, 2)
+    outputs: np.ndarray  # (n_outputs, 2): the *@ output annotation
+
+    def __post_init__(self):
+        for name in ("nodes", "sources", "outputs"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.int64).reshape(-1, 2))
+
+    def where(self, group: str, index: int) -> str | None:
+        """'file:line' of item `index` of `group` ("nodes", "sources", "outputs"), or None."""
+        file, line = getattr(self, group)[index]
+        return f"{self.files[file]}:{line}" if file >= 0 else None
+
+
+@dataclass(frozen=True, eq=False)
 class Circuit:
     """A compiled nonlinear resistive network.
 
     `layers` is optional structure from a builder: a tuple of node-index arrays, each an
     independent set of free nodes (no element between two nodes of a layer), in order; the
     coordinate solver updates each layer in one closed-form step. Without it, the solver
-    finds such blocks itself by colouring the node graph.
+    finds such blocks itself by colouring the node graph. `origin` (netlists only) says
+    where the text wrote each node, source and output, for error messages.
     """
 
     title: str
@@ -151,6 +183,7 @@ class Circuit:
     learning: Learning = field(default_factory=Learning)
     internal: np.ndarray | None = None  # (n_nodes,) bool: nodes the netlist did not name
     layers: tuple[np.ndarray, ...] | None = None
+    origin: Origin | None = None
 
     def __post_init__(self):
         internal = np.zeros(self.n_nodes, dtype=bool) if self.internal is None else self.internal
@@ -165,6 +198,11 @@ class Circuit:
     @cached_property
     def node_index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.node_names)}
+
+    def where(self, group: str, index: int) -> str:
+        """'file:line: ' of a node, source or output of a netlist (see `Origin`), '' if not known."""
+        place = self.origin.where(group, index) if self.origin is not None else None
+        return f"{place}: " if place else ""
 
     @property
     def n_inputs(self) -> int:
@@ -189,7 +227,7 @@ class Circuit:
         return np.where(driven, inputs @ in_map.T, default)
 
     def summary(self) -> dict:
-        """Counts a user checks first: nodes, elements by kind, parameters, inputs, outputs."""
+        """Counts a user checks first: nodes, elements by kind, parameters, inputs, outputs; temperature (degC)."""
         src = self.sources
         return {
             "title": self.title,
@@ -202,4 +240,5 @@ class Circuit:
             "trainable": len(self.learning.trainable),
             "inputs": list(self.learning.input_sources),
             "outputs": list(self.learning.output_names),
+            "temperature": self.diodes.temperature,
         }

@@ -47,8 +47,8 @@ def build_topology(circuit: Circuit) -> Topology:
     for k in vsrc:
         a, b = src.nodes[k]
         if a == b:
-            raise CircuitError(f"voltage source {src.names[k]} has both terminals on node "
-                               f"'{circuit.node_names[a]}'")
+            raise CircuitError(f"{circuit.where('sources', k)}voltage source {src.names[k]} has both terminals "
+                               f"on node '{circuit.node_names[a]}'")
         adjacency[a].append((b, k, -1.0))  # V[b] = V[a] - value
         adjacency[b].append((a, k, +1.0))  # V[a] = V[b] + value
 
@@ -79,7 +79,7 @@ def build_topology(circuit: Circuit) -> Topology:
                 used_edge[k] = True
                 if seen[v]:
                     raise CircuitError(
-                        f"loop of voltage sources through {src.names[k]}: node "
+                        f"{circuit.where('sources', k)}loop of voltage sources through {src.names[k]}: node "
                         f"'{circuit.node_names[v]}' is fixed twice (SPICE refuses this too)")
                 seen[v] = True
                 free_of_node[v] = component_free
@@ -140,9 +140,26 @@ def check_floating(circuit: Circuit, topology: Topology, conducting: np.ndarray 
     _, label = connected_components(graph, directed=False)
     floating = np.flatnonzero(label[:fixed] != label[fixed])
     if len(floating):
-        nodes = [circuit.node_names[i] for i in np.flatnonzero(np.isin(topology.free_of_node, floating))
-                 if not circuit.internal[i]]
+        indices = [i for i in np.flatnonzero(np.isin(topology.free_of_node, floating)) if not circuit.internal[i]]
+        nodes = [circuit.node_names[i] for i in indices]
         shown = ", ".join(f"'{name}'" for name in nodes[:8]) + (" ..." if len(nodes) > 8 else "")
         zero = "" if conducting is None else " of nonzero conductance"
-        raise CircuitError(f"floating node{'s' if len(nodes) > 1 else ''} {shown}: no DC path "
+        where = circuit.where("nodes", indices[0]) if indices else ""
+        raise CircuitError(f"{where}floating node{'s' if len(nodes) > 1 else ''} {shown}: no DC path "
                            f"(resistor{zero} or diode) to ground or to a voltage source")
+
+
+def check_outputs(circuit: Circuit, topology: Topology) -> None:
+    """Every output must move with the circuit's free potentials.
+
+    An output whose nodes are both held by voltage sources (or tied to each other by them)
+    reads a fixed voltage: nudging it does nothing and training runs at a constant loss.
+    """
+    free = topology.free_of_node
+    for o, (p, n) in enumerate(circuit.learning.outputs):
+        if free[p] == free[n]:
+            name = circuit.learning.output_names[o]
+            held = "held by voltage sources" if free[p] < 0 else "tied to each other by voltage sources"
+            raise CircuitError(f"{circuit.where('outputs', o)}output {name} is pinned: its nodes are {held}, "
+                               "so it reads a fixed voltage whatever the conductances (training would run "
+                               "at a constant loss)")

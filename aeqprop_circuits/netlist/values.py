@@ -19,6 +19,10 @@ SUFFIXES: tuple[tuple[str, str], ...] = (
     ("t", "1e12"), ("g", "1e9"), ("k", "1e3"), ("m", "1e-3"),
     ("u", "1e-6"), ("n", "1e-9"), ("p", "1e-12"), ("f", "1e-15"),
 )
+# Unit words written after a number and its suffix, ignored as ngspice ignores them. Any other
+# letters are refused, so that typos such as `1kk` or `1farad` (femto!) do not pass silently.
+UNITS = frozenset({"", "ohm", "ohms", "v", "volt", "volts", "a", "amp", "amps", "f", "farad", "farads", "h",
+                   "henry", "s", "sec", "hz", "w", "mho", "siemens"})
 _LITERAL = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)([a-zA-Z_]*)")
 _PRECISION = 40  # decimal digits for exact reciprocals (a double needs 17)
 MAX_NESTING = 40  # parentheses / unary operators / calls in one expression
@@ -37,24 +41,34 @@ class ExpressionError(Exception):
         self.offset = offset
 
 
-def parse_literal(text: str) -> Decimal | None:
-    """'1.5k' -> Decimal('1500'); None if `text` is not a SPICE number.
-
-    A number, then optionally an engineering suffix (f p n u m k meg g t mil, any case),
-    then optionally unit letters that are ignored (`1kOhm`, `10uA`, `3V`). Digits after the
-    letters (`1k5`) are refused: ngspice reads that as 1k, which is rarely what was meant.
-    """
+def split_literal(text: str) -> tuple[str, str, str] | None:
+    """'1.5kOhm' -> ('1.5', 'k', 'ohm'): mantissa, scale suffix, unit (lower case); None if not a number
+    followed by letters."""
     match = _LITERAL.fullmatch(text)
     if match is None:
         return None
     mantissa, letters = match.groups()
+    letters = letters.lower()
+    for suffix, _ in SUFFIXES:
+        if letters.startswith(suffix):
+            return mantissa, suffix, letters[len(suffix):]
+    return mantissa, "", letters
+
+
+def parse_literal(text: str) -> Decimal | None:
+    """'1.5k' -> Decimal('1500'); None if `text` is not a SPICE number.
+
+    A number, then optionally an engineering suffix (f p n u m k meg g t mil, any case),
+    then optionally a unit that is ignored (`1kOhm`, `10uA`, `3V`; see UNITS). Other letters
+    (`1kk`) and digits after the letters (`1k5`) are refused: ngspice reads both as 1k,
+    which is rarely what was meant.
+    """
+    parts = split_literal(text)
+    if parts is None or parts[2] not in UNITS:
+        return None
+    mantissa, suffix, _ = parts
     value = Decimal(mantissa)
-    if letters:
-        letters = letters.lower()
-        for suffix, _ in SUFFIXES:
-            if letters.startswith(suffix):
-                return _EXACT.multiply(value, _SCALES[suffix])
-    return value
+    return _EXACT.multiply(value, _SCALES[suffix]) if suffix else value
 
 
 def decimal_to_float(value: Decimal) -> float:

@@ -4,7 +4,9 @@ The text gives the same operating point in ngspice as the circuit does in our so
 (ideal diodes become exponential diodes of `IdealDiodes.spice_model`), and parsing it
 gives back identical arrays: resistances are written with enough digits that their
 reciprocal is exactly the stored conductance, and a `*@ nodes` line fixes the node
-numbering when the order of the element lines alone would not reproduce it.
+numbering when the order of the element lines alone would not reproduce it. A circuit at a
+temperature other than 27 degC is written with `.options temp=T tnom=T`: its diodes' IS is
+already the value at T, which TNOM = T tells ngspice to take as it is.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 
 import numpy as np
 
-from aeqprop_circuits.circuit.circuit import DEFAULT_GMIN, Circuit
+from aeqprop_circuits.circuit.circuit import DEFAULT_GMIN, NOMINAL_CELSIUS, Circuit
 from aeqprop_circuits.errors import CircuitError
 from aeqprop_circuits.netlist.values import resistance_text
 
@@ -43,7 +45,7 @@ def _number(value: float) -> str:
 
 
 def write_netlist(circuit: Circuit) -> str:
-    """SPICE text for `circuit`: title, elements, models, `*@` annotations, `.op`, `.end`."""
+    """SPICE text for `circuit`: title, `*@` annotations, elements, models, options, `.op`, `.end`."""
     names = circuit.node_names
     title = circuit.title.replace("\n", " ").strip()
     element_lines: list[str] = []
@@ -100,6 +102,8 @@ def write_netlist(circuit: Circuit) -> str:
     lines += model_lines
     if diodes.gmin != DEFAULT_GMIN:
         lines.append(f".options gmin={_number(diodes.gmin)}")
+    if diodes.temperature != NOMINAL_CELSIUS:
+        lines.append(f".options temp={_number(diodes.temperature)} tnom={_number(diodes.temperature)}")
     lines += [".op", ".end"]
     return "\n".join(lines) + "\n"
 
