@@ -2,37 +2,94 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import warnings
 
 import click
 import numpy as np
 
 from aeqprop_circuits.cli.common import user_errors
-from aeqprop_circuits.errors import AeqpropError
+from aeqprop_circuits.errors import AeqpropError, CircuitError
+from aeqprop_circuits.netlist.parser import DEFAULT_MAX_ELEMENTS, NetlistWarning
 from aeqprop_circuits.solvers import SOLVER_NAMES
+
+MAX_ELEMENTS_HELP = "Refuse a netlist whose subcircuits expand to more elements than this."
+
+
+@contextlib.contextmanager
+def _shown_warnings(collected: list[str]):
+    """Netlist warnings as one line each on stderr ('Warning: file:line: ...'), also kept in `collected`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NetlistWarning)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, NetlistWarning):
+            text = f"{warning.filename}:{warning.lineno}: {warning.message}"
+            collected.append(text)
+            click.echo(f"Warning: {text}", err=True)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def _load(netlist: str, max_elements: int, collected: list[str]):
+    """The compiled circuit of a netlist file (or drn: spec), its warnings shown."""
+    from aeqprop_circuits.systems.models import load_circuit
+
+    if netlist.startswith("drn:") or not os.path.exists(netlist):
+        return load_circuit(netlist)
+    from aeqprop_circuits.netlist import parse_netlist
+
+    with _shown_warnings(collected):
+        return parse_netlist(netlist, max_elements=max_elements)
+
+
+def preflight(circuit):
+    """What `aeqprop check` asks of a compiled circuit: a well-posed structure (no floating node,
+    no loop of voltage sources), outputs that can move, and an operating point at the netlist's
+    source values found by the solver `aeqprop solve` uses. Returns that solve; AeqpropError if not."""
+    from aeqprop_circuits.circuit.topology import build_topology, check_outputs
+    from aeqprop_circuits.solvers import solve as solve_circuit
+
+    check_outputs(circuit, build_topology(circuit))
+    result = solve_circuit(circuit)
+    if not result.success:
+        raise AeqpropError(f"no operating point at the netlist's source values: {result.message}")
+    return result
 
 
 @click.command()
 @click.argument("netlist")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--max-elements", type=click.IntRange(min=1), default=DEFAULT_MAX_ELEMENTS, show_default=True,
+              help=MAX_ELEMENTS_HELP)
 @user_errors
-def check(netlist, as_json):
-    """Validate a netlist (or drn: spec) and summarise it."""
-    from aeqprop_circuits.circuit.topology import build_topology
-    from aeqprop_circuits.systems.models import load_circuit
-
-    circuit = load_circuit(netlist)
-    build_topology(circuit)  # floating nodes, source loops
+def check(netlist, as_json, max_elements):
+    """Pre-flight a netlist (or drn: spec): its text, its structure, its outputs, and a solve at its
+    netlist values; exit 0 only if training and `aeqprop solve` can use it."""
+    notes: list[str] = []
+    circuit = _load(netlist, max_elements, notes)
+    try:
+        result = preflight(circuit)
+    except CircuitError:
+        raise  # names the file and line itself
+    except AeqpropError as err:
+        raise AeqpropError(f"{netlist}: {err}") from None
     summary = circuit.summary()
+    summary["solve"] = {"solver": result.solver, "iterations": result.iterations, "residual": result.residual}
     if as_json:
-        click.echo(json.dumps(summary))
+        click.echo(json.dumps({**summary, "warnings": notes}))
         return
     click.echo(f"{netlist}: ok — {summary['title']}")
     for key in ("nodes", "resistors", "diodes", "ideal_diodes", "voltage_sources", "current_sources", "trainable"):
         click.echo(f"  {key.replace('_', ' '):16s} {summary[key]}")
     click.echo(f"  {'inputs':16s} {', '.join(summary['inputs']) or '-'}")
     click.echo(f"  {'outputs':16s} {', '.join(summary['outputs']) or '-'}")
+    click.echo(f"  {'temperature':16s} {summary['temperature']:g} degC")
+    click.echo(f"  {'settles':16s} {result.solver}, {result.iterations} iterations, "
+               f"KCL residual {result.residual:.1e} A")
 
 
 def _parse_settings(settings, circuit):
@@ -45,7 +102,7 @@ def _parse_settings(settings, circuit):
                                f"({', '.join(circuit.sources.names)})")
         from aeqprop_circuits.netlist.parser import parse_value
 
-        values[names[name.lower()]] = parse_value(value)
+        values[names[name.lower()]] = parse_value(value, f"--set {name}")
     return values[None, :]
 
 
@@ -55,13 +112,14 @@ def _parse_settings(settings, circuit):
               type=click.Choice(SOLVER_NAMES))
 @click.option("--set", "settings", multiple=True, metavar="SOURCE=VALUE", help="Override a source value.")
 @click.option("--json", "as_json", is_flag=True, help="Print the operating point as JSON.")
+@click.option("--max-elements", type=click.IntRange(min=1), default=DEFAULT_MAX_ELEMENTS, show_default=True,
+              help=MAX_ELEMENTS_HELP)
 @user_errors
-def solve(netlist, solver, settings, as_json):
+def solve(netlist, solver, settings, as_json, max_elements):
     """DC operating point of a netlist."""
     from aeqprop_circuits.solvers import solve as solve_circuit
-    from aeqprop_circuits.systems.models import load_circuit
 
-    circuit = load_circuit(netlist)
+    circuit = _load(netlist, max_elements, [])
     result = solve_circuit(circuit, sources=_parse_settings(settings, circuit), method=solver)
     named = ~circuit.internal
     nodes = {name: float(result.potentials[0, i]) for i, name in enumerate(circuit.node_names)
@@ -92,6 +150,3 @@ def solve(netlist, solver, settings, as_json):
     if not result.success:
         click.echo(f"Error: {result.message}", err=True)
         sys.exit(2)
-
-
-# --- learning ---------------------------------------------------------------------------------
