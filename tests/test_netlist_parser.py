@@ -455,14 +455,14 @@ def test_learn_ranges_apply_per_line_last_wins():
     ("R1 a 0 1k\nR1 b 0 1k\n", 3, 1, "duplicate element name 'r1' (first defined at bad.cir:2)"),
     ("D1 a 0 nomodel\n", 2, 8, "D1: unknown model 'nomodel'"),
     ("D1 a 0\n", 2, 1, "D1: expected 'D1 anode cathode model'"),
-    ("V1 a 0 PULSE(0 1 1n)\n", 2, 8, "transient source function PULSE is not supported"),
+    ("V1 a 0 AM(1 0.3 1k 1meg)\n", 2, 8, "V1: the DC operating point needs the value of AM at time 0"),
     ("V1 a 0 DC\n", 2, 8, "V1: expected a voltage after DC"),
     ("V1 a 0 1 2\n", 2, 10, "V1: unexpected '2'"),
     ("I1 a 0 x\n", 2, 8, "I1: expected a current, got 'x'"),
     ("C1 a 0 1p\n", 2, 1, "unsupported element 'C1' (capacitor)"),
     ("Q1 a b c qmod\n", 2, 1, "bipolar transistor"),
-    (".tran 1n 1u\n", 2, 1, "unsupported control card .tran"),
-    (".TRAN 1n 1u\n", 2, 1, "unsupported control card .tran"),
+    (".global vdd\n", 2, 1, "unsupported control card .global"),
+    (".GLOBAL vdd\n", 2, 1, "unsupported control card .global"),
     (".lib foo\n", 2, 1, "unsupported control card .lib"),
     ("+ 1k\n", 2, 1, "continuation line '+' with no line before it"),
     ("R1 a 0 1k\n  = 3\n", 3, 3, "unexpected '='"),
@@ -612,6 +612,22 @@ def _parses_or_netlist_error(text: str) -> None:
 @given(mutated_netlists())
 def test_fuzz_mutated_netlists_give_a_circuit_or_a_netlist_error(text):
     _parses_or_netlist_error(text)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_netlists())
+def test_fuzz_what_check_accepts_solve_solves(text):
+    from aeqprop_circuits.cli.circuits import preflight
+    from aeqprop_circuits.errors import AeqpropError
+    from aeqprop_circuits.solvers import solve
+
+    try:
+        circuit = parse_text(text)
+        preflight(circuit)
+    except AeqpropError:
+        return
+    result = solve(circuit)
+    assert result.success, result.message
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,17 +1,23 @@
-"""Every shipped netlist parses, solves, and runs unchanged in ngspice."""
+"""Every shipped netlist parses, passes `aeqprop check`, solves, and runs unchanged in ngspice."""
 
 import glob
+import json
 import os
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from aeqprop_circuits.cli.circuits import check
+from aeqprop_circuits.cli.circuits import solve as solve_command
 from aeqprop_circuits.netlist import parse_netlist
 from aeqprop_circuits.solvers import solve
 
-SHIPPED = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "netlists", "*.cir")))
+NETLISTS = os.path.join(os.path.dirname(__file__), "..", "netlists")
+SHIPPED = sorted(glob.glob(os.path.join(NETLISTS, "*.cir")))
+EXAMPLES = sorted(glob.glob(os.path.join(NETLISTS, "examples", "*.cir")))
 
 
 def test_the_classifiers_and_the_regression_network_are_shipped():
@@ -36,3 +42,14 @@ def test_shipped_netlist_runs_unchanged_in_ngspice(path):
     run = subprocess.run(["ngspice", "-b", path], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-500:] + run.stderr[-500:]
     assert "error" not in (run.stdout + run.stderr).lower()
+
+
+@pytest.mark.parametrize("path", SHIPPED + EXAMPLES, ids=os.path.basename)
+def test_what_check_accepts_solve_solves(path):
+    runner = CliRunner()
+    checked = runner.invoke(check, [path])
+    assert checked.exit_code == 0, checked.output
+    assert "ok" in checked.output and "settles" in checked.output
+    solved = runner.invoke(solve_command, [path, "--json"])
+    assert solved.exit_code == 0, solved.output
+    assert json.loads(solved.stdout)["success"]
