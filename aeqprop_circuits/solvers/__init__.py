@@ -122,7 +122,7 @@ def run_layered(circuit: Circuit, sources, conductance=None, nudge: Nudge | None
             why = ("it takes a nudge only on a network of one hidden layer whose outputs are free nodes of "
                    "the output layer")
         raise SolverError(f"method 'layered' does not apply: {why}; use auto, coordinate or qp")
-    if not result.success and conductance is not None and not np.all(np.isfinite(conductance)):
+    if not result.success and conductance is not None and not np.isfinite(conductance).all():
         return failed_result(Problem(circuit, sources, conductance, nudge), "non-finite conductances given: "
                              "nothing solved", "layered")
     return result
@@ -163,7 +163,7 @@ def _non_finite(sources, nudge: Nudge | None, x0, conductance=None) -> str:
     """What is not finite among the inputs ('' when all are), as a message."""
     bad = [what for what, values in (("source values", sources), ("conductances", conductance),
                                       ("nudge target", None if nudge is None else nudge.target), ("x0", x0))
-           if values is not None and not np.all(np.isfinite(values))]
+           if values is not None and not np.isfinite(values).all()]
     return f"non-finite {' and '.join(bad)} given: nothing solved" if bad else ""
 
 
