@@ -16,6 +16,7 @@ class SolveResult:
                 groups: resistors, diodes, ideal_diodes, voltage_sources, current_sources.
     energy:     (B,) total co-content at the solution, watts (nudge term included).
     free:       (B, n_free) the free potentials the solver iterated on (for warm starts).
+    solver:     the method that ran: a name of SOLVER_NAMES, or a callable method's __name__.
     Nothing is raised for a non-converged solve: `success` says whether it worked, `message` why not.
     """
 
