@@ -1,0 +1,57 @@
+"""`aeqprop summary PATH...`: accuracy over seeds and Lyapunov counts of run directories."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import click
+
+from aeqprop_circuits.cli.common import user_errors
+
+
+def json_row(row: dict) -> str:
+    """A row as one line of strict JSON: a number that is not there (nan) is null."""
+    def plain(value):
+        if isinstance(value, dict):
+            return {key: plain(entry) for key, entry in value.items()}
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    return json.dumps(plain(row), allow_nan=False)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--by", multiple=True, default=("algorithm",), show_default=True, metavar="KEY",
+              help="config.json key whose values make the rows (repeatable); runs that differ only in other "
+                   "keys, such as the seed, are pooled.")
+@click.option("--seeds", is_flag=True, help="Instead: the final test accuracy (%) of each finished run, by seed.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row instead of a Markdown table.")
+@user_errors
+def summary(paths, by, seeds, as_json):
+    """Final test accuracy (mean ± std over the finished seeds) and Lyapunov counts of runs, finished or not.
+
+    PATH is a run directory, a sweep directory or a directory of run directories. Per row:
+    test accuracy after the last epoch of the runs that finished, how many did and did not,
+    seconds per epoch, and over every run its traced steps (steps.jsonl), how many raised the
+    Lyapunov function beyond the settles' tolerance (as metrics.csv counts them), the largest rise,
+    and the largest relative change (negative: every traced step lowered it).
+    """
+    from aeqprop_circuits.experiments.results import per_seed, per_seed_markdown, read_runs, summary_markdown
+    from aeqprop_circuits.experiments.results import summary as summary_rows
+
+    records = read_runs(paths)
+    if seeds:
+        numbers, found = per_seed(records, by)
+        if as_json:
+            for key, by_seed in found.items():
+                click.echo(json_row({**dict(zip(by, key)), "test_accuracy": by_seed}))
+        else:
+            click.echo(per_seed_markdown(numbers, found, by))
+        return
+    rows = summary_rows(records, by)
+    if as_json:
+        for row in rows:
+            click.echo(json_row(row))
+    else:
+        click.echo(summary_markdown(rows, by))
