@@ -11,6 +11,7 @@ import click
 
 from aeqprop_circuits.cli.bench import bench
 from aeqprop_circuits.cli.circuits import check, solve
+from aeqprop_circuits.cli.evaluate import evaluate
 from aeqprop_circuits.cli.learning import compare, gradcheck, plot, train
 from aeqprop_circuits.cli.reproduce import reproduce
 from aeqprop_circuits.cli.summary import summary
@@ -23,5 +24,5 @@ def main():
     """Simulate and train physical learning machines described as SPICE netlists."""
 
 
-for _command in (check, solve, train, plot, compare, gradcheck, summary, reproduce, sweep, bench):
+for _command in (check, solve, train, plot, compare, evaluate, gradcheck, summary, reproduce, sweep, bench):
     main.add_command(_command)
