@@ -12,7 +12,8 @@ import click
 from aeqprop_circuits.cli.bench import bench
 from aeqprop_circuits.cli.circuits import check, solve
 from aeqprop_circuits.cli.evaluate import evaluate
-from aeqprop_circuits.cli.learning import compare, gradcheck, plot, train
+from aeqprop_circuits.cli.gradcheck import gradcheck
+from aeqprop_circuits.cli.learning import compare, plot, train
 from aeqprop_circuits.cli.reproduce import reproduce
 from aeqprop_circuits.cli.summary import summary
 from aeqprop_circuits.cli.sweep import sweep
