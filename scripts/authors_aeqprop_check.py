@@ -1,4 +1,4 @@
-"""Issue 6: our dense Aeqprop step against the Aeqprop authors' own code, step by step.
+"""Our dense Aeqprop step against the Aeqprop authors' own code, step by step.
 
 Both take the same batches of Fashion-MNIST training images (unflipped) from the same
 parameters: before each step ours is set to the authors' current parameters, then each code
@@ -29,10 +29,12 @@ import time
 import numpy as np
 
 from aeqprop_circuits.data.datasets import load_dataset
-from aeqprop_circuits.experiments.inplace import ep_step
+from aeqprop_circuits.experiments.presets import PRESETS
 from aeqprop_circuits.learning.algorithms import get_algorithm
 from aeqprop_circuits.systems.base import Phase
-from aeqprop_circuits.systems.hopfield import PRESETS, build_model
+from aeqprop_circuits.systems.models import load_system
+
+PRESET = PRESETS["aeqprop-dense"]
 
 THEIR_ORDER = {"b1": 0, "b2": 1, "w1": 2, "w2": 3}  # their add_layer (biases) first, then add_edge (weights)
 
@@ -104,10 +106,19 @@ def compare_predictions(torch, theirs, ours, data, n, batch=100):
           f"{differ} predictions differ", flush=True)
 
 
+def our_network(mode: str, beta: float, threshold: float | None = None):
+    """Our aeqprop-dense network and the training loop's in-place step of its Aeqprop rule (oracle, one relaxation)."""
+    options = {**PRESET["model_options"], **({} if threshold is None else {"threshold": threshold})}
+    ours = load_system(PRESET["model"], seed=0, **options)
+    rule = get_algorithm(f"aeqprop-{mode}", beta=beta, epsilon=ours.per_parameter(PRESET["epsilon"]),
+                         controller="oracle", relax_rounds=1)
+    return ours, rule.in_place(ours, None)
+
+
 def main():
     args = parse_args()
     torch, theirs, their_trainer = their_network(args)
-    ours = build_model("aeqprop-dense", **({} if args.threshold is None else {"threshold": args.threshold}))
+    ours, in_place = our_network(args.mode, args.beta, args.threshold)
     groups = ours.groups
 
     def read_theirs():
@@ -120,11 +131,6 @@ def main():
             param = theirs._params[THEIR_ORDER[name]]
             param.state = torch.tensor(theta[sl].reshape(param.state.shape), dtype=torch.float32)
 
-    epsilon = ours.per_parameter(PRESETS["aeqprop-dense"]["epsilon"])
-    rule = get_algorithm(f"aeqprop-{args.mode}", beta=args.beta, epsilon=epsilon, controller="oracle",
-                         relax_rounds=1)
-    contrast, spread = rule.nudge_contrast()
-    rates = ours.in_place_rates(epsilon * spread)
     data = load_dataset("fmnist", seed=0)
     if args.evaluate:
         ours.parameters = read_theirs()
@@ -143,7 +149,7 @@ def main():
         their_trainer.inference()
         their_trainer.training_step()
         t1 = time.process_time()
-        ep_step(ours, contrast, x, eye[y], rates)
+        in_place.step(x, eye[y], in_place.base_rates)
         t2 = time.process_time()
         a, b = read_theirs() - before, ours.parameters - before
         rel = {name: np.abs(a[sl] - b[sl]).max() / np.abs(a[sl]).max() for name, sl in groups}
