@@ -35,7 +35,8 @@ class SweepCount(click.ParamType):
 @click.option("--images", type=click.IntRange(min=1), default=None,
               help="Evaluate on the first N test images. [default: all]")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
-              help="Images per settle, or per ngspice load with --solver spice. [default: 500; 100 for ngspice]")
+              help="Images per settle, or per ngspice load with --solver spice. [default: the training loop's "
+                   "evaluation batch, 512; 100 for ngspice]")
 @click.option("--iterations", type=SweepCount(), multiple=True,
               help="DRN block sweeps per phase, or 'converged' (until the largest change is below the "
                    "tolerance, 1e-12 V in float64). Repeat for one row per value. [default: the run's]")
@@ -91,7 +92,6 @@ def evaluate(run_dir, epoch, images, batch, iterations, dtype, diodes, saturatio
         shown.append(row)
         click.echo("| " + " | ".join(str(cell) for cell in row.as_dict().values()) + " |")
 
-    batch = batch or (100 if spice else 500)
     saved_epoch, _ = evaluate_checkpoint(run_dir, variants, epoch=epoch, images=images, batch=batch, log=show,
                                          echo=lambda message: click.echo(message, err=True))
     click.echo(f"{run_dir}, checkpoint of epoch {saved_epoch}", err=True)

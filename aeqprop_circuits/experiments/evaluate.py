@@ -114,7 +114,7 @@ def load_checkpoint(system: PhysicalSystem, checkpoint: dict, options: dict) -> 
 
 
 def free_outputs(system: PhysicalSystem, inputs: np.ndarray, batch: int) -> np.ndarray:
-    """Outputs of the free phase, `batch` images per settle (as the training loop evaluates)."""
+    """Outputs of the free phase, `batch` images per settle."""
     return np.concatenate([system.predict(inputs[k:k + batch]) for k in range(0, len(inputs), batch)]
                           ).astype(np.float64)
 
@@ -153,11 +153,13 @@ def score(data: Dataset, outputs: np.ndarray, labels: np.ndarray, amplitude: flo
 
 
 def evaluate_checkpoint(run_dir: str, variants: list[Variant], epoch: int | None = None, images: int | None = None,
-                        batch: int = 500, log=None, echo=print) -> tuple[int, list[Evaluation]]:
+                        batch: int | None = None, log=None, echo=print) -> tuple[int, list[Evaluation]]:
     """(epoch, evaluations): the checkpoint under the run's own physics, then under each variant.
 
     Every evaluation classifies the first `images` test images (default: all) and is compared,
-    image by image, with the run's own physics. `log` gets each Evaluation as it is made.
+    image by image, with the run's own physics. `batch` images are settled together (default: as
+    the training loop evaluates) or loaded into ngspice at once (default 100). `log` gets each
+    Evaluation as it is made.
     """
     config, model_path, checkpoint = read_run(run_dir, epoch)
     for variant in variants:  # every option checked before anything is settled
@@ -173,9 +175,9 @@ def evaluate_checkpoint(run_dir: str, variants: list[Variant], epoch: int | None
             **{**config.model_options, **variant.options})
         load_checkpoint(system, checkpoint, variant.options)
         if variant.spice:
-            outputs = spice_outputs(system, inputs, batch, variant.spice_model)
+            outputs = spice_outputs(system, inputs, batch or 100, variant.spice_model)
         else:
-            outputs = free_outputs(system, inputs, batch)
+            outputs = free_outputs(system, inputs, batch or setup.options.eval_batch)
         seconds = time.perf_counter() - began
         reference = outputs if reference is None else reference
         error, cost = score(data, outputs, labels, config.target_amplitude)
