@@ -15,34 +15,59 @@ circuits, deep resistive networks, Hopfield networks), learning (rules, optimise
 Lyapunov function), experiments (TrainConfig, the training loop, run directories, presets).
 """
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 
-from aeqprop_circuits.circuit.circuit import Circuit
-from aeqprop_circuits.data.datasets import Dataset, load_dataset
-from aeqprop_circuits.errors import AeqpropError, CircuitError, DatasetError, DivergenceError, NetlistError, SolverError
-from aeqprop_circuits.experiments.config import TrainConfig, resolve
-from aeqprop_circuits.experiments.presets import PRESETS
-from aeqprop_circuits.experiments.session import TrainResult, train
-from aeqprop_circuits.learning.algorithms import algorithm_names, get_algorithm
-from aeqprop_circuits.learning.lyapunov import lyapunov
-from aeqprop_circuits.netlist import parse_netlist, parse_text, write_netlist
-from aeqprop_circuits.solvers import SOLVER_NAMES, Nudge, SolveResult, solve
-from aeqprop_circuits.systems.base import Phase, PhysicalSystem
-from aeqprop_circuits.systems.circuit import CircuitSystem
-from aeqprop_circuits.systems.drn import DRNSystem
-from aeqprop_circuits.systems.drn.signed import SignedDRNSystem
-from aeqprop_circuits.systems.hopfield import HopfieldNetwork, build_model
-from aeqprop_circuits.systems.models import load_system
+_EXPORTS = {  # name: the module that defines it (imported on first use, so `aeqprop --help` stays fast)
+    "Circuit": "aeqprop_circuits.circuit.circuit",
+    "Dataset": "aeqprop_circuits.data.datasets",
+    "load_dataset": "aeqprop_circuits.data.datasets",
+    "AeqpropError": "aeqprop_circuits.errors",
+    "CircuitError": "aeqprop_circuits.errors",
+    "DatasetError": "aeqprop_circuits.errors",
+    "DivergenceError": "aeqprop_circuits.errors",
+    "NetlistError": "aeqprop_circuits.errors",
+    "SolverError": "aeqprop_circuits.errors",
+    "TrainConfig": "aeqprop_circuits.experiments.config",
+    "resolve": "aeqprop_circuits.experiments.config",
+    "PRESETS": "aeqprop_circuits.experiments.presets",
+    "TrainResult": "aeqprop_circuits.experiments.session",
+    "train": "aeqprop_circuits.experiments.session",
+    "algorithm_names": "aeqprop_circuits.learning.algorithms",
+    "get_algorithm": "aeqprop_circuits.learning.algorithms",
+    "lyapunov": "aeqprop_circuits.learning.lyapunov",
+    "parse_netlist": "aeqprop_circuits.netlist",
+    "parse_text": "aeqprop_circuits.netlist",
+    "write_netlist": "aeqprop_circuits.netlist",
+    "Nudge": "aeqprop_circuits.solvers",
+    "SOLVER_NAMES": "aeqprop_circuits.solvers",
+    "SolveResult": "aeqprop_circuits.solvers",
+    "solve": "aeqprop_circuits.solvers",
+    "Phase": "aeqprop_circuits.systems.base",
+    "PhysicalSystem": "aeqprop_circuits.systems.base",
+    "CircuitSystem": "aeqprop_circuits.systems.circuit",
+    "DRNSystem": "aeqprop_circuits.systems.drn",
+    "SignedDRNSystem": "aeqprop_circuits.systems.drn.signed",
+    "HopfieldNetwork": "aeqprop_circuits.systems.hopfield",
+    "build_model": "aeqprop_circuits.systems.hopfield",
+    "load_system": "aeqprop_circuits.systems.models",
+}
 
 try:
     __version__ = version("aeqprop-circuits")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0+unknown"
 
-__all__ = [
-    "AeqpropError", "Circuit", "CircuitError", "CircuitSystem", "DRNSystem", "Dataset", "DatasetError",
-    "DivergenceError", "HopfieldNetwork", "NetlistError", "Nudge", "PRESETS", "Phase", "PhysicalSystem",
-    "SOLVER_NAMES", "SignedDRNSystem", "SolveResult", "SolverError", "TrainConfig", "TrainResult", "__version__",
-    "algorithm_names", "build_model", "get_algorithm", "load_dataset", "load_system", "lyapunov", "parse_netlist",
-    "parse_text", "resolve", "solve", "train", "write_netlist",
-]
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'aeqprop_circuits' has no attribute '{name}'")
+
+
+def __dir__():
+    return __all__

@@ -57,18 +57,28 @@ def default_name(model: str, algorithm: str) -> str:
 def atomic_write(path: str, data: bytes | str) -> None:
     """Write a whole file or nothing: a temporary file next to it, flushed, then renamed over it."""
     temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except OSError as err:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise RunDirError(f"cannot write {path}: {err.strerror or err}; the run can be resumed from its last "
+                          "checkpoint once there is room") from None
 
 
 def _append(path: str, text: str) -> None:
     """Append one or more whole lines in one write (a reader never sees a part of a record it keeps)."""
-    with open(path, "a") as f:
-        f.write(text)
-        f.flush()
+    try:
+        with open(path, "a") as f:
+            f.write(text)
+            f.flush()
+    except OSError as err:
+        raise RunDirError(f"cannot write {path}: {err.strerror or err}; the run can be resumed from its last "
+                          "checkpoint once there is room") from None
 
 
 def file_hash(paths) -> str:
@@ -139,6 +149,7 @@ class RunDir:
     def save_checkpoint(self, epoch: int, arrays: dict[str, np.ndarray]) -> str:
         buffer = io.BytesIO()
         np.savez(buffer, **{**arrays, "epoch": np.array(epoch)})
+        os.makedirs(os.path.join(self.path, "checkpoints"), exist_ok=True)
         path = os.path.join(self.path, "checkpoints", f"epoch{epoch:04d}.npz")
         atomic_write(path, buffer.getvalue())
         return path

@@ -129,7 +129,8 @@ def _new_run_directory(setup: Setup) -> str:
     config = setup.config
     path = fresh_directory(config.out or default_name(config.model, config.algorithm))
     run_dir = RunDir(path)
-    setup.config = config = replace(config, out=path)
+    data = os.path.abspath(config.data) if os.path.isfile(config.data) else config.data  # resumable from anywhere
+    setup.config = config = replace(config, out=path, data=data)
     facts = run_facts(setup)
     if model_kind(config.model) == "netlist":
         copy, digest = run_dir.keep_netlist(netlist_files(config.model))
