@@ -36,7 +36,7 @@ class RunDirError(AeqpropError):
 
 
 def fresh_directory(path: str) -> str:
-    """Create and return `path` if free (absent or empty), else `path-2`, `path-3`, ...: a run never overwrites another."""
+    """Create and return `path` if free (absent or empty), else `path-2`, `path-3`, ...: never overwrite a run."""
     candidate, k = path, 1
     while True:
         try:
