@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 
 import numpy as np
 
 from aeqprop_circuits.errors import AeqpropError
+from aeqprop_circuits.experiments.rundir import read_metrics
 
 
 def _pyplot():
@@ -30,11 +30,10 @@ def _read_metrics(run_dir: str) -> dict[str, np.ndarray]:
     path = os.path.join(run_dir, "metrics.csv")
     if not os.path.exists(path):
         raise AeqpropError(f"{run_dir}: no metrics.csv (is this a run directory?)")
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
+    rows = read_metrics(run_dir)
     if not rows:
         raise AeqpropError(f"{path}: no epoch finished yet")
-    return {key: np.array([float(r[key]) if r[key] not in ("", "nan") else np.nan for r in rows]) for key in rows[0]}
+    return {key: np.array([row[key] for row in rows]) for key in rows[0]}
 
 
 def plot_metrics(run_dir: str) -> str:

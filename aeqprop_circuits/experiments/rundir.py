@@ -18,6 +18,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -198,6 +199,31 @@ class RunDir:
                 except (ValueError, KeyError):
                     continue
             atomic_write(path, "".join(kept))
+
+
+def read_metrics(run_dir: str) -> list[dict[str, float]]:
+    """The rows of a run's metrics.csv as numbers (empty before any epoch), whole lines only.
+
+    A last line without its newline is a write that a kill cut short: it is left out. A cell
+    that is not a number is an error naming file, line and column.
+    """
+    path = os.path.join(run_dir, "metrics.csv")
+    if not os.path.exists(path):
+        return []
+    lines = _whole_lines(path)
+    rows = []
+    header = next(csv.reader(lines[:1]), [])
+    for number, cells in enumerate(csv.reader(lines[1:]), start=2):
+        if len(cells) != len(header):
+            raise RunDirError(f"{path}:{number}: expected {len(header)} columns, got {len(cells)}")
+        row = {}
+        for column, (key, cell) in enumerate(zip(header, cells), start=1):
+            try:
+                row[key] = float(cell) if cell else math.nan
+            except ValueError:
+                raise RunDirError(f"{path}:{number}:{column}: {key}: expected a number, got '{cell}'") from None
+        rows.append(row)
+    return rows
 
 
 def _whole_lines(path: str) -> list[str]:

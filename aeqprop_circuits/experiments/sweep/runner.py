@@ -17,9 +17,7 @@ returns the failure as a record, so one bad point never stops the others and das
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import shutil
 import sys
@@ -27,6 +25,7 @@ import time
 import traceback
 
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
+from aeqprop_circuits.experiments.rundir import read_metrics
 from aeqprop_circuits.experiments.sweep.spec import Point
 
 # Options whose change between runs of a point is not a different run (epochs may grow: resume trains on).
@@ -36,22 +35,6 @@ _RESUMABLE_CHANGES = {"epochs", "out", "model"}
 def one_line(error: BaseException) -> str:
     """An error's message on one line (it goes into a table cell)."""
     return " ".join(str(error).split())
-
-
-def read_metrics(run_dir: str) -> list[dict]:
-    """Rows of metrics.csv as floats (empty if there is none yet)."""
-    path = os.path.join(run_dir, "metrics.csv")
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(f)]
-
-
-def _number(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def point_state(run_dir: str, epochs: int | None) -> str:
