@@ -3,13 +3,16 @@
 `Problem` fixes everything but the free potentials z (B, n_free): the circuit, a batch of
 source values, the conductances and an optional nudge on the outputs. It then gives the
 total co-content, its gradient (the KCL residual: net current leaving each free supernode,
-in amperes) and its Hessian, as numpy / scipy.sparse expressions over element groups.
+in amperes), its Hessian and its derivatives in the parameters, as numpy / scipy.sparse
+expressions over element groups, each element's physics taken from the table in
+`circuit.elements`. It is the reference every fast path is held against.
 
 All quantities are in SI units: volts, amperes, siemens, watts (co-content).
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -19,10 +22,12 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from aeqprop_circuits.circuit.circuit import Circuit
+from aeqprop_circuits.circuit.elements import CURRENT_SOURCE, JUNCTION, RESISTOR
 from aeqprop_circuits.circuit.topology import Topology, build_topology, check_floating
 from aeqprop_circuits.errors import CircuitError
 
-_TOPOLOGIES: dict[int, tuple[Circuit, Topology, dict]] = {}
+# Per circuit object, for as long as it lives: its topology and reduced incidence matrices.
+_STRUCTURES: weakref.WeakKeyDictionary[Circuit, tuple[Topology, dict]] = weakref.WeakKeyDictionary()
 
 
 def incidence(pairs: np.ndarray, n_nodes: int) -> sp.csr_matrix:
@@ -37,10 +42,9 @@ def incidence(pairs: np.ndarray, n_nodes: int) -> sp.csr_matrix:
 
 def structure(circuit: Circuit) -> tuple[Topology, dict]:
     """Topology and reduced incidence matrices of a circuit, computed once per circuit object."""
-    key = id(circuit)
-    cached = _TOPOLOGIES.get(key)
-    if cached is not None and cached[0] is circuit:
-        return cached[1], cached[2]
+    cached = _STRUCTURES.get(circuit)
+    if cached is not None:
+        return cached
     topo = build_topology(circuit)
     n = circuit.n_nodes
     mats = {}
@@ -50,9 +54,7 @@ def structure(circuit: Circuit) -> tuple[Topology, dict]:
     for name, pairs in groups.items():
         D = incidence(pairs, n)
         mats[name] = (D, (D @ topo.P).tocsr(), (D @ topo.Q).tocsr())
-    if len(_TOPOLOGIES) > 64:
-        _TOPOLOGIES.clear()
-    _TOPOLOGIES[key] = (circuit, topo, mats)
+    _STRUCTURES[circuit] = topo, mats
     return topo, mats
 
 
@@ -80,6 +82,7 @@ class Problem:
         self.nudge = nudge
         d = circuit.diodes
         self.isat, self.nvt, self.gmin = d.saturation_current, d.thermal_voltage, d.gmin
+        self.junction = (self.isat, self.nvt, self.gmin)  # the JUNCTION stamp's parameters
         s = self.sources
         # Branch voltage of each group = z @ M.T + offset, offset from the sources.
         self.Dr, self.Mr, Nr = mats["r"]
@@ -91,7 +94,10 @@ class Problem:
         self.offset_d = (Nd @ s.T).T
         self.offset_x = (Nx @ s.T).T
         self.i_value = s[:, ~circuit.sources.is_voltage]  # (B, n_isources)
-        self.linear_i = self.i_value @ self.Mi  # (B, n_free): current sources' constant gradient
+        # (B, n_free): the current sources' constant gradient
+        self.linear_i = CURRENT_SOURCE.current(0.0, self.i_value) @ self.Mi
+        # The nudge is a conductance beta_g from each output to a source at its target (DESIGN.md): a
+        # resistor whose branch voltage is V_out - y, so its offset includes -y.
         if nudge is not None:
             target = np.broadcast_to(np.asarray(nudge.target, float), (self.batch, circuit.n_outputs))
             self.offset_o = (No @ s.T).T - target
@@ -122,27 +128,20 @@ class Problem:
 
     # --- co-content, gradient, Hessian ----------------------------------------------------
     def _diode(self, v):
-        """Shockley co-content, current and conductance of each junction (gmin included)."""
-        with np.errstate(over="ignore"):
-            em1 = np.expm1(v / self.nvt)
-        isat = self.isat
-        current = isat * em1 + self.gmin * v
-        content = isat * (self.nvt * em1 - v) + 0.5 * self.gmin * v * v
-        conductance = isat * (em1 + 1.0) / self.nvt + self.gmin
-        return content, current, conductance
+        """(co-content, current, conductance) of each junction at branch voltages v (gmin included)."""
+        return JUNCTION.content(v, *self.junction), JUNCTION.current(v, *self.junction), \
+            JUNCTION.conductance(v, *self.junction)
 
     def energy(self, z: np.ndarray) -> np.ndarray:
         """Total co-content per sample (B,), watts. +inf where a junction overflows."""
-        vr = self._branch(self.Mr, self.offset_r, z)
-        e = 0.5 * (vr * vr) @ self.g
+        e = RESISTOR.content(self._branch(self.Mr, self.offset_r, z), self.g).sum(axis=1)
         if self.has_diodes:
-            e = e + self._diode(self._branch(self.Md, self.offset_d, z))[0].sum(axis=1)
+            e = e + JUNCTION.content(self._branch(self.Md, self.offset_d, z), *self.junction).sum(axis=1)
         if self.i_value.size:
             vi = (self.Di @ self.potentials(z).T).T
-            e = e + (vi * self.i_value).sum(axis=1)
+            e = e + CURRENT_SOURCE.content(vi, self.i_value).sum(axis=1)
         if self.beta_g:
-            vo = self._branch(self.Mo, self.offset_o, z)
-            e = e + 0.5 * self.beta_g * (vo * vo).sum(axis=1)
+            e = e + RESISTOR.content(self._branch(self.Mo, self.offset_o, z), self.beta_g).sum(axis=1)
         return np.where(np.isnan(e), np.inf, e)
 
     def energy_change(self, z: np.ndarray, step: np.ndarray) -> np.ndarray:
@@ -150,51 +149,60 @@ class Problem:
 
         Near the minimum the change is far below the rounding error of E itself (~1e-16 |E|
         once steps are under ~1e-8 V), so a line search comparing two energies stalls there.
-        Each term here is a difference computed without cancellation (g dv (v + dv/2) for a
-        resistor, Is (n Vt e^{v/nVt} expm1(dv/nVt) - dv) for a junction), so the sign of the
-        change is right down to steps of ~1e-14 V. +inf where a junction overflows.
+        Each term here is a difference computed without cancellation (the stamps' `change`), so
+        the sign of the change is right down to steps of ~1e-14 V. +inf where a junction overflows.
         """
-        dr = self._branch(self.Mr, 0.0, step)
-        vr = self._branch(self.Mr, self.offset_r, z)
-        change = (dr * (vr + 0.5 * dr)) @ self.g
+        def term(stamp, M, offset, *parameters):
+            return stamp.change(self._branch(M, offset, z), self._branch(M, 0.0, step), *parameters).sum(axis=1)
+
+        change = term(RESISTOR, self.Mr, self.offset_r, self.g)
         if self.has_diodes:
-            vd = self._branch(self.Md, self.offset_d, z)
-            dd = self._branch(self.Md, 0.0, step)
-            with np.errstate(over="ignore", invalid="ignore"):
-                junction = self.isat * (self.nvt * np.exp(vd / self.nvt) * np.expm1(dd / self.nvt) - dd)
-            change = change + (junction + self.gmin * dd * (vd + 0.5 * dd)).sum(axis=1)
+            change = change + term(JUNCTION, self.Md, self.offset_d, *self.junction)
         if self.i_value.size:
-            change = change + (self._branch(self.Mi, 0.0, step) * self.i_value).sum(axis=1)
+            change = change + term(CURRENT_SOURCE, self.Mi, 0.0, self.i_value)
         if self.beta_g:
-            do = self._branch(self.Mo, 0.0, step)
-            vo = self._branch(self.Mo, self.offset_o, z)
-            change = change + self.beta_g * (do * (vo + 0.5 * do)).sum(axis=1)
+            change = change + term(RESISTOR, self.Mo, self.offset_o, self.beta_g)
         return np.where(np.isnan(change), np.inf, change)
 
     def gradient(self, z: np.ndarray) -> np.ndarray:
         """d(co-content)/dz (B, n_free): net current leaving each free supernode (KCL residual), A."""
         grad = self.linear_gradient(z)
         if self.has_diodes:
-            grad = grad + self._diode(self._branch(self.Md, self.offset_d, z))[1] @ self.Md
+            grad = grad + JUNCTION.current(self._branch(self.Md, self.offset_d, z), *self.junction) @ self.Md
         return np.asarray(grad)
 
     def linear_gradient(self, z: np.ndarray) -> np.ndarray:
         """The gradient without the junction currents (resistors, current sources, nudge)."""
-        vr = self._branch(self.Mr, self.offset_r, z)
-        grad = (vr * self.g) @ self.Mr + self.linear_i
+        grad = RESISTOR.current(self._branch(self.Mr, self.offset_r, z), self.g) @ self.Mr + self.linear_i
         if self.beta_g:
-            grad = grad + self.beta_g * (self._branch(self.Mo, self.offset_o, z) @ self.Mo)
+            grad = grad + RESISTOR.current(self._branch(self.Mo, self.offset_o, z), self.beta_g) @ self.Mo
         return np.asarray(grad)
+
+    def parameter_gradient(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """d(co-content)/d(parameter) per element (B, n_elements): the local measurements.
+
+        "resistors": dE/dg = v^2 / 2 (V^2) for every resistor, "current_sources": dE/dI = v (V)
+        for every current source.
+        """
+        vr = self._branch(self.Mr, self.offset_r, z)
+        vi = (self.Di @ self.potentials(z).T).T
+        return {"resistors": RESISTOR.parameter_gradient(vr, self.g),
+                "current_sources": CURRENT_SOURCE.parameter_gradient(np.asarray(vi), self.i_value)}
+
+    @cached_property
+    def network_hessian(self) -> sp.csc_matrix:
+        """Hessian of the network's quadratic part (resistors, junctions' gmin), (n_free, n_free)."""
+        H = self.Mr.T @ sp.diags(RESISTOR.conductance(0.0, self.g)) @ self.Mr
+        if self.has_diodes:
+            H = H + RESISTOR.conductance(0.0, self.gmin) * (self.Md.T @ self.Md)
+        return sp.csc_matrix(H)
 
     @cached_property
     def linear_hessian(self) -> sp.csc_matrix:
-        """Hessian of the quadratic part (resistors, diode gmin, nudge), shared by the batch (n_free, n_free)."""
-        H = self.Mr.T @ sp.diags(self.g) @ self.Mr
-        if self.has_diodes:
-            H = H + self.gmin * (self.Md.T @ self.Md)
-        if self.beta_g:
-            H = H + self.beta_g * (self.Mo.T @ self.Mo)
-        return sp.csc_matrix(H)
+        """Hessian of the quadratic part (the network's and the nudge's), shared by the batch (n_free, n_free)."""
+        if not self.beta_g:
+            return self.network_hessian
+        return sp.csc_matrix(self.network_hessian + RESISTOR.conductance(0.0, self.beta_g) * (self.Mo.T @ self.Mo))
 
     def hessian(self, z: np.ndarray) -> sp.csc_matrix:
         """Block-diagonal Hessian of the whole batch (B n_free, B n_free), sample-major."""
@@ -202,7 +210,7 @@ class Problem:
         H = sp.kron(eye, self.linear_hessian)
         if self.has_diodes:
             vd = self._branch(self.Md, self.offset_d, z)
-            gd = self._diode(vd)[2] - self.gmin
+            gd = JUNCTION.conductance(vd, *self.junction) - self.gmin  # gmin is in the linear part
             Mb = sp.kron(eye, self.Md)
             H = H + Mb.T @ sp.diags(gd.ravel()) @ Mb
         return sp.csc_matrix(H)
@@ -225,9 +233,7 @@ class Problem:
             check_floating(self.circuit, self.topology, conducting=g != 0)
         if self.beta_g >= 0 and (g >= 0).all():
             return
-        K = self.Mr.T @ sp.diags(g) @ self.Mr
-        if self.has_diodes:
-            K = K + self.gmin * (self.Md.T @ self.Md)
+        K = self.network_hessian
         if (g >= 0).all():
             cause, advice = f"the negative nudge (conductance {self.beta_g:.3g} S)", "; use a smaller |beta|"
         else:
@@ -235,15 +241,15 @@ class Problem:
             cause, advice = f"negative conductance {g[k]:.3g} S of {self.circuit.resistors.names[k]}", ""
         try:
             if (g >= 0).all():
-                lu = spla.splu(sp.csc_matrix(K))
+                lu = spla.splu(K)
                 S = self.Mo @ lu.solve(self.Mo.T.toarray())
                 smallest = np.linalg.eigvalsh(np.eye(len(S)) + self.beta_g * 0.5 * (S + S.T)).min()
                 positive = smallest > 1e-12
             else:
                 # Diagonal pivots only: U = D L^T, and by Sylvester's law of inertia the
                 # quadratic part is positive definite iff every pivot is positive.
-                total = K + self.beta_g * (self.Mo.T @ self.Mo) if self.beta_g else K
-                lu = spla.splu(sp.csc_matrix(total), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                total = self.linear_hessian
+                lu = spla.splu(total, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                                options={"SymmetricMode": True})
                 pivots = lu.U.diagonal()
                 diagonal_pivots = np.array_equal(lu.perm_r, lu.perm_c)  # else a zero pivot: not definite
@@ -273,13 +279,13 @@ class Problem:
     def branch_currents(self, z: np.ndarray) -> dict[str, np.ndarray]:
         """Per-group branch currents (B, n_elements), SPICE sign: from first node to second."""
         V = self.potentials(z)
-        vr = (self.Dr @ V.T).T
-        out = {"resistors": vr * self.g}
-        out["diodes"] = self._diode((self.Dd @ V.T).T)[1] if self.has_diodes else np.zeros((self.batch, 0))
+        out = {"resistors": RESISTOR.current((self.Dr @ V.T).T, self.g)}
+        out["diodes"] = JUNCTION.current((self.Dd @ V.T).T, *self.junction) if self.has_diodes \
+            else np.zeros((self.batch, 0))
         # Ideal diodes and voltage sources carry whatever current KCL leaves for them.
         leaving = out["resistors"] @ self.Dr + out["diodes"] @ self.Dd + self.i_value @ self.Di
         if self.beta_g:
-            leaving = leaving + (self.beta_g * self._branch(self.Mo, self.offset_o, z)) @ self.Do
+            leaving = leaving + RESISTOR.current(self._branch(self.Mo, self.offset_o, z), self.beta_g) @ self.Do
         leaving = np.asarray(leaving)
         if self.has_ideal_diodes:
             out["ideal_diodes"] = self._ideal_diode_currents(z, leaving)
