@@ -67,7 +67,7 @@ CHECK_CASES = [
      ["deck.cir:3:", "loop of voltage sources through v2"]),
     ("voltage source on one node", "t\nV1 a a 1\nR1 a 0 1k\n", [], 1, ["deck.cir:2:", "both terminals"]),
     ("subcircuit expanding past the limit", subcircuit_tree(25), [], 1,
-     ["deck.cir:", "X1: this instance expands to 67,108,864 elements", "limit of 5,000,000", "--max-elements"]),
+     ["deck.cir:", "X1: this instance expands to 67,108,864 elements", "limit of 3,000,000", "--max-elements"]),
     ("a lower element limit", "t\n" + DIVIDER, ["--max-elements", "2"], 1,
      ["deck.cir:4:1", "more than the limit of 2 elements"]),
     ("unsupported element", "t\nV1 a 0 1\nC1 a 0 1p\n", [], 1,

@@ -138,12 +138,14 @@ class Flattener:
 
     def node(self, name: str, pos: Pos | None = None) -> int:
         index = self.node_index.get(name)
-        if index is None:
-            index = len(self.node_names)
-            self.node_index[name] = index
-            self.node_names.append(name)
-            self.internal.append("#" in name)
-            self.node_pos.append(pos)
+        return self.new_node(name, pos) if index is None else index
+
+    def new_node(self, name: str, pos: Pos | None) -> int:
+        index = len(self.node_names)
+        self.node_index[name] = index
+        self.node_names.append(name)
+        self.internal.append("#" in name)
+        self.node_pos.append(pos)  # where it is first used: the start of that card
         return index
 
     def check_size(self, top: Scope, limit: int) -> None:
@@ -188,10 +190,10 @@ class Flattener:
                     name = ports.get(name, f"{path}.{name}")
                 index = self.node_index.get(name)
                 if index is None:
-                    return self.node(name, tok.pos)
+                    return self.new_node(name, tok.line.pos)
                 if self.unplaced and index in self.unplaced:
                     self.unplaced.discard(index)
-                    self.node_pos[index] = tok.pos
+                    self.node_pos[index] = tok.line.pos
                 return index
 
             kind = local[0]

@@ -143,16 +143,17 @@ def read_lines(text: str, file: str, top: bool, notes: Notes) -> tuple[str | Non
                             Pos(file, number, indent + 1))
             current.extend(body[indent + 1:], Pos(file, number, indent + 2))
             continue
-        word = _first_word(stripped)
-        if word == ".end":
-            break
-        if word == ".control":
-            control = Pos(file, number, indent + 1)
-            notes.add(control, ".control block skipped: only the DC operating point is computed")
-            current = None
-            continue
-        if word == ".endc":
-            raise error(".endc without a .control before it", Pos(file, number, indent + 1))
+        if stripped[0] == ".":
+            word = _first_word(stripped)
+            if word == ".end":
+                break
+            if word == ".control":
+                control = Pos(file, number, indent + 1)
+                notes.add(control, ".control block skipped: only the DC operating point is computed")
+                current = None
+                continue
+            if word == ".endc":
+                raise error(".endc without a .control before it", Pos(file, number, indent + 1))
         current = Line(body, [(0, Pos(file, number, 1))])
         lines.append(current)
     if control is not None:

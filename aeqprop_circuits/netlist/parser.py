@@ -52,7 +52,7 @@ from aeqprop_circuits.netlist.lexer import Line, Notes, Pos, Reader, Token, deco
 
 __all__ = ["parse_netlist", "parse_text", "parse_value", "NetlistWarning", "DEFAULT_MAX_ELEMENTS"]
 
-DEFAULT_MAX_ELEMENTS = 5_000_000  # elements after subcircuit expansion (about 1.5 GB while parsing)
+DEFAULT_MAX_ELEMENTS = 3_000_000  # elements after subcircuit expansion: about 2 GB of memory while parsing
 
 
 class NetlistWarning(UserWarning):

@@ -63,12 +63,19 @@ def parse_literal(text: str) -> Decimal | None:
     (`1kk`) and digits after the letters (`1k5`) are refused: ngspice reads both as 1k,
     which is rarely what was meant.
     """
-    parts = split_literal(text)
-    if parts is None or parts[2] not in UNITS:
+    match = _LITERAL.fullmatch(text)
+    if match is None:
         return None
-    mantissa, suffix, _ = parts
-    value = Decimal(mantissa)
-    return _EXACT.multiply(value, _SCALES[suffix]) if suffix else value
+    mantissa, letters = match.groups()
+    if not letters:
+        return Decimal(mantissa)
+    letters = letters.lower()
+    for suffix, _ in SUFFIXES:
+        if letters.startswith(suffix):
+            if letters[len(suffix):] not in UNITS:
+                return None
+            return _EXACT.multiply(Decimal(mantissa), _SCALES[suffix])
+    return Decimal(mantissa) if letters in UNITS else None
 
 
 def decimal_to_float(value: Decimal) -> float:
