@@ -53,3 +53,11 @@ def test_what_check_accepts_solve_solves(path):
     solved = runner.invoke(solve_command, [path, "--json"])
     assert solved.exit_code == 0, solved.output
     assert json.loads(solved.stdout)["success"]
+
+
+def test_xor_netlist_learns_xor():
+    import aeqprop_circuits as aq
+
+    result = aq.train(os.path.join(NETLISTS, "xor.cir"), data="xor", epochs=12)
+    assert result.metrics[0]["test_accuracy"] < 1.0  # the untrained circuit is not XOR
+    assert result.metrics[-1]["test_accuracy"] == 1.0  # the four points, read by the output's sign
