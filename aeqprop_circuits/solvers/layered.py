@@ -19,11 +19,14 @@ dense (fan_in, fan_out) blocks:
 
 Energy, KCL residual and branch currents are those of the generic `Problem`; they are
 computed only when read (`SolveResult.currents` is a lazy mapping here, since a DRN at
-H = 1024 has 1.6 10^6 resistors per sample).
+H = 1024 has 1.6 10^6 resistors per sample). The blocks' co-content and currents are fused
+matrix-product forms of the resistor's stamp; the nudge is the table's (`circuit.elements`);
+tests/test_fast_paths.py holds them against `Problem`.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,11 +34,10 @@ from functools import cached_property
 import numpy as np
 
 from aeqprop_circuits.circuit.circuit import Circuit
+from aeqprop_circuits.circuit.elements import NUDGE
 from aeqprop_circuits.circuit.energy import Nudge, Problem, structure
 from aeqprop_circuits.errors import CircuitError
 from aeqprop_circuits.solvers.result import SolveResult
-
-_STRUCTURES: dict[int, tuple[Circuit, object]] = {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,16 +71,17 @@ class LayeredStructure:
     bounded: tuple[bool, ...]  # per layer: has any ideal-diode bound
 
 
+# Per circuit object, for as long as it lives: its dense-block view (None: not layered).
+_STRUCTURES: weakref.WeakKeyDictionary[Circuit, LayeredStructure | None] = weakref.WeakKeyDictionary()
+
+
 def layered_structure(circuit: Circuit) -> LayeredStructure | None:
     """The dense-block view of a layered circuit, or None when it does not fit (computed once)."""
-    cached = _STRUCTURES.get(id(circuit))
-    if cached is not None and cached[0] is circuit:
-        return cached[1]
-    found = _find_structure(circuit)
-    if len(_STRUCTURES) > 16:
-        _STRUCTURES.clear()
-    _STRUCTURES[id(circuit)] = (circuit, found)
-    return found
+    try:
+        return _STRUCTURES[circuit]
+    except KeyError:
+        found = _STRUCTURES[circuit] = _find_structure(circuit)
+        return found
 
 
 def infer_layers(circuit: Circuit) -> tuple[np.ndarray, ...] | None:
@@ -209,28 +212,30 @@ class LazyCurrents(Mapping):
         return len(self._currents)
 
 
-def layered(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | None = None,
-            nudge: Nudge | None = None, x0: np.ndarray | None = None, vtol: float = 1e-13,
-            maxiter: int = 10_000, callback=None, lazy: bool = True) -> SolveResult | None:
-    """Operating points of a layered ideal-diode network on dense blocks; None if it is not one.
+@dataclass(eq=False)
+class Assembly:
+    """One phase's dense blocks, what every layered solve and read-out works on (SI units).
 
-    Same arguments and result as `solve(..., method="coordinate")` (x0 is accepted but the
-    Newton path does not need it). With `lazy=True` the energy and residual are computed from
-    the dense blocks and the currents only when read.
+    Per layer k: D[k] the total conductance at each node (S), c[k] (B, n_k) the current the fixed
+    nodes inject (A), lo[k], hi[k] (B, n_k) the ideal diodes' bounds (V). `couplings` are the blocks
+    between two layers (a, b, W (n_a, n_b), positions in a, positions in b); `sums` per block the row
+    sums, column sums and the fixed side's current that the energy reuses; `fixed` (B, n_fixed) the
+    potentials of the fixed nodes.
     """
-    st = layered_structure(circuit)
-    if st is None:
-        return None
-    n_layers = len(st.layers)
-    newton_path = n_layers == 2 and not st.bounded[1]
-    if nudge is not None and float(nudge.conductance) != 0.0 and not newton_path:
-        return None  # a nudge couples o+ and o- inside the output layer: not a block update
-    s = np.atleast_2d(np.asarray(sources, dtype=np.float64))
-    B = len(s)
-    g = circuit.resistors.conductance if conductance is None else np.asarray(conductance, dtype=np.float64)
-    topo, _ = structure(circuit)
-    fixed = np.asarray(st.fixed_map @ s.T).T  # (B, n_fixed) potentials of fixed nodes
 
+    D: list
+    c: list
+    lo: list
+    hi: list
+    couplings: list
+    sums: list
+    fixed: np.ndarray
+
+
+def assemble(st: LayeredStructure, g: np.ndarray, sources: np.ndarray) -> Assembly:
+    """The blocks of one phase from the conductances (S) and source values (B, n_sources)."""
+    fixed = np.asarray(st.fixed_map @ sources.T).T  # (B, n_fixed) potentials of fixed nodes
+    B = len(fixed)
     sizes = [len(layer) for layer in st.layers]
     D = [np.zeros(m) for m in sizes]
     c = [np.zeros((B, m)) for m in sizes]
@@ -269,23 +274,44 @@ def layered(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | Non
             bound[:, pos] = combine(bound[:, pos], fixed[:, fpos])
         else:
             combine.at(bound.T, pos, fixed[:, fpos].T)
+    return Assembly(D, c, lo, hi, couplings, sums, fixed)
+
+
+def layered(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | None = None,
+            nudge: Nudge | None = None, x0: np.ndarray | None = None, vtol: float = 1e-13,
+            maxiter: int = 10_000, callback=None, lazy: bool = True) -> SolveResult | None:
+    """Operating points of a layered ideal-diode network on dense blocks; None if it is not one.
+
+    Same arguments and result as `solve(..., method="coordinate")` (x0 is accepted but the
+    Newton path does not need it). With `lazy=True` the energy and residual are computed from
+    the dense blocks and the currents only when read.
+    """
+    st = layered_structure(circuit)
+    if st is None:
+        return None
+    n_layers = len(st.layers)
+    newton_path = n_layers == 2 and not st.bounded[1]
+    if nudge is not None and float(nudge.conductance) != 0.0 and not newton_path:
+        return None  # a nudge couples o+ and o- inside the output layer: not a block update
+    s = np.atleast_2d(np.asarray(sources, dtype=np.float64))
+    B = len(s)
+    g = circuit.resistors.conductance if conductance is None else np.asarray(conductance, dtype=np.float64)
+    topo, _ = structure(circuit)
+    blocks = assemble(st, g, s)
     for k in range(n_layers):
-        if (D[k] <= 0).any():
+        if (blocks.D[k] <= 0).any():
             raise CircuitError("non-convex phase: a node has no positive conductance to the rest "
                                "of the circuit (negative conductance?)")
-        if (lo[k] > hi[k] + 1e-12).any():
+        if (blocks.lo[k] > blocks.hi[k] + 1e-12).any():
             raise CircuitError("conflicting constraints: ideal diodes hold a node both above and below")
-
-    def energy_of(V):
-        return _energy(V, fixed, st, g, sums, nudge, circuit)
 
     try:
         if newton_path:
-            V, iterations, success, message = _eliminate_and_newton(D, c, lo, hi, couplings, circuit, st,
-                                                                    nudge, fixed, B, vtol, maxiter, callback)
+            V, iterations, success, message = _eliminate_and_newton(OutputObjective(blocks, circuit, st, nudge),
+                                                                    B, vtol, maxiter, callback)
         else:
-            V, iterations, success, message = _sweeps(D, c, lo, hi, couplings, B, vtol, maxiter, callback,
-                                                      energy_of)
+            V, iterations, success, message = _sweeps(blocks, B, vtol, maxiter, callback,
+                                                      lambda V: block_energy(V, blocks, st, g, nudge, circuit))
     except _Unsupported:
         return None
 
@@ -297,9 +323,9 @@ def layered(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | Non
         return Problem(circuit, s, conductance, nudge)
 
     if lazy:
-        potentials = _full(V, fixed, st, circuit.n_nodes)
-        energy = _energy(V, fixed, st, g, sums, nudge, circuit)
-        residual = _residual(V, D, c, lo, hi, couplings, nudge, circuit, st, potentials)
+        potentials = full_potentials(V, blocks.fixed, st, circuit.n_nodes)
+        energy = block_energy(V, blocks, st, g, nudge, circuit, potentials)
+        residual = _residual(V, blocks, block_gradient(V, blocks, st, nudge, circuit, potentials))
         currents = LazyCurrents(problem, z)
     else:
         p = problem()
@@ -321,7 +347,8 @@ def _neighbour_sum(k, V, couplings, B, m):
     return total
 
 
-def _sweeps(D, c, lo, hi, couplings, B, vtol, maxiter, callback, energy_of):
+def _sweeps(blocks: Assembly, B, vtol, maxiter, callback, energy_of):
+    D, c, lo, hi, couplings = blocks.D, blocks.c, blocks.lo, blocks.hi, blocks.couplings
     V = [np.clip(ck / Dk, lk, hk) for ck, Dk, lk, hk in zip(c, D, lo, hi)]
     for sweep in range(1, maxiter + 1):
         change = 0.0
@@ -339,52 +366,76 @@ def _sweeps(D, c, lo, hi, couplings, B, vtol, maxiter, callback, energy_of):
     return V, maxiter, False, f"no convergence in {maxiter} sweeps"
 
 
-def _eliminate_and_newton(D, c, lo, hi, couplings, circuit, st, nudge, fixed, B, vtol, maxiter, callback):
+class OutputObjective:
+    """F(o) = min over the hidden layer of the co-content, nudge included, up to a constant (W):
+    the objective of the Newton path (one hidden layer h, box-bounded, and unbounded outputs o).
+
+    With the fixed nodes' currents ch, co and the layers' conductance sums Dh, Do, the co-content
+    is 1/2 Dh h^2 - ch h - h W o + 1/2 Do o^2 - co o + beta C(A o + a) + const, where the outputs
+    read A o + a (A the (n_outputs, O) signed selection, a from fixed nodes). h(o) = clip((ch + W o)
+    / Dh, lo, hi) minimises it over h, and dF/do = Do o - co - h W + beta dC/do (envelope theorem).
+    """
+
+    def __init__(self, blocks: Assembly, circuit: Circuit, st: LayeredStructure, nudge: Nudge | None):
+        (_, _, W, rows, cols), = blocks.couplings  # hidden (layer 0) rows, outputs (layer 1) cols
+        self.W, self.rows, self.cols, self.sizes = W, rows, cols, [len(d) for d in blocks.D]
+        self.Dh, self.Do = blocks.D[0][rows], blocks.D[1][cols]
+        self.ch, self.co = blocks.c[0][:, rows], blocks.c[1][:, cols]
+        self.lo_h, self.hi_h = blocks.lo[0][:, rows], blocks.hi[0][:, rows]
+        B, O = len(self.ch), len(self.Do)
+        self.beta = 0.0 if nudge is None else float(nudge.conductance)
+        self.A = np.zeros((circuit.n_outputs, O))
+        self.offset = np.zeros((B, circuit.n_outputs))
+        if self.beta:
+            self.target = np.broadcast_to(np.asarray(nudge.target, float), self.offset.shape)
+            where = np.full(circuit.n_nodes, -1)
+            where[st.layers[1][cols]] = np.arange(O)
+            fixed_where = np.full(circuit.n_nodes, -1)
+            fixed_where[st.fixed_nodes] = np.arange(len(st.fixed_nodes))
+            for j, (p, n) in enumerate(circuit.learning.outputs):
+                for node, sign in ((p, 1.0), (n, -1.0)):
+                    if node == 0:
+                        continue
+                    if where[node] >= 0:
+                        self.A[j, where[node]] += sign
+                    elif fixed_where[node] >= 0:
+                        self.offset[:, j] += sign * blocks.fixed[:, fixed_where[node]]
+                    else:
+                        raise _Unsupported("output node outside the output layer")
+        self.base = np.diag(self.Do) + NUDGE.conductance(0.0, self.beta, 0.0) * (self.A.T @ self.A)
+
+    def hidden(self, o):
+        return np.clip((self.ch + o @ self.W.T) / self.Dh, self.lo_h, self.hi_h)
+
+    def __call__(self, o):
+        """(F(o) (B,), dF/do (B, O), h(o) (B, H))."""
+        h = self.hidden(o)
+        value = (0.5 * self.Do * o * o - self.co * o).sum(1) \
+            + (0.5 * self.Dh * h * h - self.ch * h - h * (o @ self.W.T)).sum(1)
+        gradient = self.Do * o - self.co - h @ self.W
+        if self.beta:
+            out = o @ self.A.T + self.offset
+            value = value + NUDGE.content(out, self.beta, self.target).sum(1)
+            gradient = gradient + NUDGE.current(out, self.beta, self.target) @ self.A
+        return value, gradient, h
+
+    def layers(self, h, o):
+        """[hidden layer, output layer] in the structure's node order."""
+        Vh, Vo = np.empty((len(h), self.sizes[0])), np.empty((len(o), self.sizes[1]))
+        Vh[:, self.rows], Vo[:, self.cols] = h, o
+        return [Vh, Vo]
+
+
+def _eliminate_and_newton(objective: OutputObjective, B, vtol, maxiter, callback):
     """One hidden layer h (box-bounded) eliminated in closed form; semi-smooth Newton on the outputs o."""
-    (_, _, W, rows, cols), = couplings  # hidden (layer 0) rows, outputs (layer 1) cols
-    Dh, Do = D[0][rows], D[1][cols]
-    ch, co = c[0][:, rows], c[1][:, cols]
-    lo_h, hi_h = lo[0][:, rows], hi[0][:, rows]
-    O = len(Do)
-    # The nudge beta/2 |A o + a - y|^2 on the outputs, A the (n_outputs, O) signed selection.
-    beta = 0.0 if nudge is None else float(nudge.conductance)
-    A = np.zeros((circuit.n_outputs, O))
-    offset = np.zeros((B, circuit.n_outputs))
-    if beta:
-        where = np.full(circuit.n_nodes, -1)
-        where[st.layers[1][cols]] = np.arange(O)
-        fixed_where = np.full(circuit.n_nodes, -1)
-        fixed_where[st.fixed_nodes] = np.arange(len(st.fixed_nodes))
-        for j, (p, n) in enumerate(circuit.learning.outputs):
-            for node, sign in ((p, 1.0), (n, -1.0)):
-                if node == 0:
-                    continue
-                if where[node] >= 0:
-                    A[j, where[node]] += sign
-                elif fixed_where[node] >= 0:
-                    offset[:, j] += sign * fixed[:, fixed_where[node]]
-                else:
-                    raise _Unsupported("output node outside the output layer")
-        offset = offset - np.broadcast_to(np.asarray(nudge.target, float), offset.shape)
-    base = np.diag(Do) + beta * (A.T @ A)
+    W, Dh, base, beta = objective.W, objective.Dh, objective.base, objective.beta
     # Convexity: the generalised Hessian is smallest with every hidden node free.
     if beta < 0 and np.linalg.eigvalsh(base - (W.T / Dh) @ W).min() <= 1e-12 * np.abs(base).max():
         raise CircuitError(f"non-convex phase: the negative nudge (conductance {beta:.3g} S) makes the "
                            "co-content unbounded below, so there is no equilibrium; use a smaller |beta|")
-
-    def hidden(o):
-        return np.clip((ch + o @ W.T) / Dh, lo_h, hi_h)
-
-    def value_and_gradient(o):
-        h = hidden(o)
-        r = o @ A.T + offset
-        value = (0.5 * Do * o * o - co * o).sum(1) + (0.5 * Dh * h * h - ch * h - h * (o @ W.T)).sum(1) \
-            + 0.5 * beta * (r * r).sum(1)
-        gradient = Do * o - co - h @ W + beta * (r @ A)
-        return value, gradient, h
-
-    o = (co + hidden(np.zeros((B, O))) @ W) / Do  # one block sweep as the start
-    value, gradient, h = value_and_gradient(o)
+    lo_h, hi_h = objective.lo_h, objective.hi_h
+    o = (objective.co + objective.hidden(np.zeros((B, len(objective.Do)))) @ W) / objective.Do  # one block sweep
+    value, gradient, h = objective(o)
     message = f"no convergence in {maxiter} Newton iterations"
     for iteration in range(1, maxiter + 1):
         free = ((h > lo_h) & (h < hi_h)).astype(float)
@@ -395,7 +446,7 @@ def _eliminate_and_newton(D, c, lo, hi, couplings, circuit, st, nudge, fixed, B,
         pending = np.ones(B, dtype=bool)
         for _ in range(60):
             trial = o + alpha[:, None] * step
-            v_trial, g_trial, h_trial = value_and_gradient(trial)
+            v_trial, g_trial, h_trial = objective(trial)
             ok = v_trial <= value + 1e-4 * alpha * slope + 4e-16 * np.abs(value) + 1e-300
             accept = pending & ok
             o[accept], value[accept], gradient[accept], h[accept] = (
@@ -408,22 +459,16 @@ def _eliminate_and_newton(D, c, lo, hi, couplings, circuit, st, nudge, fixed, B,
             try:
                 callback(value.copy())
             except StopIteration:
-                return [h, o], iteration, False, "stopped by callback"
+                return objective.layers(h, o), iteration, False, "stopped by callback"
         if np.abs(step).max() <= vtol * (1.0 + np.abs(o).max()):
             message = "converged: exact Newton step on the outputs, hidden layer in closed form"
             break
     else:
-        return _as_layers(h, o, rows, cols, D), maxiter, False, message
-    return _as_layers(h, o, rows, cols, D), iteration, True, message
+        return objective.layers(h, o), maxiter, False, message
+    return objective.layers(h, o), iteration, True, message
 
 
-def _as_layers(h, o, rows, cols, D):
-    Vh, Vo = np.empty_like(h), np.empty_like(o)
-    Vh[:, rows], Vo[:, cols] = h, o
-    return [Vh, Vo]
-
-
-def _full(V, fixed, st, n_nodes):
+def full_potentials(V, fixed, st, n_nodes):
     """All node potentials (B, n_nodes) from the fixed ones and the layers'."""
     full = np.zeros((len(fixed), n_nodes))
     full[:, st.fixed_nodes] = fixed
@@ -432,18 +477,17 @@ def _full(V, fixed, st, n_nodes):
     return full
 
 
-def _nudge_residual(full, nudge, circuit):
-    """beta (V_p - V_n - y) per output (B, n_outputs), or None without a nudge."""
-    if nudge is None or not float(nudge.conductance):
-        return None
+def _outputs(full, circuit):
+    """V_p - V_n per output (B, n_outputs)."""
     p, n = circuit.learning.outputs.T
-    return float(nudge.conductance) * (full[:, p] - full[:, n] - np.asarray(nudge.target, float))
+    return full[:, p] - full[:, n]
 
 
-def _energy(V, fixed, st, g, sums, nudge, circuit):
-    """Total co-content (B,): sum g (Va - Vb)^2 / 2 = (Va^2 rows + Vb^2 cols) / 2 - Va W Vb per block."""
+def block_energy(V, blocks: Assembly, st, g, nudge, circuit, full=None):
+    """Total co-content (B,), W: sum g (Va - Vb)^2 / 2 = (Va^2 rows + Vb^2 cols) / 2 - Va W Vb per block."""
+    fixed = blocks.fixed
     e = np.zeros(len(fixed))
-    for blk, (row_sum, col_sum, injected) in zip(st.blocks, sums):
+    for blk, (row_sum, col_sum, injected) in zip(st.blocks, blocks.sums):
         Va = fixed[:, blk.rows] if blk.a == -1 else V[blk.a][:, blk.rows]
         Vb = fixed[:, blk.cols] if blk.b == -1 else V[blk.b][:, blk.cols]
         if row_sum is None:
@@ -458,29 +502,37 @@ def _energy(V, fixed, st, g, sums, nudge, circuit):
         else:
             cross = ((Va @ blk.weights(g)) * Vb).sum(1)
         e += 0.5 * ((Va * Va) @ row_sum + (Vb * Vb) @ col_sum) - cross
-    full = _full(V, fixed, st, circuit.n_nodes)
-    pulled = _nudge_residual(full, nudge, circuit)
-    if pulled is not None:
-        p, n = circuit.learning.outputs.T
-        r = full[:, p] - full[:, n] - np.asarray(nudge.target, float)
-        e += 0.5 * (pulled * r).sum(1)
+    if nudge is not None and float(nudge.conductance):
+        full = full_potentials(V, fixed, st, circuit.n_nodes) if full is None else full
+        e += NUDGE.content(_outputs(full, circuit), float(nudge.conductance),
+                           np.asarray(nudge.target, float)).sum(1)
     return e
 
 
-def _residual(V, D, c, lo, hi, couplings, nudge, circuit, st, full) -> float:
-    """Largest KCL violation at free nodes, amperes; at a clipped node the ideal diode takes
-    any imbalance in its conducting direction, so only the other direction counts."""
-    B = len(c[0])
-    pulled = _nudge_residual(full, nudge, circuit)
-    extra = np.zeros((B, circuit.n_nodes))
-    if pulled is not None:
+def block_gradient(V, blocks: Assembly, st, nudge, circuit, full=None) -> list:
+    """d(co-content)/dV per layer (B, n_k), A: the net current leaving each node, diodes' currents excluded."""
+    B = len(blocks.fixed)
+    extra = None
+    if nudge is not None and float(nudge.conductance):
+        full = full_potentials(V, blocks.fixed, st, circuit.n_nodes) if full is None else full
+        pulled = NUDGE.current(_outputs(full, circuit), float(nudge.conductance), np.asarray(nudge.target, float))
         p, n = circuit.learning.outputs.T
+        extra = np.zeros((B, circuit.n_nodes))
         np.add.at(extra.T, p, pulled.T)
         np.add.at(extra.T, n, -pulled.T)
-    worst = 0.0
+    out = []
     for k in range(len(V)):
-        grad = D[k] * V[k] - c[k] - _neighbour_sum(k, V, couplings, B, len(D[k])) + extra[:, st.layers[k]]
-        grad = np.where(V[k] >= hi[k], np.maximum(grad, 0.0), grad)  # held up: grad <= 0 is fine
-        grad = np.where(V[k] <= lo[k], np.minimum(grad, 0.0), grad)  # held down: grad >= 0 is fine
+        grad = blocks.D[k] * V[k] - blocks.c[k] - _neighbour_sum(k, V, blocks.couplings, B, len(blocks.D[k]))
+        out.append(grad if extra is None else grad + extra[:, st.layers[k]])
+    return out
+
+
+def _residual(V, blocks: Assembly, gradients) -> float:
+    """Largest KCL violation at free nodes, amperes; at a clipped node the ideal diode takes
+    any imbalance in its conducting direction, so only the other direction counts."""
+    worst = 0.0
+    for k, grad in enumerate(gradients):
+        grad = np.where(V[k] >= blocks.hi[k], np.maximum(grad, 0.0), grad)  # held up: grad <= 0 is fine
+        grad = np.where(V[k] <= blocks.lo[k], np.minimum(grad, 0.0), grad)  # held down: grad >= 0 is fine
         worst = max(worst, float(np.abs(grad).max(initial=0.0)))
     return worst
