@@ -1,9 +1,10 @@
 """`aeqprop bench train`: the cost of a DRN training step, of its matrix products, of an epoch.
 
 Times `steps` training steps (after a warm-up) of the in-place loop the trainer uses
-(runs/inplace.py; for one hidden layer, DRNSystem.contrast_step's fused step), with the
-matrix products timed from inside (`system.timing`), so the report says how much of a step
-is BLAS and how much is everything else. An epoch is
+(for one hidden layer, DRNSystem.contrast_step's fused step). The report says how much of a
+step is BLAS: one more step runs with the DRN modules' `matmul` and `gemm_into` recording
+the products it makes (their shapes, layouts and dtype), and those products are then timed
+bare, on fresh operands, `steps` times; the timed steps themselves run uninstrumented. An epoch is
 extrapolated from the step time (60 000 / batch steps for Fashion-MNIST) plus a measured
 evaluation pass over the 10 000 test images (what the in-place trainer does after each epoch;
 its training metrics are running means over the epoch's free phases). Wall and CPU (process)
@@ -25,8 +26,10 @@ import numpy as np
 from aeqprop_circuits.experiments.inplace import ep_step
 from aeqprop_circuits.experiments.presets import DRN_PRESETS as PRESETS
 from aeqprop_circuits.learning.algorithms import get_algorithm
+from aeqprop_circuits.systems import kernels
 from aeqprop_circuits.systems.base import Phase
-from aeqprop_circuits.systems.drn.system import timing
+from aeqprop_circuits.systems.drn import signed as signed_module
+from aeqprop_circuits.systems.drn import system as drn_module
 from aeqprop_circuits.systems.models import load_system
 
 TRAIN_SIZE, TEST_SIZE = 60_000, 10_000
@@ -50,6 +53,59 @@ def _data(n_inputs: int, n_outputs: int, count: int, seed: int):
     return x, y, "random"
 
 
+def _recorded_products(step) -> list[tuple]:
+    """The matrix products `step()` makes: (kind, operand shapes, Fortran layouts, dtype)."""
+    products = []
+
+    def layout(*arrays):
+        return tuple(a.shape for a in arrays), tuple(not a.flags.c_contiguous and a.flags.f_contiguous
+                                                     for a in arrays)
+
+    def matmul(a, b, out=None):
+        products.append(("matmul" if out is None else "matmul into", *layout(a, b), np.result_type(a, b)))
+        return np.matmul(a, b, out=out)
+
+    def gemm_into(weights, left, right, alpha):
+        products.append(("gemm", *layout(weights, left, right), weights.dtype))
+        return kernels.gemm_into(weights, left, right, alpha)
+
+    modules = (drn_module, signed_module)
+    saved = [(module.matmul, module.gemm_into) for module in modules]
+    try:
+        for module in modules:
+            module.matmul, module.gemm_into = matmul, gemm_into
+        step()
+    finally:
+        for module, (matmul_, gemm_) in zip(modules, saved):
+            module.matmul, module.gemm_into = matmul_, gemm_
+    return products
+
+
+def _time_products(products: list[tuple], repeats: int, seed: int) -> float:
+    """Seconds for `repeats` runs of the bare products, on fresh operands of the recorded shapes and layouts."""
+    rng = np.random.default_rng(seed)
+
+    def operand(shape, fortran, dtype):
+        values = rng.uniform(0.0, 1e-3, shape).astype(dtype)
+        return np.asfortranarray(values) if fortran else values
+
+    calls = []
+    for kind, shapes, layouts, dtype in products:
+        arrays = [operand(shape, fortran, dtype) for shape, fortran in zip(shapes, layouts)]
+        if kind == "matmul":
+            calls.append(lambda a=arrays[0], b=arrays[1]: np.matmul(a, b))
+        elif kind == "matmul into":
+            out = np.empty(np.matmul(*arrays).shape, dtype)
+            calls.append(lambda a=arrays[0], b=arrays[1], out=out: np.matmul(a, b, out=out))
+        else:
+            calls.append(lambda w=arrays[0], left=arrays[1], right=arrays[2]: kernels.gemm_into(w, left, right, 1e-3))
+    began = time.perf_counter()
+    for _ in range(repeats):
+        for call in calls:
+            call()
+    return time.perf_counter() - began
+
+
 def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algorithm: str = "c-ep",
                 steps: int = 300, batch: int | None = None, seed: int = 0, eval_samples: int = 4096,
                 warmup: int = 20) -> dict:
@@ -61,25 +117,27 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
     system = load_system(model, seed=seed, **options)
     rule = get_algorithm(algorithm, beta=settings["beta"])
     lr = system.in_place_rates(system.per_parameter(settings["lr"]))  # per-block rates of the preset
-    count = (steps + warmup + 20) * batch
+    count = (steps + warmup + 21) * batch
     x, y, source = _data(system.n_inputs, system.n_outputs, max(count, eval_samples), seed)
     load_before = os.getloadavg()[0]
     for i in range(warmup):
         ep_step(system, rule, x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch], lr)
     wall, cpu = time.perf_counter(), time.process_time()
-    with timing() as clock:
-        for i in range(warmup, warmup + steps):
-            ep_step(system, rule, x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch], lr)
+    for i in range(warmup, warmup + steps):
+        ep_step(system, rule, x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch], lr)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     fused = any(plan is not None for plan in getattr(system, "_plans", {}).values())  # DRNSystem.contrast_step
-    gemm_seconds, gemm_calls = clock.seconds, clock.calls
+    i = warmup + steps
+    products = _recorded_products(lambda: ep_step(system, rule, x[i * batch:(i + 1) * batch],
+                                                  y[i * batch:(i + 1) * batch], lr))
+    gemm_seconds, gemm_calls = _time_products(products, steps, seed), len(products) * steps
     # Evaluation: free phases over batches of 512, as runs.trainer.evaluate does.
     e_wall, e_cpu = time.perf_counter(), time.process_time()
     for start in range(0, eval_samples, 512):
         system.outputs(system.settle(Phase(x[start:start + 512])))
     e_wall, e_cpu = time.perf_counter() - e_wall, time.process_time() - e_cpu
     tracemalloc.start()
-    for i in range(warmup + steps, warmup + steps + 20):
+    for i in range(warmup + steps + 1, warmup + steps + 21):
         ep_step(system, rule, x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch], lr)
     traced_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()

@@ -23,6 +23,10 @@ None sweeps until the largest change is below `tol`.
 During training (`contrast_step`, runs/inplace.py) the free phase of a step starts where the
 previous step's free phase ended, as the paper's code does (the hardware is not reset
 between minibatches); `settle` on its own, and so evaluation, starts from zero.
+
+Physics: the bias current sources and the nudge are the element table's (`circuit.elements`);
+the weight blocks' co-content and dE/dtheta are fused matrix-product forms of the resistor's
+stamp, held against `circuit.energy.Problem` on `circuit()` by tests/test_fast_paths.py.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy import matmul
 from scipy.linalg import blas
 
+from aeqprop_circuits.circuit.elements import CURRENT_SOURCE, NUDGE
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
 from aeqprop_circuits.systems.base import Phase, PhysicalSystem
-from aeqprop_circuits.systems.drn.system import _gemm_into, _matmul  # counted by `aeqprop bench train`
+from aeqprop_circuits.systems.kernels import gemm_into
 
 
 def _axpy(x: np.ndarray, y: np.ndarray, alpha: float) -> None:
@@ -187,7 +193,7 @@ class SignedDRNSystem(PhysicalSystem):
             return cached[2], cached[3]
         x = np.asarray(inputs, dtype=self.dtype) * self.dtype.type(self.input_gain)
         v_in = np.concatenate([x, -x], axis=1)
-        drive = _matmul(v_in, self.weights[0]) + self.biases[0]
+        drive = matmul(v_in, self.weights[0]) + self.biases[0]
         self._drive = (inputs, self._version, v_in, drive)
         return v_in, drive
 
@@ -225,9 +231,9 @@ class SignedDRNSystem(PhysicalSystem):
         for _ in range(limit):
             change = 0.0
             for k in order:
-                r = drive if k == 0 else _matmul(V[k - 1], self.weights[k]) + self.biases[k]
+                r = self._incoming(k, V, drive)
                 if k < last:
-                    new = np.clip((r + _matmul(V[k + 1], self.weights[k + 1].T)) / D[k], self._low[k], self._high[k])
+                    new = np.clip(r / D[k], self._low[k], self._high[k])
                 else:
                     new = (r + pull) / D_out
                 if self.iterations is None:
@@ -245,6 +251,23 @@ class SignedDRNSystem(PhysicalSystem):
                                   "trained to 0) or the phase diverged")
         return SignedDRNState(V, v_in, phase, self, self._version)
 
+    def _incoming(self, k: int, V: list, drive: np.ndarray) -> np.ndarray:
+        """Current into free layer k from its neighbouring layers, sum_j g_ij V_j, plus its bias current."""
+        r = drive if k == 0 else matmul(V[k - 1], self.weights[k]) + self.biases[k]
+        if k + 1 < len(V):
+            r = r + matmul(V[k + 1], self.weights[k + 1].T)
+        return r
+
+    def _gradient(self, V, phase: Phase) -> list:
+        """d(energy)/dV per free layer (B, width), from the settle's own pieces: the net current leaving
+        each node (g0 V), the ideal diodes' currents excluded (they are the settle's clip)."""
+        _, drive = self._input_drive(phase.inputs)
+        D = self._conductance_sums()
+        out = [D[k] * layer - self._incoming(k, V, drive) for k, layer in enumerate(V)]
+        if phase.beta != 0.0 and phase.clamp is None:
+            out[-1] = out[-1] + NUDGE.current(V[-1], phase.beta, phase.target)
+        return out
+
     def settle_nudges(self, base: Phase, betas, start: SignedDRNState) -> list[SignedDRNState]:
         return [self.settle(base.nudged(b), start=start) for b in betas]
 
@@ -261,10 +284,10 @@ class SignedDRNSystem(PhysicalSystem):
         for k, W in enumerate(self.weights):
             Va, Vb, W = layers[k], layers[k + 1], W.astype(np.float64)
             e += 0.5 * ((Va * Va) @ W.sum(axis=1) + (Vb * Vb) @ W.sum(axis=0)) - ((Va @ W) * Vb).sum(axis=1)
-            e -= Vb @ self.biases[k].astype(np.float64)
+            # a bias source drives b from ground into each node: branch voltage V(0) - V = -V
+            e += CURRENT_SOURCE.content(-Vb, self.biases[k].astype(np.float64)).sum(axis=1)
         if phase.beta != 0.0 and phase.clamp is None:
-            diff = layers[-1] - phase.target
-            e += 0.5 * phase.beta * (diff * diff).sum(axis=1)
+            e += NUDGE.content(layers[-1], phase.beta, phase.target).sum(axis=1)
         return e
 
     def energy(self, state: SignedDRNState) -> np.ndarray:
@@ -304,12 +327,12 @@ class SignedDRNSystem(PhysicalSystem):
                 [0.5 * (weights @ (b * b))[None]]
             pairs.append((np.concatenate(rows).astype(self.dtype, copy=False),
                           np.concatenate(right).astype(self.dtype, copy=False)))
-        bias = -(weights @ np.concatenate(free, axis=1))  # dE/db = -V
+        bias = -(weights @ np.concatenate(free, axis=1))  # dE/db = -V: CURRENT_SOURCE's, at branch voltage -V
         return pairs, bias
 
     def energy_gradient(self, state: SignedDRNState) -> np.ndarray:
         pairs, bias = self._contrast([(1.0, state)])
-        return np.concatenate([*(_matmul(left.T, right).ravel() for left, right in pairs), bias])
+        return np.concatenate([*(matmul(left.T, right).ravel() for left, right in pairs), bias])
 
     def relax_parameters(self, state: SignedDRNState, knobs, epsilon) -> np.ndarray:
         theta = np.asarray(knobs) - epsilon * self.energy_gradient(state)
@@ -362,10 +385,10 @@ class SignedDRNSystem(PhysicalSystem):
             if self.momentum:  # velocity <- momentum velocity + gradient; W <- W - step velocity
                 velocity = self._velocity[self._slices[k]].reshape(W.shape)
                 velocity *= dt(self.momentum)
-                _gemm_into(velocity, left, right, 1.0)
+                gemm_into(velocity, left, right, 1.0)
                 _axpy(velocity, W, -step)
             else:
-                _gemm_into(W, left, right, -step)
+                gemm_into(W, left, right, -step)
             np.copyto(W, 0, where=W < 0)
         if self.momentum:
             velocity = self._velocity[self.n_weights:]

@@ -27,56 +27,24 @@ mean_batch 1/2 (V_a,i - V_b,j)^2 = 1/2 mean V_a,i^2 + 1/2 mean V_b,j^2 - (V_a^T 
 as one product of the augmented matrices [V_a; 1/2 mean V_a^2; 1]^T [-V_b / B; 1; 1/2 mean V_b^2],
 never a B x N x H broadcast. `descend` applies a contrast of such measurements to theta in
 place (one GEMM with beta=1 per block): the fast path of the EP family.
+
+Physics: the diodes, bias resistors and nudge are the element table's (`circuit.elements`);
+the weight blocks' co-content, currents and dE/dtheta are fused matrix-product forms of the
+resistor's stamp, held against `circuit.energy.Problem` on `circuit()` by tests/test_fast_paths.py.
 """
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+from numpy import matmul
 
 from aeqprop_circuits.circuit.circuit import DEFAULT_GMIN, THERMAL_VOLTAGE
+from aeqprop_circuits.circuit.elements import JUNCTION, NUDGE, RESISTOR
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
 from aeqprop_circuits.systems.base import Phase, PhysicalSystem
 from aeqprop_circuits.systems.kernels import clip, gemm_into
-
-
-class MatmulClock:
-    """Seconds spent in the matrix products of DRN systems while `timing()` is active (for benchmarks)."""
-
-    active = False
-    seconds = 0.0
-    calls = 0
-
-
-@contextmanager
-def timing():
-    MatmulClock.active, MatmulClock.seconds, MatmulClock.calls = True, 0.0, 0
-    try:
-        yield MatmulClock
-    finally:
-        MatmulClock.active = False
-
-
-def _matmul(a, b, out=None):
-    if not MatmulClock.active:
-        return np.matmul(a, b, out=out)
-    began = time.perf_counter()
-    out = np.matmul(a, b, out=out)
-    MatmulClock.seconds += time.perf_counter() - began
-    MatmulClock.calls += 1
-    return out
-
-
-def _gemm_into(weights: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: float) -> None:
-    """kernels.gemm_into, counted by the MatmulClock when it runs."""
-    began = time.perf_counter() if MatmulClock.active else 0.0
-    gemm_into(weights, left, right, alpha)
-    if MatmulClock.active:
-        MatmulClock.seconds += time.perf_counter() - began
-        MatmulClock.calls += 1
 
 
 def _clip_nonnegative(values: np.ndarray) -> None:
@@ -181,6 +149,8 @@ class DRNSystem(PhysicalSystem):
         self.sizes, self.g0, self.v_low, self.v_high = sizes, float(g0), float(v_low), float(v_high)
         self.bias, self.diodes, self.input_gain = bool(bias), diodes, float(input_gain)
         self.saturation_current, self.emission = float(saturation_current), float(emission)
+        # The JUNCTION stamp's parameters in normalised units (Is / g0, n Vt, gmin / g0).
+        self._junction = (self.saturation_current / self.g0, self.emission * THERMAL_VOLTAGE, DEFAULT_GMIN / self.g0)
         self.iterations = None if iterations in (None, 0, "converge") else int(iterations)
         self.dtype = np.dtype(dtype)
         self.tol = float(tol) if tol is not None else (1e-12 if self.dtype == np.float64 else 1e-6)
@@ -337,7 +307,7 @@ class DRNSystem(PhysicalSystem):
         v_in[:B, :x.shape[1]] = x
         np.negative(x, out=v_in[:B, x.shape[1]:])
         v_in[B] = 1.0
-        stacked = _matmul(v_in, self.weights[0])  # the input currents and, in the last row, W0's column sums
+        stacked = matmul(v_in, self.weights[0])  # the input currents and, in the last row, W0's column sums
         self._colsum0 = (self._version, stacked[B])
         v_in, current = v_in[:B], stacked[:B]
         current += self._derived().bias_current[0]
@@ -349,10 +319,10 @@ class DRNSystem(PhysicalSystem):
         if k == 0:
             r = first_current
         else:
-            r = _matmul(V[k - 1], self.weights[k])
+            r = matmul(V[k - 1], self.weights[k])
             r += bias_current[k]
         if k + 1 < len(V):
-            r = r + _matmul(V[k + 1], self.weights[k + 1].T)
+            r = r + matmul(V[k + 1], self.weights[k + 1].T)
         return r
 
     def _update_hidden(self, r, D, inv_D):
@@ -365,30 +335,25 @@ class DRNSystem(PhysicalSystem):
     def _shockley_node(self, r, D, tol=None):
         """argmin_V 1/2 D V^2 - r V + [G_up(V - v_high) + G_down(v_low - V)] / g0 per node (Shockley diodes).
 
-        G(v) = Is (nVt (e^{v/nVt} - 1) - v) + gmin v^2 / 2. The derivative is increasing; the root is
-        bracketed by [min(r/D, v_low), max(r/D, v_high)] and found by Newton steps kept inside the bracket.
+        G is the JUNCTION stamp's co-content. The derivative is increasing; the root is bracketed by
+        [min(r/D, v_low), max(r/D, v_high)] and found by Newton steps kept inside the bracket.
         """
         r64, D64 = np.asarray(r, np.float64), np.asarray(D, np.float64)
-        a = self.saturation_current / self.g0
-        nvt = self.emission * THERMAL_VOLTAGE
-        gmin = DEFAULT_GMIN / self.g0
+        nvt = self._junction[1]
         linear = r64 / D64
         lo = np.minimum(linear, self.v_low)
         hi = np.maximum(linear, self.v_high)
         V = np.clip(linear, self.v_low, self.v_high)
         tol = 1e-13 if tol is None else tol
         for _ in range(200):
-            up_arg, down_arg = (V - self.v_high) / nvt, (self.v_low - V) / nvt
-            up = np.exp(np.minimum(up_arg, 700.0))
-            down = np.exp(np.minimum(down_arg, 700.0))
-            grad = D64 * V - r64 + a * (up - 1.0) - a * (down - 1.0) + gmin * (V - self.v_high) \
-                - gmin * (self.v_low - V)
-            curv = D64 + (a / nvt) * (up + down) + 2.0 * gmin
+            grad = D64 * V - r64 + self._junction_current(V)
+            curv = D64 + self._junction_conductance(V)
             lo = np.where(grad < 0, V, lo)
             hi = np.where(grad > 0, V, hi)
-            step = V - grad / curv
+            with np.errstate(invalid="ignore"):  # inf / inf beyond the junctions' overflow: bisected below
+                step = V - grad / curv
             # Far up an exponential a Newton step moves by ~nVt only: bisect there instead.
-            inside = (step > lo) & (step < hi) & (np.maximum(up_arg, down_arg) < 40.0)
+            inside = (step > lo) & (step < hi) & (np.maximum(V - self.v_high, self.v_low - V) < 40.0 * nvt)
             new = np.where(inside, step, 0.5 * (lo + hi))
             change = np.abs(new - V).max(initial=0.0)
             V = new
@@ -535,9 +500,12 @@ class DRNSystem(PhysicalSystem):
         return sweep, converged or not exact
 
     def outputs(self, state: DRNState) -> np.ndarray:
-        out = state.layers[-1]
+        return self._outputs_of(state.layers[-1])
+
+    def _outputs_of(self, layer: np.ndarray) -> np.ndarray:
+        """V(op) - V(on) (B, n_outputs) of an output layer [op, on]."""
         n = self.n_outputs
-        return (out[:, :n] - out[:, n:]).astype(np.float64)
+        return (layer[:, :n] - layer[:, n:]).astype(np.float64)
 
     def cost(self, state: DRNState, target: np.ndarray) -> np.ndarray:
         diff = self.outputs(state) - target
@@ -559,7 +527,7 @@ class DRNSystem(PhysicalSystem):
                               W * derived.inv_D[1], derived.bias_current[1] * derived.inv_D[1])
         to_hidden, to_output, output_bias = derived.folded
         scaled_first = first * derived.inv_D[0]
-        maximum, minimum, matmul = np.maximum, np.minimum, _matmul
+        maximum, minimum = np.maximum, np.minimum
         if nudge is None:
             for _ in range(self.iterations):
                 h = matmul(o, to_hidden)
@@ -600,23 +568,42 @@ class DRNSystem(PhysicalSystem):
             e += 0.5 * ((Va * Va) @ W.sum(axis=1) + (Vb * Vb) @ W.sum(axis=0)) - ((Va @ W) * Vb).sum(axis=1)
         for k, layer in enumerate(V):
             layer = layer.astype(np.float64)
-            if self.bias:
-                e += 0.5 * (((layer - 1.0) ** 2) @ self.bias_plus[k] + ((layer + 1.0) ** 2) @ self.bias_minus[k])
+            if self.bias:  # resistors to the +1 V and -1 V rails
+                e += (RESISTOR.content(layer - 1.0, self.bias_plus[k].astype(np.float64))
+                      + RESISTOR.content(layer + 1.0, self.bias_minus[k].astype(np.float64))).sum(axis=1)
             if self.diodes == "shockley" and k < len(V) - 1:
-                e += self._diode_co_content(layer).sum(axis=1)
+                e += self._junction_content(layer).sum(axis=1)
         if phase.beta != 0.0 and phase.clamp is None:
-            n = self.n_outputs
-            out = V[-1].astype(np.float64)
-            diff = out[:, :n] - out[:, n:] - phase.target
-            e += 0.5 * phase.beta * (diff * diff).sum(axis=1)
+            e += NUDGE.content(self._outputs_of(V[-1]), phase.beta, phase.target).sum(axis=1)
         return e
 
-    def _diode_co_content(self, V):
-        a, nvt, gmin = self.saturation_current / self.g0, self.emission * THERMAL_VOLTAGE, DEFAULT_GMIN / self.g0
-        total = 0.0
-        for v in (V - self.v_high, self.v_low - V):
-            total = total + a * (nvt * np.expm1(v / nvt) - v) + 0.5 * gmin * v * v
-        return total
+    # The two junctions of a hidden node at V: node -> v_high rail (branch voltage V - v_high) and
+    # v_low rail -> node (v_low - V); the node's current and conductance are d/dV of their co-content.
+    def _junction_content(self, V):
+        return JUNCTION.content(V - self.v_high, *self._junction) + JUNCTION.content(self.v_low - V, *self._junction)
+
+    def _junction_current(self, V):
+        return JUNCTION.current(V - self.v_high, *self._junction) - JUNCTION.current(self.v_low - V, *self._junction)
+
+    def _junction_conductance(self, V):
+        return JUNCTION.conductance(V - self.v_high, *self._junction) \
+            + JUNCTION.conductance(self.v_low - V, *self._junction)
+
+    def _gradient(self, V, phase: Phase) -> list:
+        """d(energy)/dV per free layer (B, width), from the settle's own pieces: the net current
+        leaving each node (g0 V), the ideal diodes' currents excluded (they are the settle's clip)."""
+        _, first = self._input_current(phase.inputs)
+        derived = self._derived()
+        out = []
+        for k, layer in enumerate(V):
+            grad = derived.D[k] * layer - self._incoming(k, V, first, derived.bias_current)
+            if self.diodes == "shockley" and k < len(V) - 1:
+                grad = grad + self._junction_current(layer)
+            out.append(grad)
+        if phase.beta != 0.0 and phase.clamp is None:
+            pull = NUDGE.current(self._outputs_of(V[-1]), phase.beta, phase.target)
+            out[-1] = out[-1] + np.concatenate([pull, -pull], axis=1)
+        return out
 
     def energy(self, state: DRNState) -> np.ndarray:
         return self._energy(state.layers, state.inputs, state.phase)
@@ -627,7 +614,7 @@ class DRNSystem(PhysicalSystem):
         one_a, one_b = np.ones((1, Va.shape[1]), Va.dtype), np.ones((1, Vb.shape[1]), Vb.dtype)
         left = np.vstack([Va, 0.5 * (Va * Va).mean(axis=0, keepdims=True), one_a])
         right = np.vstack([Vb * Vb.dtype.type(-1.0 / B), one_b, 0.5 * (Vb * Vb).mean(axis=0, keepdims=True)])
-        return _matmul(left.T, right)
+        return matmul(left.T, right)
 
     def energy_gradient(self, state: DRNState) -> np.ndarray:
         grad = np.empty(self.n_parameters, dtype=self.dtype)
@@ -635,8 +622,8 @@ class DRNSystem(PhysicalSystem):
             grad[where] = self._block_gradient(Va, Vb).ravel()
         if self.bias:
             V = np.concatenate(state.layers, axis=1)
-            grad[self._bias_slices[0]] = 0.5 * ((V - 1.0) ** 2).mean(axis=0)
-            grad[self._bias_slices[1]] = 0.5 * ((V + 1.0) ** 2).mean(axis=0)
+            for where, rail in zip(self._bias_slices, (1.0, -1.0)):
+                grad[where] = RESISTOR.parameter_gradient(V - rail, self._theta[where]).mean(axis=0)
         return grad
 
     def relax_parameters(self, state: DRNState, knobs, epsilon) -> np.ndarray:
@@ -726,10 +713,10 @@ class DRNSystem(PhysicalSystem):
         if self.momentum:
             velocity = self._velocities()[self._slices[k]].reshape(W.shape)
             velocity *= self.dtype.type(self.momentum)
-            _gemm_into(velocity, left, right, 1.0)
+            gemm_into(velocity, left, right, 1.0)
             W -= self.dtype.type(step) * velocity
         else:
-            _gemm_into(W, left, right, -step)
+            gemm_into(W, left, right, -step)
         _clip_nonnegative(W)
 
     def _velocities(self) -> np.ndarray:
@@ -782,11 +769,8 @@ class DRNSystem(PhysicalSystem):
                 masks.append(((V[k] > self.v_low + span) & (V[k] < self.v_high - span)).astype(float))
                 Dh.append(np.broadcast_to(D[k], V[k].shape))
             else:
-                a, nvt = self.saturation_current / self.g0, self.emission * THERMAL_VOLTAGE
-                diode = (a / nvt) * (np.exp((V[k] - self.v_high) / nvt) + np.exp((self.v_low - V[k]) / nvt)) \
-                    + 2.0 * DEFAULT_GMIN / self.g0
                 masks.append(np.ones_like(V[k]))
-                Dh.append(D[k] + diode)
+                Dh.append(D[k] + self._junction_conductance(V[k]))
         r = self.outputs(state) - np.asarray(target, float)
         g = [np.zeros_like(v) for v in V]
         g[-1] = np.concatenate([r, -r], axis=1)
@@ -857,7 +841,7 @@ class DRNSystem(PhysicalSystem):
         v_in = input_left[:B]
         np.multiply(x, dt(self.input_gain), out=v_in[:, :n_in])
         np.negative(v_in[:, :n_in], out=v_in[:, n_in:])
-        current = _matmul(input_left, W0)  # the input currents and, in the last row, W0's column sums
+        current = matmul(input_left, W0)  # the input currents and, in the last row, W0's column sums
         # What the settles need of theta (_derived's D, 1/D, bias currents) over [hidden, op, on].
         plus, minus = self._theta[self._bias_slices[0]], self._theta[self._bias_slices[1]]
         column_sums, current = current[B], current[:B]
@@ -873,13 +857,13 @@ class DRNSystem(PhysicalSystem):
         to_output, output_bias = W1 * inv_D[H:], bias_current[H:] * inv_D[H:]
         # Free phase: the generic sweeps from V = 0, whose first hidden update is the clipped scaled current.
         h = clip(scaled, lo, hi)
-        o = _matmul(h, to_output)
+        o = matmul(h, to_output)
         o += output_bias
         for _ in range(self.iterations - 1):
-            h = _matmul(o, to_hidden)
+            h = matmul(o, to_hidden)
             h += scaled
             clip(h, lo, hi, out=h)
-            o = _matmul(h, to_output)
+            o = matmul(h, to_output)
             o += output_bias
         # Nudged phases from the free state: _relax_one_hidden's folded output update, per phase.
         if plan.min_beta < 0:  # _check_convex's bound, from the row sums at hand; its full test where that fails
@@ -900,9 +884,9 @@ class DRNSystem(PhysicalSystem):
         scaled_rows = np.concatenate([scaled] * len(outputs))
         start = h
         for _ in range(self.iterations):
-            _matmul(start, blocks, out=outputs)
+            matmul(start, blocks, out=outputs)
             outputs += offset
-            _matmul(outputs.reshape(-1, n2), to_hidden, out=hidden)
+            matmul(outputs.reshape(-1, n2), to_hidden, out=hidden)
             hidden += scaled_rows
             clip(hidden, lo, hi, out=hidden)
             start = hidden_3d
