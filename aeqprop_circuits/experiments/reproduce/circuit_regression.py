@@ -1,4 +1,4 @@
-"""The Sec. 5.2 linear-regression study on a physical resistive circuit (issue 5, item 4).
+"""The Sec. 5.2 linear-regression study on a physical resistive circuit.
 
 The abstract study (`reproduce/regression.py`) trains theta . phi(z) with E = (s - theta . phi)^2 / 2.
 A resistive network cannot compute theta . phi: the potential of a node is the conductance-weighted
@@ -54,6 +54,7 @@ import scipy.sparse as sp
 
 from aeqprop_circuits.circuit.builder import deep_resistive_network
 from aeqprop_circuits.circuit.circuit import Circuit, Diodes, IdealDiodes, Learning, Resistors, Sources
+from aeqprop_circuits.circuit.elements import RESISTOR
 from aeqprop_circuits.circuit.energy import structure
 from aeqprop_circuits.data.datasets import regression_task
 from aeqprop_circuits.errors import DivergenceError
@@ -243,17 +244,17 @@ class ReplicaCircuitSystem(CircuitSystem):
         free[:, self._free_of_node[outs[:, 0]]] = v_pos - fixed[:, outs[:, 0]]
         free[:, self._free_of_node[outs[:, 1]]] = v_neg - fixed[:, outs[:, 1]]
         potentials = fixed + np.asarray(self._P @ free.T).T
-        pairs = self.circuit.resistors.nodes
-        dv = potentials[:, pairs[:, 0]] - potentials[:, pairs[:, 1]]
-        energy = 0.5 * (dv * dv) @ conductance
+        energy = self._contents(potentials, conductance).sum(axis=1)
         return SimpleNamespace(potentials=potentials, energy=energy, free=free, success=True)
+
+    def _contents(self, potentials: np.ndarray, conductance: np.ndarray) -> np.ndarray:
+        """Co-content of every resistor, nudge resistors included (B, n_resistors), W."""
+        pairs = self.circuit.resistors.nodes
+        return RESISTOR.content(potentials[:, pairs[:, 0]] - potentials[:, pairs[:, 1]], conductance)
 
     def replica_energy(self, state) -> np.ndarray:
         """E + beta C per replica (R,), in normalised units (co-content / g0), batch mean."""
-        V = state.potentials
-        pairs = self.circuit.resistors.nodes
-        dv = V[:, pairs[:, 0]] - V[:, pairs[:, 1]]
-        content = 0.5 * (dv * dv * state.conductance).mean(axis=0) / self.g0
+        content = self._contents(state.potentials, state.conductance).mean(axis=0) / self.g0
         return np.bincount(self._owner, weights=content, minlength=self.replicas)
 
 
