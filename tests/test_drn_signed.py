@@ -1,19 +1,17 @@
 """SignedDRNSystem: the universal-DRN code's circuit (aeqprop_circuits/drn/signed.py)."""
 
 import csv
-import importlib.util
-import pathlib
 
 import numpy as np
 import pytest
+from paper_circuits import PaperDRN
 from scipy.optimize import minimize
 
 from aeqprop_circuits.circuit.energy import Nudge
 from aeqprop_circuits.data.datasets import load_dataset
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
-from aeqprop_circuits.experiments.inplace import ep_step
 from aeqprop_circuits.experiments.trainer import TrainOptions, evaluate
-from aeqprop_circuits.learning.algorithms import get_algorithm
+from aeqprop_circuits.learning.algorithms import ep_step, get_algorithm
 from aeqprop_circuits.solvers import solve
 from aeqprop_circuits.systems.base import Phase
 from aeqprop_circuits.systems.drn.signed import SignedDRNSystem
@@ -86,31 +84,26 @@ def test_energy_gradient_is_the_derivative_of_the_energy_at_a_fixed_state():
 
 
 def test_descend_with_momentum_equals_sgd_on_the_estimates():
-    from aeqprop_circuits.learning.optim import SGD
-
+    """PyTorch's momentum form on the EP estimates: v <- 0.9 v + g, theta <- clip(theta - 0.05 v)."""
     rule = get_algorithm("c-ep", beta=0.3)
     lean = SignedDRNSystem([5, 32, 3], seed=2, input_gain=2.0, dtype="float64", warm_start=False)
     lean.momentum = 0.9
     generic = SignedDRNSystem([5, 32, 3], seed=2, input_gain=2.0, dtype="float64")
-    sgd, velocity, rng = SGD(0.05, 0.9), np.zeros(generic.n_parameters), np.random.default_rng(3)
+    velocity, rng = np.zeros(generic.n_parameters), np.random.default_rng(3)
     low, high = generic.parameter_bounds()
     for _ in range(4):
         x, y = rng.uniform(0, 1, (6, 5)), np.eye(3)[rng.integers(0, 3, 6)]
         ep_step(lean, rule, x, y, lean.in_place_rates(0.05))
-        delta, velocity = sgd.update(rule.estimate(generic, x, y).gradient, velocity)
-        generic.parameters = np.clip(generic.parameters + delta, low, high)
+        velocity = 0.9 * velocity + rule.estimate(generic, x, y).gradient
+        generic.parameters = np.clip(generic.parameters - 0.05 * velocity, low, high)
     assert np.abs(lean.parameters - generic.parameters).max() < 1e-12
     assert np.abs(lean.parameters - SignedDRNSystem([5, 32, 3], seed=2, input_gain=2.0).parameters).max() > 1e-2
 
 
-def test_training_step_equals_the_paper_circuit_script():
-    """The script that reproduced the paper's 10.4 % (docs/drn.md), warm start and momentum included."""
-    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "drn_paper_circuit.py"
-    spec = importlib.util.spec_from_file_location("drn_paper_circuit", path)
-    paper = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(paper)
+def test_training_step_equals_the_paper_circuit():
+    """The paper's circuit written independently (tests/paper_circuits.py), warm start and momentum included."""
     n_in, hidden, n_out, gain, beta, lr = 20, 64, 4, 3.0, 0.5, 0.05
-    net = paper.PaperDRN(n_in, hidden, n_out, gain, seed=0, dtype=np.float64)
+    net = PaperDRN(n_in, hidden, n_out, gain, seed=0, dtype=np.float64)
     system = SignedDRNSystem([n_in, hidden, n_out], seed=0, input_gain=gain, dtype="float64")
     system.momentum = 0.9
     assert np.array_equal(np.r_[net.g1.ravel(), net.g2.ravel()], system.parameters[:system.n_weights])
