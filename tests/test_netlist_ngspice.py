@@ -37,17 +37,17 @@ def ngspice_potentials(deck: str, tmp_path) -> dict[str, float]:
     return potentials
 
 
-def our_potentials(deck: str) -> dict[str, float]:
+def our_potentials(deck: str, tmp_path) -> dict[str, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NetlistWarning)
-        circuit = parse_text(deck, "deck.cir")
+        circuit = parse_text(deck, str(tmp_path / "deck.cir"))
     result = solve(circuit, sources=circuit.source_values(), method="newton", vtol=1e-14)
     assert result.success, result.message
     return {name: float(result.potentials[0, i]) for i, name in enumerate(circuit.node_names) if i}
 
 
 def assert_agrees_with_ngspice(deck: str, tmp_path) -> float:
-    theirs, ours = ngspice_potentials(deck, tmp_path), our_potentials(deck)
+    theirs, ours = ngspice_potentials(deck, tmp_path), our_potentials(deck, tmp_path)
     assert set(theirs) <= set(ours), sorted(set(theirs) - set(ours))
     worst = max(abs(ours[name] - volts) for name, volts in theirs.items())
     assert worst <= VTOL, {name: (ours[name], volts) for name, volts in theirs.items()}
@@ -149,6 +149,51 @@ run
 .endc
 .end
 """
+
+
+LINES_PARAMETERS_SUBCIRCUITS = """lines, parameters, expressions and subcircuits
+* a comment line
+.param r0=10k half={r0/2}
+.param e1={sqrt(16)*1k} e2={exp(1)*1k} e3={log(100)*1k} e4={ln(100)*1k} e5={log10(1000)*1k}
+.param e6={abs(-2)*1k} e7={min(3,4)*1k} e8={max(3,4)*1k} e9={pow(2,3)*1k} e10={2**3*1k} e11={2^3*1k}
+Vin IN gnd DC 2 ; inline comment
+R1 in a {half} $ dollar comment
+R2 a 0
++ {r0}
+RE1 a b1 {e1}
+RE2 b1 b2 {e2}
+RE3 b2 b3 {e3}
+RE4 b3 b4 {e4}
+RE5 b4 b5 {e5}
+RE6 b5 b6 {e6}
+RE7 b6 b7 {e7}
+RE8 b7 b8 {e8}
+RE9 b8 b9 {e9}
+RE10 b9 b10 'e10'
+RE11 b10 0 {e11}
+X1 a c stage rin=22k
+X2 a d stage
+.subckt stage p q params: rin=10k
+.subckt inner n
+R1 n 0 {rin}
+.ends inner
+R1 p m {rin}
+X1 m inner
+R2 m q 1k
+.ends stage
+RC c 0 5k
+RD d 0 5k
+.include part.inc
+.title renamed
+.end
+R9 never read
+"""
+
+
+@needs_ngspice
+def test_lines_parameters_and_subcircuits_agree_with_ngspice(tmp_path):
+    (tmp_path / "part.inc").write_text("* an included file has no title\nRI c e 2k\nII 0 e 1m\n")
+    assert_agrees_with_ngspice(LINES_PARAMETERS_SUBCIRCUITS, tmp_path)
 
 
 @needs_ngspice
