@@ -270,3 +270,23 @@ def test_written_netlist_keeps_the_temperature():
     assert again.diodes.temperature == 42.5
     np.testing.assert_array_equal(again.diodes.saturation_current, circuit.diodes.saturation_current)
     np.testing.assert_array_equal(again.resistors.conductance, circuit.resistors.conductance)
+
+
+DECKS = {"lines, parameters, subcircuits": LINES_PARAMETERS_SUBCIRCUITS, "dc=": SOURCES_WITH_DC_KEYWORD,
+         "instance parameters": INSTANCE_PARAMETERS, "analyses": ANALYSES_AND_TRANSIENT_SOURCES,
+         **{f"{options} {model}": diode_deck(options, model) for options, model in TEMPERATURES}}
+
+
+@pytest.mark.parametrize("deck", DECKS.values(), ids=DECKS.keys())
+def test_what_check_accepts_solve_solves(deck, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from aeqprop_circuits.cli.circuits import check
+    from aeqprop_circuits.cli.circuits import solve as solve_command
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "part.inc").write_text("RI c e 2k\nII 0 e 1m\n")
+    (tmp_path / "deck.cir").write_text(deck)
+    for command in (check, solve_command):
+        result = CliRunner().invoke(command, ["deck.cir"])
+        assert result.exit_code == 0, result.output

@@ -84,7 +84,8 @@ def test_parse_value_reads_numbers_and_expressions_for_the_cli():
         parse_value("{1/0}")
 
 
-@pytest.mark.parametrize("text", ["abc", "1k5", "1.2.3", "", "k1", "1 k", "--1", "1e3.5"])
+@pytest.mark.parametrize("text", ["abc", "1k5", "1.2.3", "", "k1", "1 k", "--1", "1e3.5", "1kk", "1x", "1farad",
+                                  "1k_", "2megg"])
 def test_non_numbers_are_not_literals(text):
     assert parse_literal(text) is None
 
