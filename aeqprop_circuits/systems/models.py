@@ -85,16 +85,16 @@ def load_system(model: str, solver: str = "auto", seed: int = 0, **options):
         return CircuitSystem(load_circuit(model), solver=solver)
     circuit = options.pop("circuit", "window")
     if circuit == "signed":  # the universal-DRN code's circuit (drn/signed.py); no netlist-solver path
-        if solver not in ("auto", "coordinate"):
-            raise AeqpropError(f"solver '{solver}': the signed DRN circuit is settled by its own block coordinate "
-                               "descent only (use --solver auto); its netlist is SignedDRNSystem.circuit()")
+        if solver not in ("auto", "layered"):
+            raise AeqpropError(f"solver '{solver}': the signed DRN circuit is settled by its own dense layered "
+                               "block descent only (use --solver auto); its netlist is SignedDRNSystem.circuit()")
         from aeqprop_circuits.systems.drn.signed import SignedDRNSystem
 
         return SignedDRNSystem.from_spec(model, seed=seed, **options)
     if circuit != "window":
         raise AeqpropError(f"circuit '{circuit}': expected window (the builder's DRN) or signed (the universal-DRN "
                            "code's excitatory/inhibitory units, bias currents, single outputs)")
-    if solver in ("auto", "coordinate"):  # dense-block fast path (docs/drn.md)
+    if solver in ("auto", "layered"):  # dense layer blocks: the DRN's own fast path (docs/drn.md)
         from aeqprop_circuits.systems.drn import DRNSystem
 
         return DRNSystem.from_spec(model, seed=seed, **options)
