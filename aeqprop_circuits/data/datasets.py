@@ -91,6 +91,8 @@ class Dataset:
     def predict(self, outputs: np.ndarray) -> np.ndarray:
         """Class indices (B,) read from outputs (B, n_outputs): the largest of the first n_classes outputs,
         or, for two classes on one output, class 1 where the output is positive."""
+        if not self.n_classes:
+            raise DatasetError(f"{self.name} is a regression task: its outputs are values, not classes")
         outputs = np.asarray(outputs)
         self.check_outputs(outputs.shape[1])
         if outputs.shape[1] == 1 and self.n_classes == 2:
@@ -345,7 +347,7 @@ def load_csv(path: str, seed: int = 0, *, task: str | None = None, test_fraction
     """
     if task not in (None, *TASKS):
         raise DatasetError(f"task '{task}': expected classification or regression")
-    log = log or (lambda text: warnings.warn(text, DatasetWarning, stacklevel=3))
+    log = log or (lambda text: warnings.warn(text, DatasetWarning, stacklevel=4))
     rows = _read_rows(path)
     if not rows:
         raise DatasetError(f"{path}: empty file: expected rows of numeric features followed by a label")
