@@ -111,7 +111,7 @@ def test_default_settings_descend_the_lyapunov_function_on_the_shipped_iris_netl
     """First epoch (12 steps) of the default run: every step lowers its batch's L_{b1;b2}.
 
     With the builder's default initial conductances (half those shipped), the first lr = 2
-    step overshoots and L doubles; see scripts/make_netlists.py.
+    step overshoots and L doubles; see experiments/netlists.py.
     """
     out = run_training("netlists/iris.cir", None, True,
                        {"algorithm": algorithm, "epochs": 1, "out": str(tmp_path / "run")}, echo=lambda *a: None)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import math
-
 import click
-import numpy as np
 
 from aeqprop_circuits.cli.common import user_errors
 from aeqprop_circuits.solvers import SOLVER_NAMES
@@ -25,12 +21,6 @@ def setting(key: str, *names, **options):
     text = options.pop("help", field.metadata["doc"])
     return click.option(*(names or (f"--{key.replace('_', '-')}",)), key, default=None,
                         help=f"{text[0].upper()}{text[1:]}. [default: {shown}]", **options)
-
-
-def _settings(settings) -> dict:
-    from aeqprop_circuits.experiments.config import parse_settings
-
-    return parse_settings(settings)
 
 
 @click.command()
@@ -116,40 +106,3 @@ def compare(run_dirs, labels, out, last, upto):
     table, path = compare_runs(list(run_dirs), list(labels) or None, out, last, upto)
     click.echo(table)
     click.echo(f"plot: {path}", err=True)
-
-
-@click.command()
-@click.argument("model")
-@click.option("--algorithm", default="c-ep", show_default=True, help=ALGORITHM_HELP)
-@click.option("--beta", type=float, default=0.1, show_default=True)
-@click.option("--epsilon", type=float, default=0.01, show_default=True)
-@click.option("--controller", default="oracle", show_default=True, type=click.Choice(["proportional", "oracle"]))
-@click.option("--data", default="iris", show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--solver", default="auto", show_default=True)
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="A model option (JSON value), as for train, e.g. --set circuit=signed. Repeatable.")
-@click.option("--json", "as_json", is_flag=True)
-@user_errors
-def gradcheck(model, algorithm, beta, epsilon, controller, data, batch_size, seed, solver, settings, as_json):
-    """Compare an algorithm's gradient estimate with the exact gradient on one batch."""
-    from aeqprop_circuits.data.datasets import load_dataset
-    from aeqprop_circuits.learning.algorithms import get_algorithm
-    from aeqprop_circuits.systems.models import load_system
-
-    system = load_system(model, solver=solver, seed=seed, **_settings(settings))
-    dataset = load_dataset(data, seed=seed)
-    x, labels = dataset.x_train[:batch_size], dataset.y_train[:batch_size]
-    target = dataset.targets(labels, system.n_outputs)
-    options = {"epsilon": epsilon, "controller": controller} if algorithm.startswith("aeqprop") else {}
-    estimate = get_algorithm(algorithm, beta=beta, **options).estimate(system, x, target).gradient
-    exact = get_algorithm("exact-gradient").estimate(system, x, target).gradient
-    norm = np.linalg.norm(exact) * np.linalg.norm(estimate)
-    cosine = float(estimate @ exact / norm) if norm > 0 else math.nan
-    relative = float(np.linalg.norm(estimate - exact) / max(np.linalg.norm(exact), 1e-300))
-    if as_json:
-        click.echo(json.dumps({"algorithm": algorithm, "beta": beta, "cosine": cosine, "relative_error": relative}))
-    else:
-        click.echo(f"{algorithm} (beta={beta}) vs exact gradient on {len(x)} samples of {data}: "
-                   f"cosine {cosine:.6f}, relative error {relative:.3e}")

@@ -1,4 +1,5 @@
-"""The `aeqprop` command: check | solve | train | plot | compare | gradcheck | reproduce | sweep | bench.
+"""The `aeqprop` command: check | solve | train | plot | compare | summary | evaluate | gradcheck | reproduce |
+sweep | bench.
 
 Every user error (bad netlist, bad option, missing data or ngspice, diverging phase) ends
 in a one-line message and a non-zero exit code, never a traceback. The commands live in the

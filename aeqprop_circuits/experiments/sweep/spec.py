@@ -190,9 +190,9 @@ def load_spec(path: str) -> SweepSpec:
                 raise SweepSpecError(path, f"value {json.dumps(values[k])} appears twice (as '{name}' in point names)",
                                      key=f"grid.{key}")
         axes[key] = converted
-    if "model" not in fixed and "model" not in axes:
-        raise SweepSpecError(path, "no model: set base.model (a netlist file or a spec such as drn:4-8-3) "
-                                   "or grid.model (a list of them)")
+    if not {"model", "preset"} & (set(fixed) | set(axes)):
+        raise SweepSpecError(path, "no model: set base.model (a netlist file or a spec such as drn:4-8-3), "
+                                   "grid.model (a list of them) or a preset that names one")
     points = []
     for combination in itertools.product(*axes.values()):
         values = dict(zip(axes, combination))
