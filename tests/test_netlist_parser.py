@@ -609,12 +609,14 @@ def _parses_or_netlist_error(text: str) -> None:
     assert_same_circuit(parse_text(write_netlist(circuit)), circuit)  # and round-trips
 
 
+@pytest.mark.filterwarnings("ignore::aeqprop_circuits.netlist.NetlistWarning")
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_netlists())
 def test_fuzz_mutated_netlists_give_a_circuit_or_a_netlist_error(text):
     _parses_or_netlist_error(text)
 
 
+@pytest.mark.filterwarnings("ignore::aeqprop_circuits.netlist.NetlistWarning")
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_netlists())
 def test_fuzz_what_check_accepts_solve_solves(text):
@@ -631,6 +633,7 @@ def test_fuzz_what_check_accepts_solve_solves(text):
     assert result.success, result.message
 
 
+@pytest.mark.filterwarnings("ignore::aeqprop_circuits.netlist.NetlistWarning")
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.sampled_from(PIECES + list("abcdrvix0123456789 .\n")), max_size=40))
 def test_fuzz_random_text_gives_a_circuit_or_a_netlist_error(pieces):
