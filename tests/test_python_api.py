@@ -47,3 +47,22 @@ def test_train_refuses_a_bad_setting_before_any_work(tmp_path):
     with pytest.raises(aq.AeqpropError, match="did you mean 'batch_size'"):
         aq.train("netlists/iris.cir", batchsize=4, out=str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_classification_run_reports_the_digital_baseline_on_its_own_split(tmp_path):
+    """Logistic regression on the same split: the number a reader compares the circuit's accuracy with."""
+    import json
+
+    from click.testing import CliRunner
+    from sklearn.linear_model import LogisticRegression
+
+    from aeqprop_circuits.cli.main import main
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "netlists/iris.cir", "--epochs", "1", "--seed", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    baseline = json.loads((out / "baseline.json").read_text())
+    data = aq.load_dataset("iris", seed=3)
+    expected = LogisticRegression(max_iter=2000).fit(data.x_train, data.y_train).score(data.x_test, data.y_test)
+    assert baseline["test_accuracy"] == expected and baseline["train_samples"] == len(data.x_train)
+    assert f"on the same split: {expected:.3f}" in result.output

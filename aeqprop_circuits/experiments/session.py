@@ -8,6 +8,7 @@ Python API). A run refused during validation leaves no directory behind.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
 
@@ -16,8 +17,16 @@ import numpy as np
 from aeqprop_circuits.data.datasets import Dataset, load_dataset
 from aeqprop_circuits.errors import AeqpropError
 from aeqprop_circuits.experiments.config import ConfigError, TrainConfig, option_name, parse_settings, resolve
-from aeqprop_circuits.experiments.rundir import RunDir, RunDirError, default_name, file_hash, fresh_directory
-from aeqprop_circuits.experiments.trainer import History, Recorder, TrainOptions
+from aeqprop_circuits.experiments.rundir import (
+    RunDir,
+    RunDirError,
+    atomic_write,
+    default_name,
+    file_hash,
+    fresh_directory,
+    read_metrics,
+)
+from aeqprop_circuits.experiments.trainer import History, Recorder, TrainOptions, training_split
 from aeqprop_circuits.experiments.trainer import train as train_loop
 from aeqprop_circuits.learning.algorithms import Rule, get_algorithm
 from aeqprop_circuits.systems.base import ConductanceUnits, ParameterGroups, PhysicalSystem
@@ -102,6 +111,41 @@ def run(setup: Setup, recorder: Recorder, start_epoch: int = 0, resumed: dict | 
                      resumed=resumed, log=log)
 
 
+BASELINE_SIZE = 2_000_000  # training values (samples x features) up to which the digital baseline is fitted
+
+
+def digital_baseline(setup: Setup) -> dict | None:
+    """A standard digital classifier on the run's own split, so a reader can tell the circuit from the split.
+
+    scikit-learn's logistic regression (lbfgs, C = 1) on the same training samples and test
+    split as the run; None for regression data, and for training sets above BASELINE_SIZE
+    values (Fashion-MNIST's full set takes minutes of lbfgs; its published logistic-regression
+    accuracy is a better reference there). Written to baseline.json and printed after training.
+    """
+    data = setup.data
+    if not data.n_classes or training_split(data, setup.options)[0].size > BASELINE_SIZE:
+        return None
+    from sklearn.linear_model import LogisticRegression
+
+    x_train, y_train = training_split(data, setup.options)
+    if len(np.unique(y_train)) < 2:
+        return None
+    model = LogisticRegression(max_iter=2000).fit(x_train.reshape(len(x_train), -1), y_train)
+    accuracy = float(model.score(data.x_test.reshape(len(data.x_test), -1), data.y_test))
+    return {"model": "logistic regression (scikit-learn, lbfgs, C=1)", "train_samples": int(len(x_train)),
+            "test_samples": int(len(data.x_test)), "test_accuracy": accuracy}
+
+
+def _report(setup: Setup, path: str, row: dict, echo) -> None:
+    """The end of a run: where its results are, and the digital baseline on the same split."""
+    baseline = digital_baseline(setup)
+    if baseline is not None:
+        atomic_write(os.path.join(path, "baseline.json"), json.dumps(baseline, indent=2) + "\n")
+        echo(f"test accuracy {row['test_accuracy']:.3f}; {baseline['model']} on the same split: "
+             f"{baseline['test_accuracy']:.3f}")
+    echo(f"results in {path} (plots: aeqprop plot {path})")
+
+
 def run_facts(setup: Setup) -> dict:
     """What config.json records next to the config: facts of the run that turn its numbers back into units."""
     g0 = setup.system.g0 if isinstance(setup.system, ConductanceUnits) else None
@@ -117,10 +161,10 @@ def start(config: TrainConfig, progress: bool = True, echo=print) -> str:
     if setup.data.class_map:
         echo("classes: " + ", ".join(f"{label} -> {index}" for label, index in setup.data.class_map.items()))
     try:
-        run(setup, RunDir(path), log=echo)
+        row = run(setup, RunDir(path), log=echo)
     except KeyboardInterrupt:
         raise RunInterrupted(path) from None
-    echo(f"results in {path} (plots: aeqprop plot {path})")
+    _report(setup, path, row, echo)
     return path
 
 
@@ -200,11 +244,16 @@ def resume(path: str, given: dict, progress: bool = True, echo=print) -> str:
     echo(f"run directory: {path} (resuming after epoch {done})" if checkpoint is not None
          else f"run directory: {path} (no checkpoint: starting over)")
     try:
-        run(setup, run_dir, start_epoch=done if checkpoint is not None else 0, resumed=checkpoint, log=echo)
+        row = run(setup, run_dir, start_epoch=done if checkpoint is not None else 0, resumed=checkpoint, log=echo)
     except KeyboardInterrupt:
         raise RunInterrupted(path) from None
-    echo(f"results in {path} (plots: aeqprop plot {path})")
+    _report(setup, path, row or _last_row(run_dir), echo)
     return path
+
+
+def _last_row(run_dir: RunDir) -> dict:
+    rows = read_metrics(run_dir.path)
+    return rows[-1] if rows else {"test_accuracy": float("nan")}
 
 
 def run_training(model, resume_dir, quiet, given, echo=print) -> str:
