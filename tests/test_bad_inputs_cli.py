@@ -71,6 +71,24 @@ def test_bad_train_values_are_refused_before_any_work(tmp_path, arguments, words
     assert not out.exists(), "a refused run left a directory"
 
 
+def test_a_pinned_output_is_refused_by_train_naming_its_line(tmp_path):
+    netlist = tmp_path / "pinned.cir"
+    netlist.write_text("pinned output\n*@ input V1\n*@ output a\n*@ learn R1\nV1 a 0 DC 1\nR1 a b 1k\nR2 b 0 1k\n.end\n")
+    result = CliRunner().invoke(main, ["train", str(netlist), "--data", "xor", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{netlist}:3: output a is pinned" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_netlist_warnings_under_train_are_one_line_each(tmp_path):
+    netlist = tmp_path / "annotated-title.cir"
+    netlist.write_text(pathlib.Path(IRIS).read_text().replace(".end", ".tran 1n 10n\n.end"))
+    result = CliRunner().invoke(main, ["train", str(netlist), "--epochs", "1", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if line.startswith("Warning: ")]
+    assert warning and f"{netlist}:" in warning[0] and "only the DC operating point" in result.output
+
+
 def test_set_keys_of_a_model_are_checked_and_listed(tmp_path):
     result = CliRunner().invoke(main, ["train", "--model", "hopfield:64-20-10", "--data", "digits",
                                        "--set", "cost_scal=1", "--out", str(tmp_path / "run")])

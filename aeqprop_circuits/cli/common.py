@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 
 import click
 
+from aeqprop_circuits.data.datasets import DatasetWarning
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
+from aeqprop_circuits.netlist.parser import NetlistWarning
 
 EXIT_DIVERGED = 3
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Package warnings as one line on stderr: 'Warning: file:line: ...' for a netlist's, 'Warning: ...' else."""
+    where = f"{filename}:{lineno}: " if issubclass(category, NetlistWarning) else ""
+    click.echo(f"Warning: {where}{message}", err=True)
 
 
 def user_errors(command):
@@ -18,7 +27,12 @@ def user_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                shown = warnings.showwarning
+                warnings.showwarning = lambda message, category, *rest: (
+                    _show_warning(message, category, *rest) if issubclass(category, (NetlistWarning, DatasetWarning))
+                    else shown(message, category, *rest))
+                return command(*args, **kwargs)
         except DivergenceError as err:
             click.echo(f"Error: diverged: {err}", err=True)
             sys.exit(EXIT_DIVERGED)

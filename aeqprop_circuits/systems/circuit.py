@@ -16,7 +16,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from aeqprop_circuits.circuit.circuit import Circuit, Sources
-from aeqprop_circuits.circuit.energy import Nudge, Problem
+from aeqprop_circuits.circuit.energy import Nudge, Problem, structure
+from aeqprop_circuits.circuit.topology import check_outputs
 from aeqprop_circuits.errors import AeqpropError, CircuitError, DivergenceError
 from aeqprop_circuits.solvers import SolveResult, solve
 from aeqprop_circuits.systems.base import ExactLossGradient, Phase, PhysicalSystem
@@ -29,6 +30,7 @@ class CircuitSystem(PhysicalSystem, ExactLossGradient):
             raise AeqpropError(f"{circuit.title}: no outputs; annotate them with '*@ output NODE'")
         if len(learning.trainable) == 0:
             raise AeqpropError(f"{circuit.title}: nothing to train; annotate with '*@ learn PATTERN'")
+        check_outputs(circuit, structure(circuit)[0])  # a pinned output would train at a constant loss
         self.circuit = circuit
         self.solver = solver
         self.solver_options = solver_options
