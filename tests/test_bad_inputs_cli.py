@@ -73,7 +73,8 @@ def test_bad_train_values_are_refused_before_any_work(tmp_path, arguments, words
 
 def test_a_pinned_output_is_refused_by_train_naming_its_line(tmp_path):
     netlist = tmp_path / "pinned.cir"
-    netlist.write_text("pinned output\n*@ input V1\n*@ output a\n*@ learn R1\nV1 a 0 DC 1\nR1 a b 1k\nR2 b 0 1k\n.end\n")
+    netlist.write_text("pinned output\n*@ input V1\n*@ output a\n*@ learn R1\n"
+                       "V1 a 0 DC 1\nR1 a b 1k\nR2 b 0 1k\n.end\n")
     result = CliRunner().invoke(main, ["train", str(netlist), "--data", "xor", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"{netlist}:3: output a is pinned" in result.output
