@@ -23,14 +23,14 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from aeqprop_circuits.data.datasets import Dataset, random_hflip
 from aeqprop_circuits.errors import DivergenceError
-from aeqprop_circuits.learning.algorithms import Rule
+from aeqprop_circuits.learning.algorithms import InPlaceStep, Rule
 from aeqprop_circuits.learning.lyapunov import step_trace
 from aeqprop_circuits.learning.optim import Schedule, constant, cosine, exponential, project, sgd
 from aeqprop_circuits.systems.base import EpochEnd, InPlaceMomentum, Phase, PhysicalSystem, TrainingState
@@ -173,6 +173,106 @@ def _restore_state(state, saved: dict[str, np.ndarray]):
     return walk(state, "optimizer")
 
 
+class _InPlaceSteps:
+    """Steps as the rule's fused in-place update: the system holds theta (and, with momentum, its velocity)."""
+
+    def __init__(self, system: PhysicalSystem, fused: InPlaceStep, schedule: Schedule):
+        self.system, self.fused, self.schedule = system, fused, schedule
+
+    def betas(self, step: int) -> tuple[float, float]:
+        return self.fused.betas
+
+    def __call__(self, x, target, step: int):
+        """One step; returns the free phase's outputs and costs (B,), measured before the update."""
+        free = self.fused.step(x, target, self.schedule(self.fused.base_rates, step))
+        return self.system.outputs(free), self.system.cost(free, target)
+
+    def check(self, epoch: int) -> None:
+        if not np.isfinite(self.system.parameters).all():
+            raise DivergenceError(f"epoch {epoch}: parameters became non-finite")
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def restore(self, saved: dict[str, np.ndarray]) -> None:
+        pass
+
+
+class _EstimatedSteps:
+    """Steps as an estimate of the rule's, then the optimiser (or, for Aeqprop, theta as the physics left it)."""
+
+    def __init__(self, system: PhysicalSystem, rule: Rule, loop: TrainOptions, schedule: Schedule):
+        self.system, self.rule, self.schedule = system, rule, schedule
+        self.optimiser = sgd(loop.learning_rate, schedule, loop.momentum, loop.weight_decay)
+        self.theta = system.parameters
+        self.optimiser_state = self.optimiser.init(self.theta)
+        self.bounds = system.parameter_bounds()
+
+    def rule_at(self, step: int) -> Rule:
+        """The rule with its own rate (Aeqprop's epsilon) scheduled; rules without one as they are."""
+        return self.rule if self.rule.rate is None else self.rule.with_rate(self.schedule(self.rule.rate, step))
+
+    def betas(self, step: int) -> tuple[float, float]:
+        return self.rule_at(step).betas
+
+    def __call__(self, x, target, step: int):
+        estimate = self.rule_at(step).estimate(self.system, x, target)
+        if estimate.new_parameters is not None:
+            new = project(estimate.new_parameters, self.bounds)
+        else:
+            delta, self.optimiser_state = self.optimiser.update(estimate.gradient, self.optimiser_state, self.theta,
+                                                                step)
+            new = project(self.theta + delta, self.bounds)
+        if not np.all(np.isfinite(new)):
+            raise DivergenceError(f"step {step + 1}: parameters became non-finite")
+        self.system.parameters = new
+        self.theta = self.system.parameters  # as the system holds it (circuits keep siemens: theta g0 / g0)
+        return estimate.outputs, self.system.output_cost(estimate.outputs, target)
+
+    def check(self, epoch: int) -> None:
+        pass
+
+    def state(self) -> dict[str, np.ndarray]:
+        return _state_arrays(self.optimiser_state)
+
+    def restore(self, saved: dict[str, np.ndarray]) -> None:
+        self.optimiser_state = _restore_state(self.optimiser_state, saved)
+
+
+@dataclass
+class _Tally:
+    """One epoch's running training metrics, the trace's share of its time, and the Lyapunov rises."""
+
+    began: float = field(default_factory=time.time)
+    cpu_began: float = field(default_factory=time.process_time)
+    loss: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    traced: float = 0.0
+    traced_cpu: float = 0.0
+    rises: int = 0
+    largest_rise: float = 0.0
+
+    def trace(self, measure, *args, **kwargs):
+        """measure(*args, **kwargs), timed as trace time (excluded from train_seconds)."""
+        wall, cpu = time.time(), time.process_time()
+        result = measure(*args, **kwargs)
+        self.traced += time.time() - wall
+        self.traced_cpu += time.process_time() - cpu
+        return result
+
+    def row(self, epoch: int, data: Dataset, test: tuple[float, float]) -> dict:
+        test_loss, test_accuracy = test
+        return {"epoch": epoch, "train_loss": self.loss / self.seen,
+                "train_accuracy": self.correct / self.seen if data.n_classes else math.nan,
+                "test_loss": test_loss, "test_accuracy": test_accuracy,
+                "test_error": 1 - test_accuracy if data.n_classes else math.nan,
+                "seconds": round(time.time() - self.began, 3),
+                "train_seconds": round(time.time() - self.began - self.traced, 3),
+                "train_cpu_seconds": round(time.process_time() - self.cpu_began - self.traced_cpu, 3),
+                "lyapunov_increases": self.rises}
+
+
 def train(system: PhysicalSystem, data: Dataset, rule: Rule, recorder: Recorder, loop: TrainOptions,
           start_epoch: int = 0, resumed: dict | None = None, log=print) -> dict:
     """Train for loop.epochs epochs, after `start_epoch` (whose checkpoint is `resumed`); returns the last row.
@@ -186,100 +286,56 @@ def train(system: PhysicalSystem, data: Dataset, rule: Rule, recorder: Recorder,
     x_all, y_all = training_split(data, loop)
     steps_per_epoch = math.ceil(len(x_all) / loop.batch_size)
     schedule = loop.schedule_for(steps_per_epoch)
-    optimiser = sgd(loop.learning_rate, schedule, loop.momentum, loop.weight_decay)
     plain = not loop.weight_decay and (not loop.momentum or isinstance(system, InPlaceMomentum))
     fused = rule.in_place(system, loop.learning_rate) if plain and loop.in_place else None
+    targets_all = data.targets(y_all, system.n_outputs, loop.target_amplitude)
     if fused is not None:
         log(f"{rule.name}: {fused.description}")
         system.momentum = loop.momentum
-    rule_rate = rule.rate
-    theta = system.parameters
-    opt_state = optimiser.init(theta)
-    bounds = system.parameter_bounds()
-    clamped = rule.contrastive  # CL: traced on its contrastive objective
+        x_all, targets_all = np.asarray(x_all, dtype=system.dtype), targets_all.astype(system.dtype)
+        steps = _InPlaceSteps(system, fused, schedule)
+    else:
+        steps = _EstimatedSteps(system, rule, loop, schedule)
     if resumed is not None:
-        opt_state = _restore_state(opt_state, resumed)
+        steps.restore(resumed)
         if isinstance(system, TrainingState):
             system.restore_training_state(resumed)
-    if fused is not None:
-        x_all = np.asarray(x_all, dtype=system.dtype)
-    targets_all = data.targets(y_all, system.n_outputs, loop.target_amplitude)
-    if fused is not None:
-        targets_all = targets_all.astype(system.dtype)
-    step = start_epoch * steps_per_epoch
-    row: dict = {}
+    step, row = start_epoch * steps_per_epoch, {}
     if start_epoch == 0:
         loss, accuracy = evaluate(system, data, data.x_test, data.y_test, loop)
         row = {"epoch": 0, "train_loss": math.nan, "train_accuracy": math.nan, "test_loss": loss,
                "test_accuracy": accuracy, "test_error": 1 - accuracy if data.n_classes else math.nan,
                "seconds": 0.0, "train_seconds": 0.0, "train_cpu_seconds": 0.0, "lyapunov_increases": 0}
-        recorder.epoch(row, _checkpoint(0, system, opt_state))
+        recorder.epoch(row, _checkpoint(0, system, steps))
         log(_describe(row, data))
     for epoch in range(start_epoch + 1, loop.epochs + 1):
-        began, cpu_began = time.time(), time.process_time()
-        traced, traced_cpu, loss_sum, correct, seen = 0.0, 0.0, 0.0, 0, 0
-        rises, largest_rise = 0, 0.0
-        augment = augmenter(data, loop, epoch)
+        tally, augment = _Tally(), augmenter(data, loop, epoch)
         for index in epoch_batches(len(x_all), epoch, loop):
             x, target = augment(x_all[index]), targets_all[index]
-            trace = loop.trace_every and (step + 1) % loop.trace_every == 0
-            if fused is not None:
-                rates = schedule(fused.base_rates, step)
-                betas = fused.betas
-            else:
-                step_rule = rule if rule_rate is None else rule.with_rate(schedule(rule_rate, step))
-                betas = step_rule.betas
-            trace = trace and betas[1] > betas[0]
-            if trace:
-                t, c = time.time(), time.process_time()
-                before = step_trace(system, x, target, *betas, bounds=False, clamped=clamped)
-                traced, traced_cpu = traced + time.time() - t, traced_cpu + time.process_time() - c
-            if fused is not None:
-                free = fused.step(x, target, rates)
-                outputs = system.outputs(free)
-                loss_sum += float(system.cost(free, target).sum())
-            else:
-                estimate = step_rule.estimate(system, x, target)
-                if estimate.new_parameters is not None:
-                    new = project(estimate.new_parameters, bounds)
-                else:
-                    delta, opt_state = optimiser.update(estimate.gradient, opt_state, theta, step)
-                    new = project(theta + delta, bounds)
-                if not np.all(np.isfinite(new)):
-                    raise DivergenceError(f"step {step + 1}: parameters became non-finite")
-                system.parameters = new
-                theta = system.parameters  # as the system holds it (circuits keep siemens: theta g0 / g0)
-                outputs = estimate.outputs
-                loss_sum += float(system.output_cost(outputs, target).sum())
+            betas = steps.betas(step)
+            traced = loop.trace_every and (step + 1) % loop.trace_every == 0 and betas[1] > betas[0]
+            if traced:
+                before = tally.trace(step_trace, system, x, target, *betas, bounds=False, clamped=rule.contrastive)
+            outputs, costs = steps(x, target, step)
             step += 1
-            seen += len(index)
-            correct += correct_count(data, outputs, y_all[index])
-            if trace:
-                t, c = time.time(), time.process_time()
-                after = step_trace(system, x, target, *betas, clamped=clamped)
-                recorder.step(step_record(epoch, step, *betas, before, after, clamped))
+            tally.loss += float(costs.sum())
+            tally.correct += correct_count(data, outputs, y_all[index])
+            tally.seen += len(index)
+            if traced:
+                after = tally.trace(step_trace, system, x, target, *betas, clamped=rule.contrastive)
+                recorder.step(step_record(epoch, step, *betas, before, after, rule.contrastive))
                 rise = lyapunov_rise(before["lyapunov"], after["lyapunov"])
                 if rise > 0:
-                    rises, largest_rise = rises + 1, max(largest_rise, rise)
-                traced, traced_cpu = traced + time.time() - t, traced_cpu + time.process_time() - c
-        trained, trained_cpu = time.time() - began - traced, time.process_time() - cpu_began - traced_cpu
-        if fused is not None:
-            theta = system.parameters
-            if not np.isfinite(theta).all():
-                raise DivergenceError(f"epoch {epoch}: parameters became non-finite")
-        if rises:
-            log(f"warning: {rises} traced step(s) of epoch {epoch} raised the Lyapunov function (largest rise "
-                f"{largest_rise:.3g}): the step is too large for the curvature; lower the learning rate or epsilon")
+                    tally.rises, tally.largest_rise = tally.rises + 1, max(tally.largest_rise, rise)
+        steps.check(epoch)
+        if tally.rises:
+            log(f"warning: {tally.rises} traced step(s) of epoch {epoch} raised the Lyapunov function (largest "
+                f"rise {tally.largest_rise:.3g}): the step is too large for the curvature; lower the learning rate "
+                "or epsilon")
         if isinstance(system, EpochEnd):
             system.end_epoch()
-        test_loss, test_accuracy = evaluate(system, data, data.x_test, data.y_test, loop)
-        row = {"epoch": epoch, "train_loss": loss_sum / seen,
-               "train_accuracy": correct / seen if data.n_classes else math.nan,
-               "test_loss": test_loss, "test_accuracy": test_accuracy,
-               "test_error": 1 - test_accuracy if data.n_classes else math.nan,
-               "seconds": round(time.time() - began, 3), "train_seconds": round(trained, 3),
-               "train_cpu_seconds": round(trained_cpu, 3), "lyapunov_increases": rises}
-        recorder.epoch(row, _checkpoint(epoch, system, opt_state))
+        row = tally.row(epoch, data, evaluate(system, data, data.x_test, data.y_test, loop))
+        recorder.epoch(row, _checkpoint(epoch, system, steps))
         log(_describe(row, data))
     return row
 
@@ -290,8 +346,8 @@ def lyapunov_rise(before: float, after: float, rtol: float = 1e-8, atol: float =
     return rise if rise > rtol * max(abs(before), abs(after)) + atol else 0.0
 
 
-def _checkpoint(epoch: int, system: PhysicalSystem, opt_state) -> dict[str, np.ndarray]:
-    saved = {"epoch": np.array(epoch), "parameters": system.parameters, **_state_arrays(opt_state)}
+def _checkpoint(epoch: int, system: PhysicalSystem, steps) -> dict[str, np.ndarray]:
+    saved = {"epoch": np.array(epoch), "parameters": system.parameters, **steps.state()}
     if isinstance(system, TrainingState):
         saved.update(system.training_state())
     return saved
