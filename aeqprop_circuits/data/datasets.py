@@ -386,7 +386,7 @@ def load_dataset(name: str, seed: int = 0, *, task: str | None = None, test_frac
     out `test_fraction` (default 0.2) for testing; fmnist, mnist, regression and xor come with
     their own test part. `task` ("classification" | "regression" | None: the data's own) is
     checked against the data set, and chooses for a CSV file whose integer labels could be
-    either. `iris:validation` (also wine, digits) is the training part of `iris` split again
+    either. `iris:validation` (also wine, digits, fmnist) is the training part of `iris` split again
     into train and a stratified validation part, for choosing hyperparameters without the test set.
     """
     if task not in (None, *TASKS):
@@ -405,8 +405,10 @@ def load_dataset(name: str, seed: int = 0, *, task: str | None = None, test_frac
         data = _sklearn(key, seed, fraction)
     elif base in ("iris", "wine", "digits") and key.partition(":")[2] == "validation":
         data = validation_split(_sklearn(base, seed, fraction), seed)
-    elif key in ("fmnist", "fashion-mnist"):
+    elif base in ("fmnist", "fashion-mnist") and key.partition(":")[2] in ("", "validation"):
         data = load_idx_dataset("fmnist", FMNIST_DIR, FMNIST_INSTALL)
+        if key.endswith(":validation"):
+            data = validation_split(data, seed)
     elif key.startswith("mnist"):
         directory = name.split(":", 1)[1] if ":" in name else "/usr/share/datasets/mnist"
         data = load_idx_dataset("mnist", directory, "pass the directory of the four MNIST IDX files "
@@ -416,8 +418,8 @@ def load_dataset(name: str, seed: int = 0, *, task: str | None = None, test_frac
     elif key == "xor":
         data = xor_task()
     else:
-        raise DatasetError(f"unknown dataset '{name}'; expected iris, wine, digits (optionally :validation), "
-                           "fmnist, mnist[:DIR], regression, xor or a .csv file")
+        raise DatasetError(f"unknown dataset '{name}'; expected iris, wine, digits, fmnist (each optionally "
+                           ":validation), mnist[:DIR], regression, xor or a .csv file")
     if task is not None and task != data.task:
         raise DatasetError(f"{name} is a {data.task} task, not {task}")
     return data

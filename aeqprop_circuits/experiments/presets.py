@@ -23,9 +23,10 @@ beta = 0.5 already makes the negatively nudged phase nearly non-convex (EP estim
 cosine 0.02 with the true gradient; at beta = 0.05-0.1 the cosine is 0.9998).
 
 Input gain, per-block learning rates and target amplitude were chosen on a validation split
-(training images 50 000-59 999; `scripts/drn_tune.py`, results in docs/drn.md): with the
-input sources at +-100 x the hidden pre-activations span the diode window, and the input
-block, whose measured voltage drops are ~gain x, takes a rate ~1/gain^2 of the others.
+(training images 50 000-59 999; such scans are the sweeps netlists/sweeps/drn-xs-validation.json
+and drn-1h-validation.json on `fmnist:validation`): with the input sources at +-100 x the
+hidden pre-activations span the diode window, and the input block, whose measured voltage
+drops are ~gain x, takes a rate ~1/gain^2 of the others.
 """
 
 from __future__ import annotations
