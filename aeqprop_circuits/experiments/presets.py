@@ -218,6 +218,31 @@ HOPFIELD_PRESETS: dict[str, dict] = {
                              "p-ep": 90.00,
                              "p-cpl": 64.70, "n-cpl": 6.86, "c-cpl": 6.91},  # Table 1, FashionMNIST test
     },
+    "ebl-dchn-cpu": {
+        "source": "EBL comparative study, Sec. 3, App. C-D, Tables 4-5, on a CPU-sized DCHN: two conv layers of 16 "
+                  "and 32 channels, the first 3 000 training images, batch 32, 10 epochs (not in the paper)",
+        "model": "conv:1x28x28-16c3p1max-32c3p1max-10",
+        "model_options": {
+            "bounds": [(0.0, 1.0)] * 2 + [(-np.inf, np.inf)],  # Sec. 3 state space
+            "init": "ebl", "gains": [0.5] * 3,  # Table 5, eq. (104)
+            "bias_init": "fan-in",  # the study's code (not in the paper)
+            "threshold": 0.0, "max_iterations": (60, 15),  # T and K of Table 5
+            "schedule": "alternating",  # App. C asynchronous updates
+            "cost_scale": 0.5,  # C = 1/2 |o - y|^2, as ebl-dchn
+            "precision": "float32",
+        },
+        "data": "fmnist", "normalize": (0.2860, 0.3530), "augment": "hflip",  # Table 4, App. D
+        "max_train": 3000,  # NOT in the paper: the first 3 000 training images
+        "beta": 0.25, "batch_size": 32, "epochs": 10,  # Table 5 beta; batch and epochs NOT in the paper
+        # Table 5's eta_1, eta_2 for the conv layers, eta_5 for the output layer, weights and biases alike
+        "lr": {"w1": 0.0625, "b1": 0.0625, "w2": 0.0375, "b2": 0.0375, "w3": 0.0125, "b3": 0.0125},
+        "momentum": 0.9, "weight_decay": 3e-4,
+        "schedule": "cosine", "lr_floor": 2e-6,  # Table 5: cosine annealing over the run down to eta_min
+        "trace_every": 0,  # no Lyapunov trace: it costs two extra settles per step
+        # tbp: K = 15 iterations, TBP's default; rbp: algorithm_options {"max_iterations": 40, "tolerance": 1e-4}
+        # (netlists/sweeps/ebl-dchn-cpu-rbp.json)
+        "algorithms": ["c-ep", "n-ep", "p-ep", "cl", "p-cpl", "n-cpl", "c-cpl", "tbp", "rbp"],
+    },
 }
 
 
