@@ -33,6 +33,7 @@ import numpy as np
 
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
 from aeqprop_circuits.learning.backprop import RBP, TBP
+from aeqprop_circuits.learning.bilevel import IMPLICIT_TABLE, Implicit
 from aeqprop_circuits.learning.estimate import Estimate
 from aeqprop_circuits.systems.base import (
     ExactLossGradient,
@@ -324,6 +325,8 @@ def get_algorithm(name: str, beta: float = 0.1, epsilon=0.1, controller: str = "
         return Aeqprop(name, b1 * beta, b2 * beta, epsilon, controller, **options)
     if name in BACKPROP_TABLE:
         return BACKPROP_TABLE[name](**options)
+    if name in IMPLICIT_TABLE:  # meta-gradient baselines for bilevel systems (learning/bilevel.py)
+        return Implicit(name, **options)
     if options:
         raise AeqpropError(f"{name} takes no options {sorted(options)}")
     if name in EP_TABLE:
