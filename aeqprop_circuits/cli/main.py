@@ -15,6 +15,7 @@ from aeqprop_circuits.cli.circuits import check, solve
 from aeqprop_circuits.cli.evaluate import evaluate
 from aeqprop_circuits.cli.gradcheck import gradcheck
 from aeqprop_circuits.cli.learning import compare, plot, train
+from aeqprop_circuits.cli.meta import meta
 from aeqprop_circuits.cli.reproduce import reproduce
 from aeqprop_circuits.cli.summary import summary
 from aeqprop_circuits.cli.sweep import sweep
@@ -26,5 +27,5 @@ def main():
     """Simulate and train physical learning machines described as SPICE netlists."""
 
 
-for _command in (check, solve, train, plot, compare, evaluate, gradcheck, summary, reproduce, sweep, bench):
+for _command in (check, solve, train, plot, compare, evaluate, gradcheck, summary, reproduce, sweep, bench, meta):
     main.add_command(_command)
