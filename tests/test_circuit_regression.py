@@ -1,4 +1,4 @@
-"""The Sec. 5.2 regression on a resistive circuit (issue 5, item 4): physics checks and a short study."""
+"""The Sec. 5.2 regression on a resistive circuit: physics checks and a short study."""
 
 from __future__ import annotations
 

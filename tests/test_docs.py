@@ -226,8 +226,6 @@ CODE = [path for folder in ("aeqprop_circuits", "tests", "scripts") for path in 
         if path.name != "test_docs.py"]
 
 
-@pytest.mark.xfail(strict=False, reason="code, tests and scripts still mention numbered work sessions, issue numbers "
-                   "and machine load; their owners remove them (the docs and README are clean)")
 def test_code_speaks_of_the_software_only():
     hits = process_word_hits(CODE)
     assert not hits, f"{len(hits)} lines of code talk about the development process:\n" + "\n".join(hits)

@@ -158,7 +158,7 @@ def assert_monotone(trace, final):
 
 @settings(max_examples=25, **SETTINGS)
 @given(seed=seeds, n_free=st.integers(1, 8))
-@example(seed=1083, n_free=7)  # session 8: a gmin-held node left a 8e-11 V step the energy cannot resolve
+@example(seed=1083, n_free=7)  # a gmin-held node leaves a 8e-11 V step the energy cannot resolve
 def test_newton_energy_never_increases_over_iterations(seed, n_free):
     elements, _ = random_network(seed, n_free=n_free)
     c = make_circuit(elements, inputs=["VIN0"])
@@ -329,7 +329,7 @@ def test_batched_solve_equals_per_sample_solves(seed, n_free, ideal):
 
 @settings(max_examples=15, **SETTINGS)
 @given(seed=seeds, n_free=st.integers(2, 8))
-@example(seed=138856, n_free=7)  # session 8: a stall test on KCL alone stopped 0.38 V from the operating point
+@example(seed=138856, n_free=7)  # a stall test on KCL alone would stop 0.38 V from the operating point
 def test_newton_warm_start_reaches_the_same_point_in_fewer_iterations(seed, n_free):
     elements, _ = random_network(seed, n_free=n_free)
     c = make_circuit(elements, inputs=["VIN0"])

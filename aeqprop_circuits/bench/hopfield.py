@@ -7,8 +7,8 @@ random pixels if the dataset is not installed):
 
 - `steps` steps of the rule's in-place step (`ep_step`, what `aeqprop train` runs), after a
   warm-up: ms per step and the epoch it extrapolates to (60 000 / batch steps), wall and CPU
-  (process) time, with the load average before and after (under load wall time overstates
-  the cost of a step, CPU time much less so);
+  (process) time (on contended cores wall time overstates the cost
+  of a step, CPU time much less so);
 - the parts of a step: the input drive (once per batch), the free relaxation (B rows), the
   two nudged relaxations settled together (2B rows), the in-place update;
 - one relaxation iteration (the free phase's time / its iterations, and the stacked nudged
@@ -62,7 +62,7 @@ def median_seconds(fn, repeats: int) -> float:
 def interleaved_medians(functions: dict, repeats: int) -> tuple[dict, dict]:
     """Median wall and CPU (process) seconds of a call of each function, called in turn (f, g, .., f, g, ..).
 
-    In turn rather than one after the other, so that load changes on a shared machine hit all
+    In turn rather than one after the other, so that changes in competing work hit all
     alike and their ratios (an iteration against its GEMMs) do not compare two moments; CPU
     time also leaves out the time the process waited for a core. One warm-up call each first.
     """

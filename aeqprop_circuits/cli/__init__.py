@@ -1,6 +1,6 @@
 """Command-line interface. BLAS is pinned to one thread unless the user says otherwise: the
-products here are small and batched, and on a small shared machine a threaded BLAS is
-measured to be up to 80x slower on them (docs/hopfield.md)."""
+products here are small and batched, and on two cores with other work running a threaded
+BLAS is measured to be up to 80x slower on them (docs/explanation/design.md)."""
 
 import os
 

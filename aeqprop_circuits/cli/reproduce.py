@@ -72,7 +72,7 @@ def _report(result: dict, directory: str) -> None:
               help="Output directory (a fresh name is chosen if it exists and is not empty).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def circuit(samples, seeds, grid_points, controllers, out, quiet):
-    """Issue 5 item 4: the Sec. 5.2 regression on a resistive circuit (bounded positive conductances)."""
+    """The Sec. 5.2 regression on a resistive circuit (bounded positive conductances)."""
     from aeqprop_circuits.experiments.reproduce.circuit_regression import CONTROLLERS
     from aeqprop_circuits.experiments.reproduce.circuit_regression import reproduce as run_study
 

@@ -111,7 +111,7 @@ def simulate(runs: list[Run], grid_points: int = 501, controller: str = "proport
              relax_rounds: int = 50, divergence_threshold: float = 1e6, progress: bool = True,
              knob_dynamics: str = "gradient") -> Traces:
     """Run every run of the list as one batch of replicas (Aeqprop variants) plus one of SGD."""
-    try:  # tiny matrices: a multithreaded BLAS only spins on a shared machine
+    try:  # tiny matrices: a multithreaded BLAS only spins on them
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover
         threadpool_limits = None
