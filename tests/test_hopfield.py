@@ -279,6 +279,8 @@ def test_every_learning_rule_runs_unchanged_on_hopfield_networks():
         x, y = batch(net, size=4)
         exact = algorithms.get_algorithm("rbp").estimate(net, x, y).gradient
         for name in algorithms.algorithm_names():
+            if name in ("lcp", "lcp-current"):  # the least control is solved on circuit netlists only
+                continue
             options = {"epsilon": 0.001, "controller": "oracle"} if name.startswith("aeqprop") else {}
             estimate = algorithms.get_algorithm(name, beta=0.001, **options).estimate(net, x, y)
             assert estimate.gradient.shape == (net.n_parameters,)

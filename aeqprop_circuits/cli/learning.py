@@ -8,7 +8,8 @@ from aeqprop_circuits.cli.common import user_errors
 from aeqprop_circuits.solvers import SOLVER_NAMES
 
 ALGORITHM_HELP = ("p-ep n-ep c-ep multi-point-ep p-cpl n-cpl c-cpl cl aeqprop-optimistic aeqprop-pessimistic "
-                  "aeqprop-centered exact-gradient (and tbp, rbp for Hopfield models)")
+                  "aeqprop-centered exact-gradient lcp-output lcp lcp-current (least control; lcp-output's beta "
+                  "is its controller's gain / leak) (and tbp, rbp for Hopfield models)")
 
 
 def setting(key: str, *names, **options):

@@ -35,6 +35,7 @@ from aeqprop_circuits.errors import AeqpropError, DivergenceError
 from aeqprop_circuits.learning.backprop import RBP, TBP
 from aeqprop_circuits.learning.bilevel import IMPLICIT_TABLE, Implicit
 from aeqprop_circuits.learning.estimate import Estimate
+from aeqprop_circuits.learning.least_control import LEAST_CONTROL_RULES, least_control_rule
 from aeqprop_circuits.systems.base import (
     ExactLossGradient,
     FusedContrastStep,
@@ -307,7 +308,7 @@ BACKPROP_TABLE = {"tbp": TBP, "rbp": RBP}  # references through the relaxation (
 
 
 def algorithm_names() -> list[str]:
-    return [*EP_TABLE, "multi-point-ep", *AEQPROP_TABLE, "exact-gradient", *BACKPROP_TABLE]
+    return [*EP_TABLE, "multi-point-ep", *AEQPROP_TABLE, "exact-gradient", *BACKPROP_TABLE, *LEAST_CONTROL_RULES]
 
 
 def get_algorithm(name: str, beta: float = 0.1, epsilon=0.1, controller: str = "oracle",
@@ -327,6 +328,8 @@ def get_algorithm(name: str, beta: float = 0.1, epsilon=0.1, controller: str = "
         return BACKPROP_TABLE[name](**options)
     if name in IMPLICIT_TABLE:  # meta-gradient baselines for bilevel systems (learning/bilevel.py)
         return Implicit(name, **options)
+    if name in LEAST_CONTROL_RULES:  # least-control learning (learning/least_control.py)
+        return least_control_rule(name, beta, **options)
     if options:
         raise AeqpropError(f"{name} takes no options {sorted(options)}")
     if name in EP_TABLE:
