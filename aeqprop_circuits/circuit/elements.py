@@ -118,6 +118,31 @@ def current_source_parameter_gradient(v, current):
     return np.asarray(v, dtype=float)
 
 
+# --- cubic conductor, coefficient c (S/V^2): i = c v^3, G = c v^4 / 4 -------------------------------
+# The odd cubic part of a nonlinear conductor: a resistor g in parallel with one of c = gamma g has
+# i = g (v + gamma v^3) (systems/hardware.py, the unknown law of a trainable element). Convex for c >= 0.
+def cubic_content(v, c):
+    return c * cubic_parameter_gradient(v, c)
+
+
+def cubic_current(v, c):
+    return c * v * v * v
+
+
+def cubic_conductance(v, c):
+    return 3.0 * c * v * v
+
+
+def cubic_change(v, dv, c):
+    """c ((v + dv)^4 - v^4) / 4, expanded so that small steps do not cancel."""
+    return c * dv * (v * v * v + dv * (1.5 * v * v + dv * (v + 0.25 * dv)))
+
+
+def cubic_parameter_gradient(v, c):
+    """dG/dc = v^4 / 4 (V^4)."""
+    return 0.25 * (v * v) * (v * v)
+
+
 # --- the nudge: a conductance beta (S) from an output at v to a source at the target y (V) ----------
 # G = beta (v - y)^2 / 2, i.e. beta C for the squared-error cost C; beta < 0 is an active element.
 def nudge_content(v, beta, target):
@@ -147,7 +172,8 @@ JUNCTION = Stamp(junction_content, junction_current, junction_conductance, junct
 IDEAL_DIODE = Stamp(ideal_diode_content, None, None, ideal_diode_change, None)
 CURRENT_SOURCE = Stamp(current_source_content, current_source_current, current_source_conductance,
                        current_source_change, current_source_parameter_gradient)
+CUBIC = Stamp(cubic_content, cubic_current, cubic_conductance, cubic_change, cubic_parameter_gradient)
 NUDGE = Stamp(nudge_content, nudge_current, nudge_conductance, nudge_change, nudge_parameter_gradient)
 
 ELEMENTS: dict[str, Stamp] = {"resistor": RESISTOR, "junction": JUNCTION, "ideal_diode": IDEAL_DIODE,
-                              "current_source": CURRENT_SOURCE, "nudge": NUDGE}
+                              "current_source": CURRENT_SOURCE, "cubic": CUBIC, "nudge": NUDGE}
