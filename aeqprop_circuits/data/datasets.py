@@ -236,6 +236,32 @@ def regression_task(seed: int = 0, n_train: int = 1000, n_test: int = 200, degre
     return Dataset("regression", z[:, None], f(z)[:, None], grid[:, None], f(grid)[:, None], 0)
 
 
+def fourier_features(z: np.ndarray, frequencies: int = 10) -> np.ndarray:
+    """phi_1 = 1, phi_2i = sin(i pi z), phi_2i+1 = cos(i pi z), i = 1..frequencies: (B, 2 frequencies + 1)."""
+    z = np.asarray(z, dtype=np.float64).reshape(-1)
+    angles = np.pi * z[:, None] * np.arange(1, frequencies + 1)[None, :]
+    phi = np.empty((len(z), 2 * frequencies + 1))
+    phi[:, 0] = 1.0
+    phi[:, 1::2] = np.sin(angles)
+    phi[:, 2::2] = np.cos(angles)
+    return phi
+
+
+def fourier_regression_task(seed: int = 0, points: int = 2001) -> Dataset:
+    """`regression_task` as the Fourier circuit takes it (netlists/regression_fourier.cir): features, scaled targets.
+
+    Inputs are the 21 Fourier features of z (volts on the circuit's input pairs); targets are
+    kappa f(z) with kappa = 1 / |c*|_1, c* the least-squares Fourier coefficients of f on
+    `points` grid points, so that the best fit needs weights of 1-norm 1, half of what the
+    circuit reaches (experiments/reproduce/circuit_regression.py).
+    """
+    task = regression_task(seed)
+    grid = regression_task(seed, n_train=1, n_test=points)
+    kappa = 1.0 / np.abs(np.linalg.lstsq(fourier_features(grid.x_test), grid.y_test[:, 0], rcond=None)[0]).sum()
+    return Dataset("regression:fourier", fourier_features(task.x_train), kappa * task.y_train,
+                   fourier_features(task.x_test), kappa * task.y_test, 0)
+
+
 def xor_task() -> Dataset:
     """XOR on inputs of -1 V and +1 V: class 1 where exactly one input is high.
 
@@ -380,7 +406,7 @@ FIXED_SPLITS = ("fmnist", "fashion-mnist", "mnist", "regression", "xor")
 
 def load_dataset(name: str, seed: int = 0, *, task: str | None = None, test_fraction: float | None = None,
                  log: Callable[[str], None] | None = None) -> Dataset:
-    """iris | wine | digits | fmnist | mnist[:DIR] | regression | xor | a .csv path.
+    """iris | wine | digits | fmnist | mnist[:DIR] | regression | regression:fourier | xor | a .csv path.
 
     Classification splits (iris, wine, digits, CSV files with classes) are stratified and hold
     out `test_fraction` (default 0.2) for testing; fmnist, mnist, regression and xor come with
@@ -415,11 +441,13 @@ def load_dataset(name: str, seed: int = 0, *, task: str | None = None, test_frac
                                 "as --data mnist:DIR")
     elif key == "regression":
         data = regression_task(seed)
+    elif key == "regression:fourier":
+        data = fourier_regression_task(seed)
     elif key == "xor":
         data = xor_task()
     else:
         raise DatasetError(f"unknown dataset '{name}'; expected iris, wine, digits, fmnist (each optionally "
-                           ":validation), mnist[:DIR], regression, xor or a .csv file")
+                           ":validation), mnist[:DIR], regression, regression:fourier, xor or a .csv file")
     if task is not None and task != data.task:
         raise DatasetError(f"{name} is a {data.task} task, not {task}")
     return data

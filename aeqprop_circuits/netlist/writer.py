@@ -44,8 +44,12 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def write_netlist(circuit: Circuit) -> str:
-    """SPICE text for `circuit`: title, `*@` annotations, elements, models, options, `.op`, `.end`."""
+def write_netlist(circuit: Circuit, annotations: bool = True) -> str:
+    """SPICE text for `circuit`: title, `*@` annotations, elements, models, options, `.op`, `.end`.
+
+    annotations=False leaves out the `*@` lines (ngspice reads them as comments): the text of a
+    circuit whose inputs have gains other than the annotations' +1 and -1 (a hardware's), for ngspice.
+    """
     names = circuit.node_names
     title = circuit.title.replace("\n", " ").strip()
     element_lines: list[str] = []
@@ -89,11 +93,11 @@ def write_netlist(circuit: Circuit) -> str:
         letter = "v" if is_voltage else "i"
         element_lines.append(f"{_element_name(name, letter)} {nodes(pair)} DC {_number(value)}")
 
-    notes = _annotations(circuit)
+    notes = _annotations(circuit) if annotations else []
     order = [i for i in range(1, circuit.n_nodes)]
-    if seen_order != order:
+    if annotations and seen_order != order:
         notes = [f"*@ nodes {' '.join(chunk)}" for chunk in _chunks([names[i] for i in order])] + notes
-    if len(ideal.names):
+    if annotations and len(ideal.names):
         notes.append("*@ ideal dideal")
 
     lines = [title]

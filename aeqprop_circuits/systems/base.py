@@ -178,6 +178,20 @@ class ExactLossGradient(Protocol):
 
 
 @runtime_checkable
+class ParameterForce(Protocol):
+    """Parameters whose own physics differs from what the local measurement assumes (hardware, systems/hardware.py).
+
+    `energy_gradient` is what an operator measures and turns into dE/dtheta with its model of
+    the elements (1/2 dV^2 across a resistor); `parameter_force` is the true partial dE/dtheta of
+    the hardware, which moves floating parameters (`relax_parameters`) and which the oracle
+    controller, knowing the physics, uses to hold them.
+    """
+
+    def parameter_force(self, state: State) -> np.ndarray:
+        """Batch mean of the true partial dE/dtheta at the state (P,)."""
+
+
+@runtime_checkable
 class ParameterGroups(Protocol):
     """Parameters in named groups ("w1", "b1", ...), so rates can be given per group."""
 

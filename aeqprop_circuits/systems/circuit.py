@@ -95,13 +95,21 @@ class CircuitSystem(PhysicalSystem, ExactLossGradient):
         warm = start is not None and start.circuit is circuit and len(start.free) == len(sources)
         x0 = start.free if warm else None
         try:
-            result = solve(circuit, sources=sources, conductance=self._conductance, nudge=nudge,
-                           method=self.solver, x0=x0, callback=callback, **self.solver_options)
+            result = self._solve(circuit, sources, nudge, x0, callback)
         except CircuitError as err:
             raise DivergenceError(f"phase with beta={phase.beta:g}: {err}") from None
         if not result.success:
             raise DivergenceError(f"phase with beta={phase.beta:g} did not settle: {result.message}")
         return _Equilibrium(result, phase, circuit, sources, nudge, self.parameters)
+
+    def _solve(self, circuit: Circuit, sources, nudge, x0, callback) -> SolveResult:
+        """The operating point of one phase: the solver's, for the current conductances."""
+        return solve(circuit, sources=sources, conductance=self._conductance, nudge=nudge, method=self.solver,
+                     x0=x0, callback=callback, **self.solver_options)
+
+    def _problem(self, circuit: Circuit, sources, nudge) -> Problem:
+        """The co-content of one phase (what the exact gradient differentiates)."""
+        return Problem(circuit, sources, self._conductance, nudge)
 
     def outputs(self, state) -> np.ndarray:
         V = state.potentials
@@ -136,7 +144,7 @@ class CircuitSystem(PhysicalSystem, ExactLossGradient):
         with lambda = H^-1 dC/dz. Free potentials held by a conducting ideal diode are
         frozen (they sit on an active constraint), so they drop out of the solve.
         """
-        problem = Problem(state.circuit, state.sources, self._conductance, state.nudge)
+        problem = self._problem(state.circuit, state.sources, state.nudge)
         z = state.result.free
         B, n = z.shape
         if problem.has_ideal_diodes:
@@ -152,11 +160,13 @@ class CircuitSystem(PhysicalSystem, ExactLossGradient):
         keep = sp.diags(free.ravel().astype(float))
         system = keep @ H @ keep + sp.diags((~free).ravel().astype(float))
         lam = spla.spsolve(sp.csc_matrix(system), dC_dz).reshape(B, n)
-        trainable = self.circuit.learning.trainable
-        Mr = problem.Mr[trainable]
-        dv = self.resistor_voltages(state)
-        # d2E/dz dtheta_k = dV_k * Mr[k, :]  ->  dL/dtheta_k = -dV_k (Mr lambda)_k
-        return -(dv * np.asarray((Mr @ lam.T).T)).mean(axis=0)
+        Mr = problem.Mr[self.circuit.learning.trainable]
+        # d2E/dz dtheta_k = di_k/dtheta_k * Mr[k, :]  ->  dL/dtheta_k = -di_k/dtheta_k (Mr lambda)_k
+        return -(self.current_sensitivity(state) * np.asarray((Mr @ lam.T).T)).mean(axis=0)
+
+    def current_sensitivity(self, state) -> np.ndarray:
+        """d(current of trainable element k)/d theta_k in normalised units (B, P): the voltage across a resistor."""
+        return self.resistor_voltages(state)
 
 
 class _Equilibrium:

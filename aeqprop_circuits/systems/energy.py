@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
+from aeqprop_circuits.data.datasets import fourier_features
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
 from aeqprop_circuits.systems.base import ExactLossGradient, Phase, PhysicalSystem
 
@@ -433,17 +434,6 @@ def _adapt(old, new, rng):
 
 
 # --- the linear regression of Sec. 5.2 ------------------------------------------------------
-def fourier_features(z: np.ndarray, frequencies: int = 10) -> np.ndarray:
-    """phi_1 = 1, phi_2i = sin(i pi z), phi_2i+1 = cos(i pi z), i = 1..frequencies: (B, 2 frequencies + 1)."""
-    z = np.asarray(z, dtype=np.float64).reshape(-1)
-    angles = np.pi * z[:, None] * np.arange(1, frequencies + 1)[None, :]
-    phi = np.empty((len(z), 2 * frequencies + 1))
-    phi[:, 0] = 1.0
-    phi[:, 1::2] = np.sin(angles)
-    phi[:, 2::2] = np.cos(angles)
-    return phi
-
-
 def _predict(theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
     """theta . phi per sample (B,), theta shared (P,) or per replica (B, P)."""
     return phi @ theta if theta.ndim == 1 else np.einsum("bp,bp->b", phi, theta)

@@ -10,7 +10,9 @@ Controllers keep theta at its previous value during the homeostatic phase:
 - `ProportionalController` (agnostic, Sec. 5.1): relax one round, read theta,
   u <- u + eta_u (theta_target - theta) with eta_u = eta_theta / 4 epsilon (critical damping);
 - `OracleController` (Sec. 5.3, the fast algebraic shortcut): u = theta + epsilon dE/dtheta
-  at the equilibrium with theta fixed. It needs the system itself, so it is not agnostic.
+  at the equilibrium with theta fixed. It needs the system itself, so it is not agnostic; on
+  hardware whose parameters' law the local measurement does not know (`ParameterForce`) it
+  uses the true force.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from aeqprop_circuits.errors import DivergenceError
-from aeqprop_circuits.systems.base import ParameterDynamics, Phase, PhysicalSystem
+from aeqprop_circuits.systems.base import ParameterDynamics, ParameterForce, Phase, PhysicalSystem
 
 
 class KnobHandle:
@@ -134,7 +136,9 @@ class OracleController:
         system.parameters = theta_target
         try:
             state = system.settle(phase)
-            knobs = theta_target + handle.epsilon * system.energy_gradient(state)
+            force = system.parameter_force(state) if isinstance(system, ParameterForce) \
+                else system.energy_gradient(state)
+            knobs = theta_target + handle.epsilon * force
         finally:
             system.parameters = saved
         handle.set_knobs(knobs)

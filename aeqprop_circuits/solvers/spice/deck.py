@@ -100,7 +100,7 @@ def netlist_text(circuit: Circuit, sources_row: np.ndarray, conductance: np.ndar
     if (c.resistors.conductance == 0).any():  # trained to 0 S: open, which SPICE writes as 1 POhm
         c = c.with_conductance(np.where(c.resistors.conductance == 0, OPEN_CONDUCTANCE, c.resistors.conductance))
     c = replace(c, sources=replace(c.sources, value=np.asarray(sources_row, float)))
-    body = [line for line in write_netlist(c).splitlines()
+    body = [line for line in write_netlist(c, annotations=False).splitlines()
             if not re.match(r"\s*\.(end|op)\b", line, flags=re.IGNORECASE)]
     extra: list[str] = []
     extra_sources: list[str] = []
