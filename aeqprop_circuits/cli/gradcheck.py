@@ -88,11 +88,19 @@ def _cell(value) -> str:
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="A model option (JSON value) over the preset's, as for train, e.g. --set circuit=signed. "
                    "Repeatable.")
+@click.option("--hardware", default=None, type=click.Choice(["none", "mismatch", "nonlinear", "diode", "spice"]),
+              help="Check on a hardware built from the netlist, as train --hardware: the estimates measured on it, "
+                   "the reference its own exact gradient. [default: none]")
+@click.option("--mismatch", type=float, default=None, metavar="SIGMA",
+              help="Hardware: relative spread of its element values (0.1 = 10 %). [default: 0]")
+@click.option("--hardware-seed", type=int, default=None, help="Hardware: seed of its device errors. [default: 0]")
+@click.option("--nonlinearity", type=float, default=None, metavar="GAMMA",
+              help="Nonlinear hardware: gamma (1/V^2) of I = g (V + gamma V^3). [default: 0]")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per row instead of a Markdown table.")
 @user_errors
 def gradcheck(model, preset, algorithms, beta, epsilons, controller, relax_rounds, fixed_gain, no_step_check,
               reference, curvature, fraction_of_bound, data, batch_size, target_amplitude, seed, solver, settings,
-              as_json):
+              hardware, mismatch, hardware_seed, nonlinearity, as_json):
     """Compare gradient estimates with a reference (default: the exact gradient) on one batch.
 
     One row per rule, and per --epsilon for the Aeqprop rules: cosine, relative error
@@ -105,7 +113,8 @@ def gradcheck(model, preset, algorithms, beta, epsilons, controller, relax_round
     from aeqprop_circuits.experiments.session import parse_settings, prepare
     from aeqprop_circuits.learning.lyapunov import free_energy_curvature
 
-    config = resolve(model, preset, data=data, seed=seed, solver=solver,
+    config = resolve(model, preset, data=data, seed=seed, solver=solver, hardware=hardware, mismatch=mismatch,
+                     hardware_seed=hardware_seed, nonlinearity=nonlinearity,
                      model_options=parse_settings(settings) or None)
     setup = prepare(config, progress=False, echo=lambda message: click.echo(message, err=True))
 
@@ -134,7 +143,8 @@ def gradcheck(model, preset, algorithms, beta, epsilons, controller, relax_round
         for row in rows:
             click.echo(json_row(row.as_dict()))
         return
-    click.echo(f"{config.model}, {len(x)} samples of {config.data}" + (
+    on = "" if setup.bench is None else f" on the {config.hardware} hardware (seed {config.hardware_seed})"
+    click.echo(f"{config.model}{on}, {len(x)} samples of {config.data}" + (
         f", curvature |h| {h:.4g}, bound 1/|h| {1 / h:.4g}" if h is not None else ""))
     table = [row.as_dict() for row in rows]
     columns = list(dict.fromkeys(key for row in table for key in row))

@@ -54,6 +54,12 @@ def setting(key: str, *names, **options):
 @setting("trace_every", type=int)
 @setting("task", type=click.Choice(["classification", "regression"]), shown_default="guessed from the labels")
 @setting("test_fraction", type=float, shown_default="0.2")
+@setting("hardware", type=click.Choice(["none", "mismatch", "nonlinear", "diode", "spice"]))
+@setting("mismatch", type=float, metavar="SIGMA")
+@setting("hardware_seed", type=int)
+@setting("nonlinearity", type=float, metavar="GAMMA")
+@setting("training", type=click.Choice(["in-situ", "transfer", "physics-aware", "fine-tune"]))
+@setting("transfer_epochs", type=int)
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="A model option over the preset's (JSON value), e.g. --set cost_scale=1.0. Repeatable. "
                    "Unknown options are refused with the valid ones listed.")

@@ -23,14 +23,17 @@ from aeqprop_circuits.errors import AeqpropError
 from aeqprop_circuits.experiments.presets import PRESET_METADATA, PRESETS
 from aeqprop_circuits.learning.algorithms import algorithm_names
 from aeqprop_circuits.solvers import SOLVER_NAMES
-from aeqprop_circuits.systems.models import check_model_options
+from aeqprop_circuits.systems.hardware import HARDWARE_KINDS
+from aeqprop_circuits.systems.models import check_model_options, model_kind
 
 CONTROLLERS = ("oracle", "proportional")
 AUGMENTS = ("none", "hflip")
 SCHEDULES = ("exponential", "cosine")
 TASKS = ("classification", "regression")
+HARDWARE = HARDWARE_KINDS  # systems/hardware.py
+TRAINING = ("in-situ", "transfer", "physics-aware", "fine-tune")  # the methods of experiments/hardware.py
 # Written to config.json next to the config: what the run found, not what it was asked.
-RUN_FACTS = ("g0", "n_parameters", "class_map", "netlist_sha256", "netlist_copy")
+RUN_FACTS = ("g0", "n_parameters", "class_map", "netlist_sha256", "netlist_copy", "systems")
 
 
 class ConfigError(AeqpropError):
@@ -51,7 +54,7 @@ class TrainConfig:
 
     model: str = field(metadata=_doc("netlist file or model spec (drn:1568-100-10, hopfield:784-2048-10, ...)"))
     data: str = field(default="iris", metadata=_doc("iris | wine | digits | fmnist | mnist:DIR | regression | "
-                                                    "xor | FILE.csv"))
+                                                    "regression:fourier | xor | FILE.csv"))
     algorithm: str = field(default="c-ep", metadata=_doc("the learning rule"))
     algorithm_options: dict = field(default_factory=dict, metadata=_doc("options of the rule, e.g. "
                                                                         "{\"iterations\": 15} for tbp"))
@@ -88,6 +91,19 @@ class TrainConfig:
     task: Any = field(default=None, metadata=_doc("CSV data: classification or regression (default: guessed)"))
     test_fraction: Any = field(default=None, metadata=_doc("CSV data: fraction held out for testing",
                                                            low=0.0, high=1.0, open_low=True, open_high=True))
+    hardware: str = field(default="none", metadata=_doc("the hardware the rule acts on, built from the netlist "
+                                                        "(the model): none, mismatch, nonlinear, diode or spice"))
+    mismatch: float = field(default=0.0, metadata=_doc("hardware: relative spread sigma of its element values "
+                                                       "(0.1 = 10 %)", low=0.0, high=1.0))
+    hardware_seed: int = field(default=0, metadata=_doc("hardware: seed of its device errors", low=0))
+    nonlinearity: float = field(default=0.0, metadata=_doc("nonlinear hardware: gamma (1/V^2) of its trainable "
+                                                           "elements' law I = g (V + gamma V^3)", low=0.0))
+    training: str = field(default="in-situ", metadata=_doc("with a hardware: in-situ (the rule on the hardware), "
+                                                           "transfer (on the model, then programmed), physics-aware "
+                                                           "(hardware forward, model backward) or fine-tune"))
+    transfer_epochs: int = field(default=10, metadata=_doc("fine-tune: epochs of exact-gradient training of the "
+                                                           "model before it is programmed and trained in situ",
+                                                           low=1))
     model_options: dict = field(default_factory=dict, metadata=_doc("options of the model's builder"))
     preset: Any = field(default=None, metadata=_doc("the preset the values came from"))
     out: Any = field(default=None, metadata=_doc("run directory"))
@@ -100,6 +116,9 @@ class TrainConfig:
         _choice("controller", self.controller, CONTROLLERS)
         _choice("augment", self.augment, AUGMENTS)
         _choice("schedule", self.schedule, SCHEDULES)
+        _choice("hardware", self.hardware, HARDWARE)
+        _choice("training", self.training, TRAINING)
+        _check_hardware(self)
         if self.task is not None:
             _choice("task", self.task, TASKS)
         if self.normalize is not None and not (
@@ -146,9 +165,27 @@ def check_setting(key: str, value) -> None:
     unknown_keys({key: value}, "settings")
     _check_field(FIELDS[key], value)
     choices = {"algorithm": algorithm_names(), "solver": SOLVER_NAMES, "controller": CONTROLLERS,
-               "augment": AUGMENTS, "schedule": SCHEDULES, "task": TASKS}
+               "augment": AUGMENTS, "schedule": SCHEDULES, "task": TASKS, "hardware": HARDWARE,
+               "training": TRAINING}
     if key in choices and value is not None:
         _choice(key, value, choices[key])
+
+
+def _check_hardware(config: TrainConfig) -> None:
+    """The hardware settings together: each needs a hardware to apply to, and a method that can use it."""
+    if config.hardware == "none":
+        for key, neutral in (("mismatch", 0.0), ("nonlinearity", 0.0), ("training", "in-situ")):
+            if getattr(config, key) != neutral:
+                raise ConfigError(f"{key} ({option_name(key)}) applies to a hardware: give --hardware")
+        return
+    if config.nonlinearity and config.hardware != "nonlinear":
+        raise ConfigError(f"nonlinearity (--nonlinearity) applies to --hardware nonlinear, not {config.hardware}")
+    if model_kind(config.model) != "netlist":
+        raise ConfigError(f"--hardware {config.hardware}: a hardware is built from a netlist, not {config.model}")
+    if config.training == "physics-aware" and (config.is_aeqprop or config.algorithm.endswith("cpl")
+                                               or config.algorithm == "cl"):
+        raise ConfigError(f"physics-aware training computes the update with the model from nudged phases "
+                          f"(EP rules, exact-gradient); {config.algorithm} has no such form")
 
 
 def unknown_keys(values: dict, where: str) -> None:

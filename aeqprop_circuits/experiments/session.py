@@ -17,6 +17,7 @@ import numpy as np
 from aeqprop_circuits.data.datasets import Dataset, load_dataset
 from aeqprop_circuits.errors import AeqpropError
 from aeqprop_circuits.experiments.config import ConfigError, TrainConfig, option_name, parse_settings, resolve
+from aeqprop_circuits.experiments.hardware import Bench, hardware_bench
 from aeqprop_circuits.experiments.rundir import (
     RunDir,
     RunDirError,
@@ -57,6 +58,7 @@ class Setup:
     system: PhysicalSystem
     rule: Rule
     options: TrainOptions
+    bench: Bench | None = None  # with --hardware: the hardware, the model and which one `system` is
 
 
 def per_parameter(system: PhysicalSystem, value, key: str):
@@ -80,6 +82,10 @@ def prepare(config: TrainConfig, model_path: str | None = None, progress: bool =
         data = replace(data, x_train=(data.x_train - mean) / std, x_test=(data.x_test - mean) / std)
     system = load_system(model_path or config.model, solver=config.solver, seed=config.seed,
                          **config.model_options)
+    bench = hardware_bench(system, config.hardware, config.mismatch, config.hardware_seed, config.nonlinearity,
+                           config.training, config.transfer_epochs)
+    if bench is not None:
+        system = bench.trained
     if data.n_features != system.n_inputs:
         raise AeqpropError(f"{config.data} has {data.n_features} features but {config.model} has "
                            f"{system.n_inputs} inputs")
@@ -99,13 +105,17 @@ def prepare(config: TrainConfig, model_path: str | None = None, progress: bool =
                         momentum=config.momentum, weight_decay=config.weight_decay, seed=config.seed,
                         target_amplitude=config.target_amplitude, trace_every=config.trace_every,
                         augment=config.augment, max_train=config.max_train, progress=progress)
-    return Setup(config, data, system, rule, loop)
+    return Setup(config, data, system, rule, loop, bench)
 
 
 def run(setup: Setup, recorder: Recorder, start_epoch: int = 0, resumed: dict | None = None, log=print) -> dict:
     """Train a prepared setup into a recorder; returns the last metrics row."""
     if resumed is not None:
         setup.system.parameters = resumed["parameters"]
+    if setup.bench is not None:
+        recorder = setup.bench.recorder(recorder, setup.data, setup.options)
+        if resumed is None:
+            setup.bench.pretrain(setup.data, setup.options, log)
     with np.errstate(over="ignore"):  # junction exponentials overflow to inf, which the solvers handle
         return train_loop(setup.system, setup.data, setup.rule, recorder, setup.options, start_epoch=start_epoch,
                      resumed=resumed, log=log)
@@ -149,8 +159,8 @@ def _report(setup: Setup, path: str, row: dict, echo) -> None:
 def run_facts(setup: Setup) -> dict:
     """What config.json records next to the config: facts of the run that turn its numbers back into units."""
     g0 = setup.system.g0 if isinstance(setup.system, ConductanceUnits) else None
-    return {"g0": g0, "n_parameters": int(setup.system.parameters.size),
-            "class_map": setup.data.class_map}
+    facts = {"g0": g0, "n_parameters": int(setup.system.parameters.size), "class_map": setup.data.class_map}
+    return facts if setup.bench is None else {**facts, **setup.bench.facts()}
 
 
 def start(config: TrainConfig, progress: bool = True, echo=print) -> str:
