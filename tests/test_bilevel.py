@@ -331,3 +331,20 @@ def test_meta_train_refuses_bad_settings(tmp_path, arguments, message):
 def test_meta_train_refuses_a_netlist_the_tasks_cannot_drive(tmp_path):
     result = CliRunner().invoke(main, ["meta", "train", "netlists/iris.cir", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1 and "4 inputs" in result.output
+
+
+def test_app_e_study_best_beta_falls_as_the_lower_level_sharpens(tmp_path):
+    from aeqprop_circuits.experiments.reproduce.cml import Records, quadratic_study
+
+    records = Records(str(tmp_path))
+    quadratic_study(str(tmp_path), records, steps=(20, 60, 120), points=(2, 3), betas=np.logspace(-4, 0.5, 8),
+                    log=lambda message: None)
+    for p in (2, 3):
+        best = [r for r in records.rows if r["study"] == "quadratic-best" and r["points"] == p]
+        assert [r["steps"] for r in best] == [20, 60, 120]
+        assert best[0]["beta_best"] > best[1]["beta_best"] > best[2]["beta_best"]
+        assert best[0]["error_best"] > best[1]["error_best"] > best[2]["error_best"]
+    two, three = ([r["error_best"] for r in records.rows if r["study"] == "quadratic-best" and r["points"] == p]
+                  for p in (2, 3))
+    assert three[-1] < 0.2 * two[-1]  # more points, smaller best error once the lower level is accurate
+    assert (tmp_path / "cml-quadratic.png").exists()

@@ -1,10 +1,14 @@
-"""`aeqprop meta train | gradcheck`: a circuit's conductance prior meta-learnt over a family of tasks."""
+"""`aeqprop meta train | gradcheck`: a circuit's conductance prior meta-learnt over a family of tasks.
+
+Also `aeqprop reproduce cml` (added to the reproduce group here): the meta-learning and least-control studies.
+"""
 
 from __future__ import annotations
 
 import click
 
 from aeqprop_circuits.cli.common import user_errors
+from aeqprop_circuits.cli.reproduce import reproduce
 from aeqprop_circuits.solvers import SOLVER_NAMES
 
 # The estimator names are a contract (listed in `meta train --help`); learning/bilevel.py maps them to rules.
@@ -108,3 +112,36 @@ def gradcheck(netlist, estimators, beta, strength, count, seed, as_json):
         click.echo(json.dumps(record) if as_json else
                    f"{name:17s} cosine {record['cosine']:.6f}  relative error {record['relative_error']:.3g}  "
                    f"norm ratio {record['norm_ratio']:.4f}")
+
+
+@click.command("cml")
+@click.option("--study", "studies", multiple=True, type=click.Choice(["quadratic", "fewshot", "least-control"]),
+              help="Study to run; repeatable. [default: all three]")
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Seeds per configuration (fewshot, least-control).")
+@click.option("--estimator", "estimators", multiple=True, type=click.Choice(ESTIMATOR_NAMES),
+              help="fewshot: estimators to meta-train with; repeatable. [default: exact cml cml-symmetric "
+                   "implicit-cg t1t2 fomaml reptile]")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="fewshot: meta-training epochs. "
+              "[default: meta train's]")
+@click.option("--test-tasks", type=click.IntRange(min=1), default=None,
+              help="fewshot: held-out tasks. [default: meta train's]")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output directory. Run the same command again to resume: finished runs are kept.")
+@user_errors
+def reproduce_cml(studies, seeds, estimators, epochs, test_tasks, out):
+    """Contrastive meta-learning and least-control studies: the quadratic model, few-shot sinusoids, Iris and Wine."""
+    import os
+
+    from aeqprop_circuits.experiments.reproduce.cml import FEWSHOT_ESTIMATORS, STUDIES, reproduce
+
+    os.makedirs(out, exist_ok=True)
+    settings = {k: v for k, v in {"epochs": epochs, "test_tasks": test_tasks}.items() if v is not None}
+    result = reproduce(out, studies=tuple(studies) or STUDIES, seeds=seeds,
+                       estimators=tuple(estimators) or FEWSHOT_ESTIMATORS, log=click.echo, **settings)
+    click.echo(f"{len(result['records'])} records in {os.path.abspath(out)}")
+    for path in result["files"]:
+        click.echo(f"  {os.path.basename(path)}")
+
+
+reproduce.add_command(reproduce_cml)  # `aeqprop reproduce cml`
