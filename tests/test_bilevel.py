@@ -314,6 +314,10 @@ def test_meta_train_command_writes_its_summary(tmp_path):
     assert {"estimator", "seed", "query_mse_before", "query_mse_after", "seconds"} <= set(summary)
     assert summary["estimator"] == "cml" and summary["seed"] == 1
     assert (out / "metrics.csv").exists() and (out / "meta.png").exists()
+    (out / "adaptation.png").unlink()
+    replot = CliRunner().invoke(main, ["plot", str(out)])
+    assert replot.exit_code == 0, replot.output
+    assert (out / "adaptation.png").exists()
 
 
 @pytest.mark.parametrize("arguments, message", [

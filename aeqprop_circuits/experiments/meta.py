@@ -36,6 +36,7 @@ from aeqprop_circuits.systems.bilevel import INNER_METHODS, BilevelSystem, Circu
 TASK_FAMILIES = ("sinusoid",)
 INNER_RULES = ("exact-gradient", "p-ep", "n-ep", "c-ep")  # how a copy's support gradient is measured
 SUMMARY_KEYS = ("estimator", "seed", "query_mse_before", "query_mse_after", "seconds")
+RUN_FACTS = ("kind", "g0", "n_parameters")  # written to config.json next to the MetaConfig
 
 
 class MetaConfigError(AeqpropError):
@@ -195,7 +196,7 @@ def meta_train(config: MetaConfig, echo=print) -> str:
     run = RunDir(path)
     system = setup.system
     run.write_config({**config.to_dict(), "kind": "meta", "g0": system.model.g0,
-                      "n_parameters": int(system.parameters.size)})
+                      "n_parameters": int(system.parameters.size)})  # the keys of RUN_FACTS
     echo(f"run directory: {path}")
     began = time.time()
     before = query_mse(system, setup.data)
@@ -217,7 +218,10 @@ def meta_train(config: MetaConfig, echo=print) -> str:
 
 
 def plot_meta_run(path: str, setup: MetaSetup | None = None) -> list[str]:
-    """meta.png (meta-loss and held-out query loss per epoch) and, given the setup, adaptation.png."""
+    """meta.png (meta-loss and held-out query loss per epoch) and adaptation.png (a few held-out tasks).
+
+    Without a setup, the run's config rebuilds it and its latest checkpoint gives the prior.
+    """
     from aeqprop_circuits.experiments.plots import _pyplot, _read_metrics, _save
 
     plt = _pyplot()
@@ -232,7 +236,12 @@ def plot_meta_run(path: str, setup: MetaSetup | None = None) -> list[str]:
     files = [os.path.join(path, "meta.png")]
     _save(plt, fig, files[0])
     if setup is None:
-        return files
+        run = RunDir(path, create=False)
+        stored = run.read_config()
+        setup = prepare(MetaConfig.from_dict({k: v for k, v in stored.items() if k not in RUN_FACTS}))
+        checkpoint = run.latest_checkpoint()
+        if checkpoint is not None:
+            setup.system.parameters = checkpoint["parameters"]
     from aeqprop_circuits.systems.base import Phase
 
     count = min(4, len(setup.data.x_test))

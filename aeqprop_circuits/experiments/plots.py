@@ -121,6 +121,12 @@ def plot_relaxation(run_dir: str) -> str | None:
 
 
 def plot_run(run_dir: str) -> list[str]:
+    from aeqprop_circuits.experiments.rundir import RunDir
+
+    if RunDir(run_dir, create=False).read_config().get("kind") == "meta":  # an `aeqprop meta train` run
+        from aeqprop_circuits.experiments.meta import plot_meta_run
+
+        return [*plot_meta_run(run_dir), *filter(None, [plot_lyapunov(run_dir)])]
     paths = [plot_metrics(run_dir), plot_lyapunov(run_dir), plot_relaxation(run_dir)]
     return [p for p in paths if p]
 
