@@ -352,3 +352,15 @@ def test_app_e_study_best_beta_falls_as_the_lower_level_sharpens(tmp_path):
                   for p in (2, 3))
     assert three[-1] < 0.2 * two[-1]  # more points, smaller best error once the lower level is accurate
     assert (tmp_path / "cml-quadratic.png").exists()
+
+
+def test_lower_level_learning_in_situ_by_ep_gives_the_meta_gradient():
+    """The circuit copies measure their own support gradients by c-ep (in-situ learning): the CML estimate
+    moves by c-ep's O(beta^2) bias only."""
+    from aeqprop_circuits.experiments.meta import MetaConfig, prepare
+
+    estimates = []
+    for rule in ("exact-gradient", "c-ep"):
+        setup = prepare(MetaConfig(model=FOURIER, train_tasks=2, test_tasks=1, inner_rule=rule, inner_beta=0.01))
+        estimates.append(estimate(setup.system, "c-ep", setup.data.x_train, setup.data.y_train, beta=0.01))
+    assert relative(estimates[1], estimates[0]) < 3e-3
