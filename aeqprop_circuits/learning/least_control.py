@@ -19,7 +19,7 @@ that holds the outputs at the target (systems/least_control.py, solved with the 
 an oracle controller), and the local update dH/dg_k = dV_k (psi*_a - psi*_b), the gradient of
 H = 1/2 |psi*|^2. On a network whose every resistor learns, H also falls by weakening the
 couplings (a weakly coupled output is held by a small current however wrong it is), and it does
-on the shipped Iris netlist: H goes to near zero while the loss stalls (docs/results/least-control.md).
+on the shipped Iris netlist: H goes to near zero while the loss stalls (docs/results/bilevel.md).
 
 lcp: the same with the control measured in volts, each node's current over its total conductance
 (psi_i / G_i: how far the controller pulls the node from the average of its neighbours, the

@@ -13,7 +13,8 @@ Studies (each writes its records to `summary.json` as it goes, and its figures):
   each, skipped when its summary.json exists so an interrupted study resumes); records of the
   held-out query MSE before and after, and the mean and spread per estimator.
 - least-control: the Iris and Wine netlists trained with c-ep, lcp and lcp-output for each seed
-  (final test accuracy), and the XOR netlist with lcp (the control cost H per epoch).
+  (final test accuracy); the control cost H and the loss per epoch of Iris under lcp-current and
+  lcp, and of XOR (a separable task) under lcp.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from aeqprop_circuits.systems.base import Phase
 from aeqprop_circuits.systems.bilevel import BilevelSystem, InnerSolve, QuadraticTasks
 
 STUDIES = ("quadratic", "fewshot", "least-control")
+# least-control traces: (netlist, data, rule, what H measures, training settings)
+TRACES = (("iris.cir", "iris", "lcp-current", "current", {"lr": 0.1}), ("iris.cir", "iris", "lcp", "voltage", {}),
+          ("xor.cir", "xor", "lcp", "voltage", {"epochs": 200, "target_amplitude": 0.2, "lr_decay": 1.0}))
 FEWSHOT_ESTIMATORS = ("exact", "cml", "cml-symmetric", "implicit-cg", "t1t2", "fomaml", "reptile")
 FOURIER = os.path.join(os.path.dirname(__file__), "..", "..", "..", "netlists", "regression_fourier.cir")
 
@@ -175,32 +179,38 @@ def least_control_study(directory: str, records: Records, seeds: int = 5, epochs
                              "epochs": epochs, "test_accuracy": result.final["test_accuracy"],
                              "seconds": round(time.time() - began, 1)})
                 log(f"least-control {data} {algorithm} seed {seed}: test accuracy {result.final['test_accuracy']:.3f}")
-    if not any(r.get("study") == "least-control-xor" for r in records.rows):
-        records.add(*xor_control_trace())
+    traced = {(r["netlist"], r["algorithm"]) for r in records.rows if r.get("study") == "least-control-trace"}
+    for name, data, algorithm, measure, settings in TRACES:
+        if (name, algorithm) not in traced:
+            records.add(*control_trace(os.path.join(netlists, name), data, algorithm, measure,
+                                       os.path.join(directory, "traces", f"{name[:-4]}-{algorithm}"), **settings))
     table = least_control_table(records.rows)
     atomic_write(os.path.join(directory, "least-control.md"), table + "\n")
     log(table)
     return [os.path.join(directory, "least-control.md")]
 
 
-def xor_control_trace(epochs: int = 200, lr: float = 2.0, amplitude: float = 0.2) -> list[dict]:
-    """lcp on the XOR netlist, all four points per step: the control cost H (volts) and the loss per epoch."""
-    from aeqprop_circuits.netlist import parse_netlist
-    from aeqprop_circuits.systems.circuit import CircuitSystem
+def control_trace(netlist: str, data: str, algorithm: str, measure: str, directory: str, epochs: int = 30,
+                  seed: int = 0, **settings) -> list[dict]:
+    """A training run (`aeqprop train`'s loop into `directory`) and, at each epoch's checkpoint, the mean
+    control cost H (measured in `measure`) and the loss over the training set."""
+    from aeqprop_circuits.data.datasets import load_dataset
+    from aeqprop_circuits.experiments.rundir import RunDir
+    from aeqprop_circuits.experiments.session import train
     from aeqprop_circuits.systems.least_control import least_control
 
-    system = CircuitSystem(parse_netlist(os.path.join(os.path.dirname(FOURIER), "xor.cir")))
-    x = np.array([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
-    y = amplitude * np.array([[-1.0], [1.0], [1.0], [-1.0]])
-    rule, (low, high) = get_algorithm("lcp"), system.parameter_bounds()
-    rows = []
-    for epoch in range(epochs + 1):
-        if epoch % 10 == 0:
-            start = system.settle(Phase(x))
-            cost = least_control(system, x, y, start=start.result.free, measure="voltage").cost.mean()
-            rows.append({"study": "least-control-xor", "epoch": epoch, "control_cost": float(cost),
-                         "loss": float(system.cost(start, y).mean())})
-        system.parameters = np.clip(system.parameters - lr * rule.estimate(system, x, y).gradient, low, high)
+    result = train(netlist, data=data, algorithm=algorithm, seed=seed, epochs=epochs, out=directory, **settings)
+    system, config = result.system, result.config
+    task = load_dataset(data, seed=seed)
+    x, y = task.x_train, task.targets(task.y_train, system.n_outputs, config.target_amplitude)
+    run, rows = RunDir(result.run_dir, create=False), []
+    for epoch in run.checkpoint_epochs():
+        system.parameters = run.load_checkpoint(epoch)["parameters"]
+        free = system.settle(Phase(x))
+        cost = least_control(system, x, y, start=free.result.free, measure=measure).cost.mean()
+        rows.append({"study": "least-control-trace", "netlist": os.path.basename(netlist), "algorithm": algorithm,
+                     "measure": measure, "epoch": epoch, "control_cost": float(cost),
+                     "loss": float(system.cost(free, y).mean())})
     return rows
 
 
@@ -211,10 +221,14 @@ def least_control_table(rows) -> str:
         for algorithm in dict.fromkeys(r["algorithm"] for r in runs if r["data"] == data):
             accuracy = np.array([r["test_accuracy"] for r in runs if r["data"] == data and r["algorithm"] == algorithm])
             lines.append(f"| {data} | {algorithm} | {len(accuracy)} | {accuracy.mean():.3f} ± {accuracy.std():.3f} |")
-    trace = [r for r in rows if r.get("study") == "least-control-xor"]
-    if trace:
-        lines += ["", "| XOR, lcp: epoch | control cost H (V²) | loss (V²) |", "|---|---|---|"]
-        lines += [f"| {r['epoch']} | {r['control_cost']:.3g} | {r['loss']:.3g} |" for r in trace]
+    traces = [r for r in rows if r.get("study") == "least-control-trace"]
+    for key in dict.fromkeys((r["netlist"], r["algorithm"], r["measure"]) for r in traces):
+        cut = [r for r in traces if (r["netlist"], r["algorithm"], r["measure"]) == key]
+        unit = "V²" if key[2] == "voltage" else "(g0 V)²"
+        lines += ["", f"| {key[0]}, {key[1]}: epoch | control cost H ({unit}) | training loss (V²) |",
+                  "|---|---|---|"]
+        lines += [f"| {r['epoch']} | {r['control_cost']:.3g} | {r['loss']:.3g} |" for r in cut
+                  if r["epoch"] % max(1, cut[-1]["epoch"] // 10) == 0]
     return "\n".join(lines)
 
 
