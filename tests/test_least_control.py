@@ -114,7 +114,7 @@ def test_lcp_lowers_the_control_and_the_loss_on_xor():
     y = np.array([[-0.2], [0.2], [0.2], [-0.2]])
     rule, low, high = get_algorithm("lcp"), *system.parameter_bounds()
     before = control_cost(system, x, y, "voltage"), system.output_cost(system.predict(x), y).mean()
-    for _ in range(150):
+    for _ in range(60):
         system.parameters = np.clip(system.parameters - 2.0 * rule.estimate(system, x, y).gradient, low, high)
     after = control_cost(system, x, y, "voltage"), system.output_cost(system.predict(x), y).mean()
     assert after[0] < 0.1 * before[0] and after[1] < 0.1 * before[1]
