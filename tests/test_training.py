@@ -149,3 +149,24 @@ def test_a_failed_proportional_hold_stops_the_run_with_exit_3_and_keeps_it(tmp_p
     assert result.exit_code == 3, result.output
     assert "homeostasis failed at beta=0" in result.output and "--epsilon" in result.output
     assert json.loads((out / "config.json").read_text())["controller"] == "proportional"
+
+
+def test_train_seconds_count_the_steps_and_not_the_evaluation(tmp_path, monkeypatch):
+    """An epoch's `seconds` holds its evaluation, `train_seconds` only the training steps."""
+    import time
+
+    from aeqprop_circuits.experiments import trainer
+
+    evaluate = trainer.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        time.sleep(0.3)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", slow_evaluate)
+    out = run_training("netlists/iris.cir", None, True, {"epochs": 1, "trace_every": 0, "out": str(tmp_path / "r")},
+                       echo=lambda *a: None)
+    import csv
+
+    row = list(csv.DictReader(open(f"{out}/metrics.csv")))[-1]
+    assert float(row["seconds"]) >= 0.3 > float(row["train_seconds"])

@@ -252,6 +252,11 @@ class _Tally:
     traced_cpu: float = 0.0
     rises: int = 0
     largest_rise: float = 0.0
+    trained: tuple[float, float] = (0.0, 0.0)  # wall and CPU seconds of the steps alone, set by `stop`
+
+    def stop(self) -> None:
+        """The end of the epoch's training steps: what follows (evaluation) is not training time."""
+        self.trained = (time.time() - self.began - self.traced, time.process_time() - self.cpu_began - self.traced_cpu)
 
     def trace(self, measure, *args, **kwargs):
         """measure(*args, **kwargs), timed as trace time (excluded from train_seconds)."""
@@ -267,9 +272,8 @@ class _Tally:
                 "train_accuracy": self.correct / self.seen if data.n_classes else math.nan,
                 "test_loss": test_loss, "test_accuracy": test_accuracy,
                 "test_error": 1 - test_accuracy if data.n_classes else math.nan,
-                "seconds": round(time.time() - self.began, 3),
-                "train_seconds": round(time.time() - self.began - self.traced, 3),
-                "train_cpu_seconds": round(time.process_time() - self.cpu_began - self.traced_cpu, 3),
+                "seconds": round(time.time() - self.began, 3), "train_seconds": round(self.trained[0], 3),
+                "train_cpu_seconds": round(self.trained[1], 3),
                 "lyapunov_increases": self.rises}
 
 
@@ -327,6 +331,7 @@ def train(system: PhysicalSystem, data: Dataset, rule: Rule, recorder: Recorder,
                 rise = lyapunov_rise(before["lyapunov"], after["lyapunov"])
                 if rise > 0:
                     tally.rises, tally.largest_rise = tally.rises + 1, max(tally.largest_rise, rise)
+        tally.stop()
         steps.check(epoch)
         if tally.rises:
             log(f"warning: {tally.rises} traced step(s) of epoch {epoch} raised the Lyapunov function (largest "
