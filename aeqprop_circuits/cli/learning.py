@@ -50,6 +50,7 @@ def setting(key: str, *names, **options):
 @setting("points", type=int)
 @setting("target_amplitude", type=float, shown_default="0.5 V for netlists, 1 under a preset")
 @setting("max_train", type=int, shown_default="all")
+@setting("max_test", type=int, shown_default="all")
 @setting("augment", type=click.Choice(["none", "hflip"]))
 @setting("trace_every", type=int)
 @setting("task", type=click.Choice(["classification", "regression"]), shown_default="guessed from the labels")

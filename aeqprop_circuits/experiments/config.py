@@ -86,6 +86,9 @@ class TrainConfig:
     trace_every: int = field(default=1, metadata=_doc("Lyapunov trace every N steps (0: never)", low=0))
     augment: str = field(default="none", metadata=_doc("training-set augmentation: none or hflip (images)"))
     normalize: Any = field(default=None, metadata=_doc("(mean, std): inputs x -> (x - mean) / std"))
+    max_test: Any = field(default=None, metadata=_doc("evaluate on the first N test samples only (a fixed "
+                                                      "subset, for runs whose full evaluation costs too much)",
+                                                      low=1, integer=True))
     max_train: Any = field(default=None, metadata=_doc("use only the first N training samples", low=1,
                                                        integer=True))
     task: Any = field(default=None, metadata=_doc("CSV data: classification or regression (default: guessed)"))

@@ -55,8 +55,8 @@ DRN_PRESETS: dict[str, dict] = {
         "lr": {"w1": 3e-5, "w2": 0.03, "b": 0.03},  # tuned here (paper: 0.006 for all, its units)
         # Aeqprop: epsilon = lr / beta, the c-ep rates. With the oracle controller and one parameter relaxation
         # the step is then exactly c-ep's at +-beta/2 (`aeqprop train` runs it in place, docs/training.md).
-        # Session 2 found this epsilon collapsing on the generic operator loop (docs/drn.md): use that loop
-        # (--relax-rounds > 1, --controller proportional) with epsilon {"w1": 3e-7, "w2": 0.03, "b": 0.03}.
+        # On the generic operator loop (--relax-rounds > 1, --controller proportional) this epsilon collapses
+        # the input block (docs/results/drn.md); use epsilon {"w1": 3e-7, "w2": 0.03, "b": 0.03} there.
         "epsilon": {"w1": 3e-4, "w2": 0.3, "b": 0.3},
         "relax_rounds": 1,  # Aeqprop: App. C's single parallel parameter relaxation
         "lr_decay": 0.99,  # paper: ExponentialLR(gamma=0.99) per epoch
@@ -176,7 +176,7 @@ HOPFIELD_PRESETS: dict[str, dict] = {
                              "aeqprop-centered": 9.17, "autodiff": 29.55},
     },
     "reference-dense": {
-        "source": "issue 6: the settings of the reference PyTorch implementation's timing (dense 784-1024-10, "
+        "source": "EBL study: the settings of the reference PyTorch implementation's timing (dense 784-1024-10, "
                   "c-ep, beta 0.2, batch 16, 15 free and 15 nudged iterations); its learning rate, init and "
                   "state space are not given: Aeqprop Table 2 state space, PyTorch's default Linear init "
                   "U(+-1/sqrt(fan_in)) (= init ebl, gain 1), SGD rate 0.03 from a 1-epoch sweep (docs/hopfield.md)",
@@ -189,7 +189,7 @@ HOPFIELD_PRESETS: dict[str, dict] = {
         "data": "fmnist",
         "algorithm": "c-ep", "beta": 0.2, "batch_size": 16, "epochs": 1, "trace_every": 0,
         "lr": 0.03,  # plain SGD, no momentum, no decay
-        "paper_test_error": {"c-ep": 15.1},  # the reference's 1-epoch test error (issue 6)
+        "paper_test_error": {"c-ep": 15.1},  # the reference implementation's 1-epoch test error
     },
     "ebl-dchn": {
         "source": "EBL comparative study, Sec. 3, App. C-D, Table 5 (comparative-study column)",
@@ -233,6 +233,7 @@ HOPFIELD_PRESETS: dict[str, dict] = {
         },
         "data": "fmnist", "normalize": (0.2860, 0.3530), "augment": "hflip",  # Table 4, App. D
         "max_train": 3000,  # NOT in the paper: the first 3 000 training images
+        "max_test": 2000,  # NOT in the paper: the first 2 000 test images (a fixed subset)
         "beta": 0.25, "batch_size": 32, "epochs": 10,  # Table 5 beta; batch and epochs NOT in the paper
         # Table 5's eta_1, eta_2 for the conv layers, eta_5 for the output layer, weights and biases alike
         "lr": {"w1": 0.0625, "b1": 0.0625, "w2": 0.0375, "b2": 0.0375, "w3": 0.0125, "b3": 0.0125},

@@ -27,7 +27,7 @@ from aeqprop_circuits.experiments.rundir import (
     fresh_directory,
     read_metrics,
 )
-from aeqprop_circuits.experiments.trainer import History, Recorder, TrainOptions, training_split
+from aeqprop_circuits.experiments.trainer import History, Recorder, TrainOptions, test_split, training_split
 from aeqprop_circuits.experiments.trainer import train as train_loop
 from aeqprop_circuits.learning.algorithms import Rule, get_algorithm
 from aeqprop_circuits.systems.base import ConductanceUnits, ParameterGroups, PhysicalSystem
@@ -104,7 +104,8 @@ def prepare(config: TrainConfig, model_path: str | None = None, progress: bool =
                         schedule=config.schedule, lr_decay=config.lr_decay, lr_floor=config.lr_floor,
                         momentum=config.momentum, weight_decay=config.weight_decay, seed=config.seed,
                         target_amplitude=config.target_amplitude, trace_every=config.trace_every,
-                        augment=config.augment, max_train=config.max_train, progress=progress)
+                        augment=config.augment, max_train=config.max_train, max_test=config.max_test,
+                        progress=progress)
     return Setup(config, data, system, rule, loop, bench)
 
 
@@ -141,9 +142,10 @@ def digital_baseline(setup: Setup) -> dict | None:
     if len(np.unique(y_train)) < 2:
         return None
     model = LogisticRegression(max_iter=2000).fit(x_train.reshape(len(x_train), -1), y_train)
-    accuracy = float(model.score(data.x_test.reshape(len(data.x_test), -1), data.y_test))
+    x_test, y_test = test_split(data, setup.options)
+    accuracy = float(model.score(x_test.reshape(len(x_test), -1), y_test))
     return {"model": "logistic regression (scikit-learn, lbfgs, C=1)", "train_samples": int(len(x_train)),
-            "test_samples": int(len(data.x_test)), "test_accuracy": accuracy}
+            "test_samples": int(len(x_test)), "test_accuracy": accuracy}
 
 
 def _report(setup: Setup, path: str, row: dict, echo) -> None:

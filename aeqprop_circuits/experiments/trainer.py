@@ -82,6 +82,7 @@ class TrainOptions:
     trace_every: int = 1  # Lyapunov/loss trace every N steps (0: never)
     augment: str = "none"  # "hflip": random horizontal flips of the training images
     max_train: int | None = None
+    max_test: int | None = None  # evaluate on the first N test samples only
     eval_batch: int = 512
     progress: bool = True
     in_place: bool = True  # take a rule's in-place step where it offers one (False: always estimate)
@@ -109,6 +110,11 @@ def correct_count(data: Dataset, outputs: np.ndarray, labels: np.ndarray) -> int
     if not data.n_classes:
         return 0
     return int((data.predict(outputs) == labels).sum())
+
+
+def test_split(data: Dataset, loop: TrainOptions):
+    """The test inputs and labels a run evaluates on (the first max_test with that option)."""
+    return data.x_test[:loop.max_test], data.y_test[:loop.max_test]
 
 
 def training_split(data: Dataset, loop: TrainOptions):
@@ -306,7 +312,7 @@ def train(system: PhysicalSystem, data: Dataset, rule: Rule, recorder: Recorder,
             system.restore_training_state(resumed)
     step, row = start_epoch * steps_per_epoch, {}
     if start_epoch == 0:
-        loss, accuracy = evaluate(system, data, data.x_test, data.y_test, loop)
+        loss, accuracy = evaluate(system, data, *test_split(data, loop), loop)
         row = {"epoch": 0, "train_loss": math.nan, "train_accuracy": math.nan, "test_loss": loss,
                "test_accuracy": accuracy, "test_error": 1 - accuracy if data.n_classes else math.nan,
                "seconds": 0.0, "train_seconds": 0.0, "train_cpu_seconds": 0.0, "lyapunov_increases": 0}
@@ -339,7 +345,7 @@ def train(system: PhysicalSystem, data: Dataset, rule: Rule, recorder: Recorder,
                 "or epsilon")
         if isinstance(system, EpochEnd):
             system.end_epoch()
-        row = tally.row(epoch, data, evaluate(system, data, data.x_test, data.y_test, loop))
+        row = tally.row(epoch, data, evaluate(system, data, *test_split(data, loop), loop))
         recorder.epoch(row, _checkpoint(epoch, system, steps))
         log(_describe(row, data))
     return row
