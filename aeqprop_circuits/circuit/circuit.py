@@ -141,6 +141,31 @@ class Learning:
 
 
 @dataclass(frozen=True, eq=False)
+class SpiceOnly:
+    """Elements the built-in solvers do not model, kept as SPICE text for ngspice (`--solver spice`).
+
+    names: the elements' flattened names; kinds: what each is ("MOSFET", "diode with breakdown", ...);
+    nodes: the node indices each one touches; lines: the element lines as ngspice reads them
+    (subcircuit instances flattened to ngspice's names); cards: the `.model` and `.param` cards
+    those lines use, as written.
+    """
+
+    names: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    nodes: tuple[tuple[int, ...], ...] = ()
+    lines: tuple[str, ...] = ()
+    cards: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    def describe(self, limit: int = 3) -> str:
+        """'m1 (MOSFET), d2 (diode with breakdown), ...' for messages."""
+        shown = [f"{name} ({kind})" for name, kind in zip(self.names[:limit], self.kinds)]
+        return ", ".join(shown) + (f" and {len(self.names) - limit} more" if len(self.names) > limit else "")
+
+
+@dataclass(frozen=True, eq=False)
 class Origin:
     """Where a netlist wrote each node, source and output, so that faults found only in the compiled
     circuit (floating nodes, loops of voltage sources, pinned outputs) name the file and line.
@@ -171,7 +196,8 @@ class Circuit:
     independent set of free nodes (no element between two nodes of a layer), in order; the
     coordinate solver updates each layer in one closed-form step. Without it, the solver
     finds such blocks itself by colouring the node graph. `origin` (netlists only) says
-    where the text wrote each node, source and output, for error messages.
+    where the text wrote each node, source and output, for error messages. `spice_only` holds
+    the elements only ngspice models (a netlist parsed for the spice solver).
     """
 
     title: str
@@ -184,6 +210,7 @@ class Circuit:
     internal: np.ndarray | None = None  # (n_nodes,) bool: nodes the netlist did not name
     layers: tuple[np.ndarray, ...] | None = None
     origin: Origin | None = None
+    spice_only: SpiceOnly = field(default_factory=SpiceOnly)
 
     def __post_init__(self):
         internal = np.zeros(self.n_nodes, dtype=bool) if self.internal is None else self.internal
@@ -241,4 +268,5 @@ class Circuit:
             "inputs": list(self.learning.input_sources),
             "outputs": list(self.learning.output_names),
             "temperature": self.diodes.temperature,
+            "spice_only": [f"{name} ({kind})" for name, kind in zip(self.spice_only.names, self.spice_only.kinds)],
         }

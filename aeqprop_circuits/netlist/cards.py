@@ -52,6 +52,7 @@ class Scope:
     params: list[list[Token]] = field(default_factory=list)  # each a .param card's tokens
     elements: list[list[Token]] = field(default_factory=list)
     models: dict[str, list[Token]] = field(default_factory=dict)
+    spice_models: dict[str, list[Token]] = field(default_factory=dict)  # other types, for ngspice (top level)
     subckts: dict[str, Scope] = field(default_factory=dict)
 
     def find_subckt(self, name: str) -> Scope | None:
@@ -125,12 +126,17 @@ def scan_annotation(line: Line) -> Annotation:
 
 
 class Structure:
-    """Logical lines -> scope tree, annotations, options (gmin, temperatures in degC) and warnings."""
+    """Logical lines -> scope tree, annotations, options (gmin, temperatures in degC) and warnings.
 
-    def __init__(self, title: str, lines: list[Line], file: str, notes: Notes):
+    With `spice`, elements and `.model` types the built-in solvers do not model are kept for
+    ngspice (netlist/parser.py, `spice=True`) instead of refused.
+    """
+
+    def __init__(self, title: str, lines: list[Line], file: str, notes: Notes, spice: bool = False):
         self.title = title
         self.file = file
         self.notes = notes
+        self.spice = spice
         self.top = Scope("", None)
         self.annotations: list[Annotation] = []
         self.gmin: Token | None = None
@@ -159,9 +165,12 @@ class Structure:
                 if "(" in line.text or ")" in line.text:
                     check_parens(line, head.text, TRANSIENT_FUNCTIONS if word[0] in "vi" else frozenset())
                 scope.elements.append(tokens)
+            elif word[:1] in UNSUPPORTED_ELEMENTS and self.spice:
+                scope.elements.append(tokens)
             elif word[:1] in UNSUPPORTED_ELEMENTS:
                 raise error(f"unsupported element '{head.text}' ({UNSUPPORTED_ELEMENTS[word[0]]}): "
-                            "only R, D, V, I and X elements are modelled", head.pos)
+                            "only R, D, V, I and X elements are modelled (--solver spice passes it to ngspice)",
+                            head.pos)
             else:
                 raise error(f"expected an element (R, D, V, I, X) or a control card, got '{head.text}'",
                             head.pos)
@@ -199,11 +208,17 @@ class Structure:
             if len(tokens) < 3 or tokens[1].key is not None or tokens[2].key is not None:
                 raise error(".model: expected '.model NAME D (PARAM=VALUE ...)'", head.pos)
             name = tokens[1].low
-            if name in scope.models:
+            if name in scope.models or name in scope.spice_models:
                 raise error(f"duplicate model '{name}'", tokens[1].pos)
+            if tokens[2].low != "d" and self.spice:
+                if scope is not self.top:
+                    raise error(f"model '{name}': a model for ngspice alone belongs at the top level, not inside "
+                                f".subckt {scope.name}", tokens[1].pos)
+                scope.spice_models[name] = tokens
+                return scope
             if tokens[2].low != "d":
                 raise error(f"model '{name}': unsupported model type '{tokens[2].text}' "
-                            "(only D diodes are modelled)", tokens[2].pos)
+                            "(only D diodes are modelled; --solver spice passes it to ngspice)", tokens[2].pos)
             if "(" in line.text or ")" in line.text:
                 check_parens(line, f"model '{name}'", {tokens[2].low})
             for tok in tokens[3:]:

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from aeqprop_circuits.circuit.circuit import BOLTZMANN, CELSIUS_TO_KELVIN, CHARGE
-from aeqprop_circuits.netlist.cards import Scope, Structure
+from aeqprop_circuits.netlist.cards import UNSUPPORTED_ELEMENTS, Scope, Structure
 from aeqprop_circuits.netlist.lexer import Pos, Token, error, exact, number
 from aeqprop_circuits.netlist.values import ExpressionError, parse_literal, reciprocal
 
 MAX_SUBCIRCUIT_DEPTH = 64
+# A node name cannot start a comment or an expression when written back after a space, nor hold a delimiter.
+BAD_NODE_START = "{$;*+"
+BAD_NODE_CHARACTERS = "{}'\"="
 # Diode model parameters: the ones we use (IS, N, RS and their temperature law), the ones with
 # no effect on the DC operating point (capacitances, transit time, noise, their temperature
 # coefficients, safe-operating-area limits), and the ones we refuse because they change the DC
@@ -65,6 +68,19 @@ VALUE_AT_TIME_ZERO = {
     "exp": (1, lambda args: args[0]),
     "pwl": (2, lambda args: args[1]),
 }
+
+
+# Elements passed through to ngspice (`spice=True`): how many nodes lead each kind's line, and what it is.
+# A bipolar transistor's fourth node (the substrate) is optional: it is a node unless it names a model.
+SPICE_NODES = {"c": 2, "l": 2, "d": 2, "m": 4, "j": 3, "z": 3, "q": 3, "e": 4, "g": 4, "b": 2, "f": 2, "h": 2,
+               "s": 4, "w": 2}
+SPICE_KINDS = {"c": "capacitor", "l": "inductor", "d": "diode", "m": "MOSFET", "j": "JFET", "z": "MESFET",
+               "q": "bipolar transistor", "e": "voltage-controlled voltage source",
+               "g": "voltage-controlled current source", "b": "behavioural source",
+               "f": "current-controlled current source", "h": "current-controlled voltage source",
+               "s": "voltage-controlled switch", "w": "current-controlled switch"}
+# Inside a subcircuit, only lines whose nodes lead and whose rest names no node or element can be renamed.
+SPICE_IN_SUBCIRCUITS = frozenset("cldmjzqeg")
 
 
 @dataclass
@@ -135,6 +151,11 @@ class Flattener:
         self.s_pos: list[Pos] = []
         self.model_cache: dict[tuple[int, int], tuple[dict, Model]] = {}
         self.used_models: set[int] = set()
+        self.x_names: list[str] = []  # elements for ngspice alone (structure.spice)
+        self.x_kinds: list[str] = []
+        self.x_nodes: list[tuple[int, ...]] = []
+        self.x_lines: list[str] = []
+        self.x_models: dict[str, str] = {}  # the model cards those lines use, by name
 
     def node(self, name: str, pos: Pos | None = None) -> int:
         index = self.node_index.get(name)
@@ -181,7 +202,8 @@ class Flattener:
             self.elements[full] = head
 
             def node(tok: Token, what: str = "a node name", owner: str = head.text) -> int:
-                if tok.key is not None or tok.text.startswith("{") or not tok.text:
+                if tok.key is not None or not tok.text or tok.text[0] in BAD_NODE_START \
+                        or any(c in tok.text for c in BAD_NODE_CHARACTERS):
                     raise error(f"{owner}: expected {what}, got '{tok.shown}'", tok.pos)
                 name = tok.low
                 if name in ("0", "gnd"):
@@ -199,12 +221,16 @@ class Flattener:
             kind = local[0]
             if kind == "r":
                 self.resistor(tokens, full, node, env)
+            elif kind == "d" and self.spice_diode(tokens, scope):
+                self.spice_element(tokens, full, node, path, scope, self.spice_diode(tokens, scope))
             elif kind == "d":
                 self.diode(tokens, full, node, env, scope)
             elif kind in "vi":
                 self.source(tokens, full, node, env)
-            else:
+            elif kind == "x":
                 self.instance(tokens, path, node, env, scope, stack)
+            else:
+                self.spice_element(tokens, full, node, path, scope, SPICE_KINDS.get(kind, ""))
 
     @staticmethod
     def positional(tokens: list[Token], count: int, usage: str) -> None:
@@ -274,7 +300,8 @@ class Flattener:
                 if number(tok, env, "a level", owner) != 1:
                     raise error(f"{owner}: only LEVEL=1 diodes are modelled", tok.key.pos)
             elif param in DIODE_REFUSED:
-                raise error(f"{owner}: {tok.key.text}: {DIODE_REFUSED[param]}", tok.key.pos)
+                raise error(f"{owner}: {tok.key.text}: {DIODE_REFUSED[param]} (--solver spice passes its diodes to "
+                            "ngspice)", tok.key.pos)
             elif param in DIODE_IGNORED:
                 number(tok, env, f"a value for {param.upper()}", owner)
             else:
@@ -303,6 +330,61 @@ class Flattener:
         self.model_cache[key] = (env, model)
         self.used_models.add(id(tokens))
         return model
+
+    def spice_diode(self, tokens: list[Token], scope: Scope) -> str:
+        """What makes a diode ngspice's alone ("diode with BV, IBV"), or '': its model's parameters not modelled here.
+
+        Only when the netlist is parsed for ngspice (`structure.spice`).
+        """
+        if not self.structure.spice or len(tokens) < 4:
+            return ""
+        card = scope.find_model(tokens[3].low)
+        if card is None or tokens[3].low in self.ideal_models:
+            return ""
+        others = [tok.key.text.upper() for tok in card[3:] if tok.key is not None and (
+            DIODE_ALIASES.get(tok.key.low, tok.key.low) not in (*DIODE_DEFAULTS, *DIODE_IGNORED, "tnom", "level")
+            or tok.key.low == "level" and tok.text.strip() not in ("1", "1.0"))]
+        return f"diode with {', '.join(others)}" if others else ""
+
+    def spice_element(self, tokens: list[Token], full: str, node, path: str, scope: Scope, kind: str) -> None:
+        """An element kept as SPICE text for ngspice: its nodes registered, its line renamed inside subcircuits."""
+        head = tokens[0]
+        letter = head.low[0]
+        if letter not in SPICE_NODES:
+            raise error(f"unsupported element '{head.text}' ({UNSUPPORTED_ELEMENTS[letter]}): not passed to ngspice "
+                        "either (passed: " + ", ".join(sorted(SPICE_KINDS.values())) + ")", head.pos)
+        count = SPICE_NODES[letter]
+        words = [t for t in tokens[1:] if t.key is None]
+        if letter == "q" and len(words) > 4 and not self.spice_model(words[3].low):
+            count = 4
+        if len(words) < count:
+            raise error(f"{head.text}: expected {count} nodes after the name of a {kind}", head.pos)
+        node_tokens = words[:count]
+        nodes = tuple(node(tok) for tok in node_tokens)
+        text = head.line.text
+        if path:
+            last = node_tokens[-1]
+            rest = text[last.offset + len(last.text):]
+            if letter not in SPICE_IN_SUBCIRCUITS or any(c in rest for c in "{}()'"):
+                raise error(f"{head.text}: a {kind} inside a .subckt is passed to ngspice only when its line is "
+                            "nodes, a model or value and NAME=VALUE numbers; write it at the top level", head.pos)
+            text = " ".join([full] + [self.node_names[k] for k in nodes]) + rest
+        for tok in words[count:]:
+            card = self.spice_model(tok.low)
+            if card is not None:
+                self.x_models.setdefault(tok.low, card[0].line.text)
+            elif scope.find_model(tok.low) is not None:
+                raise error(f"{head.text}: model '{tok.text}' is defined inside a .subckt; for ngspice alone it "
+                            "must be defined at the top level", tok.pos)
+        self.x_names.append(full)
+        self.x_kinds.append(kind)
+        self.x_nodes.append(nodes)
+        self.x_lines.append(text)
+
+    def spice_model(self, name: str) -> list[Token] | None:
+        """A top-level model card an element passed to ngspice may use (any type), or None."""
+        top = self.structure.top
+        return top.spice_models.get(name) or top.models.get(name)
 
     def diode(self, tokens, full, node, env, scope: Scope) -> None:
         head = tokens[0]

@@ -43,6 +43,7 @@ from aeqprop_circuits.circuit.circuit import (
     Origin,
     Resistors,
     Sources,
+    SpiceOnly,
 )
 from aeqprop_circuits.errors import NetlistError
 from aeqprop_circuits.netlist.annotations import learning
@@ -112,8 +113,8 @@ def _compile(structure: Structure, max_elements: int) -> Circuit:
     for card in structure.top.params:
         for tok in card[1:]:
             top_env[tok.key.low] = number(tok, top_env, "a parameter value", f".param {tok.key.text}")
-    for tokens in structure.top.models.values():
-        if id(tokens) not in flat.used_models:
+    for name, tokens in structure.top.models.items():
+        if id(tokens) not in flat.used_models and name not in flat.x_models:
             flat.model(tokens, top_env)  # validate unused top-level models too
 
     circuit_learning, output_pos = learning(structure.annotations, flat)
@@ -124,19 +125,23 @@ def _compile(structure: Structure, max_elements: int) -> Circuit:
                     np.array(flat.d_is, dtype=np.float64), np.array(flat.d_n, dtype=np.float64),
                     gmin=gmin, temperature=temperature)
     ideal_diodes = IdealDiodes(tuple(flat.i_names), np.array(flat.i_nodes, dtype=np.int64).reshape(-1, 2))
+    params = [card[0].line.text for card in structure.top.params] if flat.x_names else []
+    spice_only = SpiceOnly(tuple(flat.x_names), tuple(flat.x_kinds), tuple(flat.x_nodes), tuple(flat.x_lines),
+                           tuple(params) + tuple(flat.x_models.values()))
     sources = Sources(tuple(flat.s_names), np.array(flat.s_nodes, dtype=np.int64).reshape(-1, 2),
                       np.array(flat.s_value, dtype=np.float64), np.array(flat.s_voltage, dtype=bool))
     return Circuit(structure.title, tuple(flat.node_names), resistors, diodes, ideal_diodes, sources,
                    circuit_learning, internal=np.array(flat.internal, dtype=bool),
-                   origin=_origin(flat, output_pos))
+                   origin=_origin(flat, output_pos), spice_only=spice_only)
 
 
-def _parse(text: str, file: str, directory: Path, stack: tuple[str, ...], max_elements: int) -> Circuit:
+def _parse(text: str, file: str, directory: Path, stack: tuple[str, ...], max_elements: int,
+           spice: bool = False) -> Circuit:
     notes = Notes()
     try:
         reader = Reader(notes)
         reader.read(text, file, directory, stack, top=True)
-        circuit = _compile(Structure(reader.title, reader.lines, file, notes), max_elements)
+        circuit = _compile(Structure(reader.title, reader.lines, file, notes, spice), max_elements)
     except NetlistError:
         raise
     except RecursionError:
@@ -149,12 +154,17 @@ def _parse(text: str, file: str, directory: Path, stack: tuple[str, ...], max_el
     return circuit
 
 
-def parse_text(text: str, file: str = "<string>", *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> Circuit:
+def parse_text(text: str, file: str = "<string>", *, max_elements: int = DEFAULT_MAX_ELEMENTS,
+               spice: bool = False) -> Circuit:
     """Compile netlist `text`; `file` names it in error messages and anchors relative `.include`s.
 
     The first line is the title, as in SPICE. Raises `NetlistError` (and nothing else) on
     any text it cannot accept, with file, line and column of the fault, among them a netlist
     that would expand to more than `max_elements` elements. Caveats are `NetlistWarning`s.
+    With `spice`, the elements the built-in solvers do not model (MOSFETs, BJTs, JFETs,
+    controlled and behavioural sources, capacitors, inductors, switches, diodes whose model
+    has breakdown or other parameters not modelled here) and `.model` cards of other types
+    are kept as SPICE text in `Circuit.spice_only`, for the spice solver to pass to ngspice.
     """
     if not isinstance(text, str):
         raise NetlistError(f"expected netlist text (str), got {type(text).__name__}", file)
@@ -169,10 +179,10 @@ def parse_text(text: str, file: str = "<string>", *, max_elements: int = DEFAULT
             stack = (str(Path(file).resolve()),)
         except (OSError, RuntimeError, ValueError):
             stack = ()
-    return _parse(text, file, directory, stack, max_elements)
+    return _parse(text, file, directory, stack, max_elements, spice)
 
 
-def parse_netlist(path: str | os.PathLike, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> Circuit:
+def parse_netlist(path: str | os.PathLike, *, max_elements: int = DEFAULT_MAX_ELEMENTS, spice: bool = False) -> Circuit:
     """Compile the netlist file at `path` (see `parse_text`)."""
     file = os.fspath(path)
     try:
@@ -180,7 +190,7 @@ def parse_netlist(path: str | os.PathLike, *, max_elements: int = DEFAULT_MAX_EL
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise NetlistError(f"cannot read netlist: {reason}", file) from None
-    return parse_text(decode(data), file, max_elements=max_elements)
+    return parse_text(decode(data), file, max_elements=max_elements, spice=spice)
 
 
 def parse_value(text: str, what: str = "value") -> float:

@@ -56,11 +56,15 @@ def write_netlist(circuit: Circuit, annotations: bool = True) -> str:
     seen_order: list[int] = []
     seen: set[int] = {0}
 
-    def nodes(pair) -> str:
-        for index in pair:
+    def note(indices) -> None:
+        """Record the order in which nodes first appear in the text."""
+        for index in indices:
             if index not in seen:
                 seen.add(int(index))
                 seen_order.append(int(index))
+
+    def nodes(pair) -> str:
+        note(pair)
         return f"{names[pair[0]]} {names[pair[1]]}"
 
     res = circuit.resistors
@@ -92,6 +96,12 @@ def write_netlist(circuit: Circuit, annotations: bool = True) -> str:
                                              src.is_voltage.tolist()):
         letter = "v" if is_voltage else "i"
         element_lines.append(f"{_element_name(name, letter)} {nodes(pair)} DC {_number(value)}")
+
+    extra = circuit.spice_only  # elements for ngspice alone, as the netlist wrote them
+    for pins, line in zip(extra.nodes, extra.lines):
+        note(pins)
+        element_lines.append(line)
+    model_lines += list(extra.cards)
 
     notes = _annotations(circuit) if annotations else []
     order = [i for i in range(1, circuit.n_nodes)]
