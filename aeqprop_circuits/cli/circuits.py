@@ -34,8 +34,8 @@ def _shown_warnings(collected: list[str]):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
-def _load(netlist: str, max_elements: int, collected: list[str]):
-    """The compiled circuit of a netlist file (or drn: spec), its warnings shown."""
+def _load(netlist: str, max_elements: int, collected: list[str], spice: bool = False):
+    """The compiled circuit of a netlist file (or drn: spec), its warnings shown; `spice` keeps elements for ngspice."""
     from aeqprop_circuits.systems.models import load_circuit
 
     if netlist.startswith("drn:") or not os.path.exists(netlist):
@@ -43,7 +43,7 @@ def _load(netlist: str, max_elements: int, collected: list[str]):
     from aeqprop_circuits.netlist import parse_netlist
 
     with _shown_warnings(collected):
-        return parse_netlist(netlist, max_elements=max_elements)
+        return parse_netlist(netlist, max_elements=max_elements, spice=spice)
 
 
 def preflight(circuit):
@@ -53,11 +53,22 @@ def preflight(circuit):
     from aeqprop_circuits.circuit.topology import build_topology, check_outputs
     from aeqprop_circuits.solvers import solve as solve_circuit
 
-    check_outputs(circuit, build_topology(circuit))
+    if not circuit.spice_only:  # (ngspice judges the structure of a circuit with devices of its own)
+        check_outputs(circuit, build_topology(circuit))
     result = solve_circuit(circuit)
     if not result.success:
         raise AeqpropError(f"no operating point at the netlist's source values: {result.message}")
     return result
+
+
+def solvers(circuit, result) -> dict:
+    """Which solvers can run a circuit: the built-in ones (and which `auto` takes) and ngspice."""
+    from aeqprop_circuits.solvers.spice import ngspice_available
+
+    if circuit.spice_only:
+        return {"built_in": False, "spice": True,
+                "reason": f"{circuit.spice_only.describe()}: modelled by ngspice alone (--solver spice)"}
+    return {"built_in": True, "auto": result.solver, "spice": ngspice_available()}
 
 
 @click.command()
@@ -70,7 +81,7 @@ def check(netlist, as_json, max_elements):
     """Pre-flight a netlist (or drn: spec): its text, its structure, its outputs, and a solve at its
     netlist values; exit 0 only if training and `aeqprop solve` can use it."""
     notes: list[str] = []
-    circuit = _load(netlist, max_elements, notes)
+    circuit = _load(netlist, max_elements, notes, spice=True)
     try:
         result = preflight(circuit)
     except CircuitError:
@@ -79,6 +90,7 @@ def check(netlist, as_json, max_elements):
         raise AeqpropError(f"{netlist}: {err}") from None
     summary = circuit.summary()
     summary["solve"] = {"solver": result.solver, "iterations": result.iterations, "residual": result.residual}
+    summary["solvers"] = solvers(circuit, result)
     if as_json:
         click.echo(json.dumps({**summary, "warnings": notes}))
         return
@@ -88,6 +100,14 @@ def check(netlist, as_json, max_elements):
     click.echo(f"  {'inputs':16s} {', '.join(summary['inputs']) or '-'}")
     click.echo(f"  {'outputs':16s} {', '.join(summary['outputs']) or '-'}")
     click.echo(f"  {'temperature':16s} {summary['temperature']:g} degC")
+    usable = summary["solvers"]
+    if circuit.spice_only:
+        click.echo(f"  {'ngspice only':16s} {circuit.spice_only.describe()}")
+        click.echo(f"  {'solvers':16s} spice only: the built-in solvers do not model these elements")
+        click.echo(f"  {'settles':16s} spice (ngspice .op)")
+        return
+    click.echo(f"  {'solvers':16s} built-in (auto runs {usable['auto']})"
+               + (" and spice" if usable["spice"] else "; spice needs ngspice, which is not installed"))
     click.echo(f"  {'settles':16s} {result.solver}, {result.iterations} iterations, "
                f"KCL residual {result.residual:.1e} A")
 
@@ -119,7 +139,7 @@ def solve(netlist, solver, settings, as_json, max_elements):
     """DC operating point of a netlist."""
     from aeqprop_circuits.solvers import solve as solve_circuit
 
-    circuit = _load(netlist, max_elements, [])
+    circuit = _load(netlist, max_elements, [], spice=solver in ("auto", "spice"))
     result = solve_circuit(circuit, sources=_parse_settings(settings, circuit), method=solver)
     named = ~circuit.internal
     nodes = {name: float(result.potentials[0, i]) for i, name in enumerate(circuit.node_names)

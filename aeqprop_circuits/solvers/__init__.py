@@ -7,10 +7,12 @@
 - `newton`, `coordinate`, `qp`: solvers of the co-content `Problem` (damped Newton for smooth
   circuits, exact block coordinate descent for box-type ideal-diode networks, a convex QP for
   any ideal-diode network);
-- `spice`: ngspice's `.op` (solvers/spice/).
+- `spice`: ngspice's `.op` (solvers/spice/), the circuit kept loaded and altered from call to
+  call; the only method for a circuit with elements only ngspice models (`Circuit.spice_only`).
 
 A named method is the one that runs; where it does not apply to the circuit a SolverError says
-why. `auto` takes `layered` where it applies and converges, else `choose_method`'s pick.
+why. `auto` takes `layered` where it applies and converges, else `choose_method`'s pick, and
+`spice` for a circuit with elements only ngspice models.
 `SolveResult.solver` names what ran.
 
 A method may also be a callable: a solver of the co-content, as newton, coordinate and qp are,
@@ -59,6 +61,11 @@ def solve(circuit: Circuit, inputs: np.ndarray | None = None, *, sources: np.nda
     x0:          free potentials of an earlier result (`result.free`) to warm-start from;
     options:     passed on to the method (e.g. vtol, maxiter).
     """
+    if circuit.spice_only and method not in ("auto", "spice"):
+        raise SolverError(f"{circuit.spice_only.describe()}: modelled by ngspice alone; use the spice solver "
+                          "(--solver spice)")
+    if circuit.spice_only:
+        method = "spice"
     if callable(method):
         run = on_problem(method, getattr(method, "__name__", type(method).__name__))
     elif method == "auto":
@@ -153,10 +160,11 @@ def solve_problem(problem: Problem, solver: Callable, name: str, *, x0=None, cal
 
 def run_spice(circuit: Circuit, sources, conductance=None, nudge: Nudge | None = None, *, x0=None, callback=None,
               **options) -> SolveResult:
-    """ngspice's `.op` (solvers/spice/, imported when first used); x0 and callback do not apply."""
-    from aeqprop_circuits.solvers.spice import spice as ngspice_op
+    """ngspice's `.op` on the circuit kept loaded (solvers/spice/loaded.py, imported when first used);
+    x0 and callback do not apply."""
+    from aeqprop_circuits.solvers.spice.loaded import solve_loaded
 
-    return ngspice_op(circuit, sources, conductance, nudge, **options)
+    return solve_loaded(circuit, sources, conductance, nudge, **options)
 
 
 def _non_finite(sources, nudge: Nudge | None, x0, conductance=None) -> str:

@@ -30,7 +30,11 @@ class CircuitSystem(PhysicalSystem, ExactLossGradient):
             raise AeqpropError(f"{circuit.title}: no outputs; annotate them with '*@ output NODE'")
         if len(learning.trainable) == 0:
             raise AeqpropError(f"{circuit.title}: nothing to train; annotate with '*@ learn PATTERN'")
-        check_outputs(circuit, structure(circuit)[0])  # a pinned output would train at a constant loss
+        if circuit.spice_only and solver != "spice":
+            raise AeqpropError(f"{circuit.title}: {circuit.spice_only.describe()} are modelled by ngspice alone; "
+                               "use --solver spice")
+        if not circuit.spice_only:  # (ngspice judges a circuit with devices of its own)
+            check_outputs(circuit, structure(circuit)[0])  # a pinned output would train at a constant loss
         self.circuit = circuit
         self.solver = solver
         self.solver_options = solver_options
@@ -144,6 +148,9 @@ class CircuitSystem(PhysicalSystem, ExactLossGradient):
         with lambda = H^-1 dC/dz. Free potentials held by a conducting ideal diode are
         frozen (they sit on an active constraint), so they drop out of the solve.
         """
+        if self.circuit.spice_only:
+            raise AeqpropError(f"{self.circuit.title}: no exact gradient: {self.circuit.spice_only.describe()} are "
+                               "modelled by ngspice alone, so the co-content is not known here")
         problem = self._problem(state.circuit, state.sources, state.nudge)
         z = state.result.free
         B, n = z.shape

@@ -58,8 +58,8 @@ def check_model_options(model: str, options: dict) -> None:
             raise AeqpropError(f"model option '{key}'{hint} is not an option of {model}; valid: {listed}")
 
 
-def load_circuit(model: str, seed: int = 0, **options):
-    """A compiled Circuit from a netlist path or a drn: spec."""
+def load_circuit(model: str, seed: int = 0, spice: bool = False, **options):
+    """A compiled Circuit from a netlist path or a drn: spec; `spice` keeps the elements only ngspice models."""
     if model.startswith("drn:"):
         from aeqprop_circuits.circuit.builder import deep_resistive_network, parse_drn_spec
 
@@ -68,7 +68,7 @@ def load_circuit(model: str, seed: int = 0, **options):
         raise AeqpropError(f"{model}: no such netlist file (or model spec like drn:1568-100-10)")
     from aeqprop_circuits.netlist import parse_netlist
 
-    return parse_netlist(model)
+    return parse_netlist(model, spice=spice)
 
 
 def load_system(model: str, solver: str = "auto", seed: int = 0, **options):
@@ -82,7 +82,7 @@ def load_system(model: str, solver: str = "auto", seed: int = 0, **options):
     if kind == "netlist":
         from aeqprop_circuits.systems.circuit import CircuitSystem
 
-        return CircuitSystem(load_circuit(model), solver=solver)
+        return CircuitSystem(load_circuit(model, spice=solver == "spice"), solver=solver)
     circuit = options.pop("circuit", "window")
     if circuit == "signed":  # the universal-DRN code's circuit (drn/signed.py); no netlist-solver path
         if solver not in ("auto", "layered"):

@@ -85,10 +85,12 @@ def ngspice_message(output: str, limit: int = 6) -> str:
 @dataclass(eq=False)
 class Session:
     """The loaded libngspice. `lost`: ngspice said it cannot recover (after a netlist it could not
-    parse), and the library stays unusable for the rest of the process."""
+    parse), and the library stays unusable for the rest of the process. `owner`: the `LoadedCircuit`
+    whose netlist ngspice holds now (None after any other load or a clear)."""
 
     ng: object
     lost: bool = False
+    owner: object = None
 
     def command(self, command: str) -> str:
         """Run one ngspice command; its stdout and stderr (PySpice's exceptions on stderr lines ignored)."""
@@ -102,6 +104,7 @@ class Session:
         """Load a netlist (`source` of a temporary file): (ngspice's refusal or None, seconds)."""
         from PySpice.Spice.NgSpice.Shared import NgSpiceCommandError
 
+        self.owner = None
         handle = tempfile.NamedTemporaryFile("w", suffix=".cir", delete=False)
         try:
             with handle:
@@ -159,6 +162,7 @@ class Session:
 
     def clear(self) -> None:
         """Forget every plot and the loaded circuit."""
+        self.owner = None
         with contextlib.suppress(Exception):
             self.ng.destroy("all")
         with contextlib.suppress(Exception):
