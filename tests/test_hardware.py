@@ -208,3 +208,22 @@ def test_bad_hardware_settings_are_refused_by_name(tmp_path, arguments, message)
                                        "--out", str(tmp_path / "run")])
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_summary_gives_the_hardware_metric_over_seeds_and_draws_it(tmp_path):
+    from click.testing import CliRunner
+
+    from aeqprop_circuits.cli.main import main
+
+    for seed in (0, 1):
+        train(REGRESSION, data="regression:fourier", hardware="mismatch", mismatch=0.2, hardware_seed=seed,
+              training="transfer", algorithm="exact-gradient", epochs=1, max_train=20, trace_every=0,
+              out=str(tmp_path / f"runs/s{seed}"))
+    runner = CliRunner()
+    result = runner.invoke(main, ["summary", str(tmp_path / "runs"), "--by", "training", "--by", "mismatch",
+                                  "--metric", "hardware_test_loss", "--plot", str(tmp_path / "loss.png")])
+    assert result.exit_code == 0, result.output
+    assert "| transfer | 0.2 |" in result.output and "hardware test loss" in result.output
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    result = runner.invoke(main, ["summary", str(tmp_path / "runs"), "--metric", "hardware_loss"])
+    assert result.exit_code != 0 and "hardware_test_loss" in result.output and "Traceback" not in result.output

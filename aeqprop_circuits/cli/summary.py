@@ -26,9 +26,14 @@ def json_row(row: dict) -> str:
               help="config.json key whose values make the rows (repeatable); runs that differ only in other "
                    "keys, such as the seed, are pooled.")
 @click.option("--seeds", is_flag=True, help="Instead: the final test accuracy (%) of each finished run, by seed.")
+@click.option("--metric", default="test_accuracy", show_default=True, metavar="COLUMN",
+              help="The metrics.csv column summarised, e.g. test_loss or hardware_test_loss (accuracies and errors "
+                   "in %).")
+@click.option("--plot", default=None, metavar="PNG",
+              help="Also draw the metric against the last --by key, one line per value of the other keys.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per row instead of a Markdown table.")
 @user_errors
-def summary(paths, by, seeds, as_json):
+def summary(paths, by, seeds, metric, plot, as_json):
     """Final test accuracy (mean ± std over the finished seeds) and Lyapunov counts of runs, finished or not.
 
     PATH is a run directory, a sweep directory or a directory of run directories. Per row:
@@ -37,10 +42,20 @@ def summary(paths, by, seeds, as_json):
     Lyapunov function beyond the settles' tolerance (as metrics.csv counts them), the largest rise,
     and the largest relative change (negative: every traced step lowered it).
     """
-    from aeqprop_circuits.experiments.results import per_seed, per_seed_markdown, read_runs, summary_markdown
+    from aeqprop_circuits.errors import AeqpropError
+    from aeqprop_circuits.experiments.results import (
+        per_seed,
+        per_seed_markdown,
+        plot_summary,
+        read_runs,
+        summary_markdown,
+    )
     from aeqprop_circuits.experiments.results import summary as summary_rows
 
     records = read_runs(paths)
+    if not any(metric in row for record in records for row in record.metrics[-1:]):
+        columns = sorted({key for record in records for row in record.metrics[-1:] for key in row})
+        raise AeqpropError(f"--metric {metric}: no run has that column; metrics.csv has {', '.join(columns)}")
     if seeds:
         numbers, found = per_seed(records, by)
         if as_json:
@@ -49,9 +64,11 @@ def summary(paths, by, seeds, as_json):
         else:
             click.echo(per_seed_markdown(numbers, found, by))
         return
-    rows = summary_rows(records, by)
+    rows = summary_rows(records, by, metric)
+    if plot:
+        click.echo(f"plot: {plot_summary(rows, by, metric, plot)}", err=True)
     if as_json:
         for row in rows:
             click.echo(json_row(row))
     else:
-        click.echo(summary_markdown(rows, by))
+        click.echo(summary_markdown(rows, by, metric))

@@ -65,7 +65,16 @@ class RunRecord:
 
     @property
     def final_test_accuracy(self) -> float:
-        return self.metrics[-1].get("test_accuracy", math.nan) if self.metrics else math.nan
+        return self.final("test_accuracy")
+
+    def final(self, metric: str) -> float:
+        """A metrics.csv column's value after the last epoch (nan when absent)."""
+        return self.metrics[-1].get(metric, math.nan) if self.metrics else math.nan
+
+
+def percent(metric: str) -> bool:
+    """Whether a metric is a share, shown in %: accuracies and errors."""
+    return metric.endswith(("accuracy", "error"))
 
 
 def run_directories(path: str) -> list[str]:
@@ -96,21 +105,23 @@ def _key(record: RunRecord, by) -> tuple:
     return tuple(str(record.config.get(key, "–")) for key in by)
 
 
-def summary(records: list[RunRecord], by=("algorithm",)) -> list[dict]:
-    """One row per value of the `by` keys: final test accuracy over the finished runs (mean and population
-    std, in %), runs finished and unfinished, seconds per epoch, and the Lyapunov counts over all runs."""
+def summary(records: list[RunRecord], by=("algorithm",), metric: str = "test_accuracy") -> list[dict]:
+    """One row per value of the `by` keys: the final `metric` over the finished runs (mean and population
+    std, in % for accuracies and errors), runs finished and unfinished, seconds per epoch, and the
+    Lyapunov counts over all runs."""
     groups: dict[tuple, list] = {}
     for record in records:
         groups.setdefault(_key(record, by), []).append(record)
     rows = []
+    scale = 100.0 if percent(metric) else 1.0
     for key, members in groups.items():
-        accuracy = 100 * np.array([r.final_test_accuracy for r in members if r.finished])
+        accuracy = scale * np.array([r.final(metric) for r in members if r.finished])
         seconds = [m["seconds"] for r in members for m in r.metrics if "seconds" in m and m.get("epoch", 1) >= 1]
         counts = [r.lyapunov for r in members]
         traced = sum(c.traced for c in counts)
         rows.append({**dict(zip(by, key)),
-                     "test_accuracy_mean": float(accuracy.mean()) if len(accuracy) else math.nan,
-                     "test_accuracy_std": float(accuracy.std()) if len(accuracy) else math.nan,
+                     f"{metric}_mean": float(accuracy.mean()) if len(accuracy) else math.nan,
+                     f"{metric}_std": float(accuracy.std()) if len(accuracy) else math.nan,
                      "finished": len(accuracy), "unfinished": len(members) - len(accuracy),
                      "seconds_per_epoch": float(np.mean(seconds)) if seconds else math.nan,
                      "traced_steps": traced, "lyapunov_increases": sum(c.increases for c in counts),
@@ -131,15 +142,20 @@ def per_seed(records: list[RunRecord], by=("algorithm",)) -> tuple[list, dict]:
     return seeds, found
 
 
-def summary_markdown(rows: list[dict], by=("algorithm",)) -> str:
-    lines = ["| " + " | ".join([*by, "test accuracy (%), mean ± std over seeds", "seeds finished", "s / epoch",
+def _label(metric: str) -> str:
+    return metric.replace("_", " ") + (" (%)" if percent(metric) else "")
+
+
+def summary_markdown(rows: list[dict], by=("algorithm",), metric: str = "test_accuracy") -> str:
+    lines = ["| " + " | ".join([*by, f"{_label(metric)}, mean ± std over seeds", "seeds finished", "s / epoch",
                                   "traced steps", "Lyapunov increases", "largest increase",
                                   "largest relative change"]) + " |",
              "|" + "---|" * (len(by) + 7)]
     for row in rows:
-        mean, std = row["test_accuracy_mean"], row["test_accuracy_std"]
+        mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
         cells = [row[key] for key in by]
-        cells.append("–" if math.isnan(mean) else f"{mean:.1f} ± {std:.1f}")
+        shown = f"{mean:.1f} ± {std:.1f}" if percent(metric) else f"{mean:.3g} ± {std:.2g}"
+        cells.append("–" if math.isnan(mean) else shown)
         cells.append(f"{row['finished']}" + (f" (+{row['unfinished']} unfinished)" if row["unfinished"] else ""))
         cells.append("–" if math.isnan(row["seconds_per_epoch"]) else f"{row['seconds_per_epoch']:.1f}")
         cells += [row["traced_steps"], row["lyapunov_increases"],
@@ -155,3 +171,43 @@ def per_seed_markdown(seeds: list, found: dict, by=("algorithm",)) -> str:
         cells = [*key, *(f"{by_seed[s]:.1f}" if s in by_seed else "–" for s in seeds)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot_summary(rows: list[dict], by, metric: str, path: str) -> str:
+    """The final `metric` (mean ± std over seeds) against the last `by` key, one line per value of the others.
+
+    A loss is drawn on a log scale. Returns the path of the PNG.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_key, line_keys = by[-1], by[:-1]
+    lines: dict[tuple, list] = {}
+    for row in rows:
+        if not math.isnan(row[f"{metric}_mean"]):
+            lines.setdefault(tuple(row[key] for key in line_keys), []).append(row)
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    for key, members in lines.items():
+        members.sort(key=lambda row: _number(row[x_key]))
+        x = [_number(row[x_key]) for row in members]
+        axes.errorbar(x, [row[f"{metric}_mean"] for row in members], yerr=[row[f"{metric}_std"] for row in members],
+                      marker="o", capsize=3, label=", ".join(str(part) for part in key) or metric)
+    axes.set_xlabel(x_key.replace("_", " "))
+    axes.set_ylabel(_label(metric))
+    if "loss" in metric and all(row[f"{metric}_mean"] > 0 for members in lines.values() for row in members):
+        axes.set_yscale("log")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _number(value):
+    try:
+        return float(value)
+    except ValueError:
+        return value
