@@ -117,9 +117,11 @@ def test_a_loaded_circuit_reads_its_netlist_once_and_agrees_with_a_fresh_netlist
 
 def test_the_spice_solver_keeps_one_loaded_circuit_per_circuit_object():
     circuit = parse_text(DECK, spice=True)
-    first = solve_loaded(circuit, circuit.source_values())
-    second = solve_loaded(circuit, circuit.source_values() * 0.5)
+    sources = np.vstack([circuit.source_values(), 0.5 * circuit.source_values()])
+    first = solve_loaded(circuit, sources[:1])
+    second = solve_loaded(circuit, sources)
     assert first.timing.load > 0 and second.timing.load == 0
+    np.testing.assert_allclose(second.potentials, spice(circuit, sources).potentials, atol=1e-9)
 
 
 def test_the_shipped_zener_xor_trains_through_ngspice_alone():

@@ -28,10 +28,10 @@ class _Points:
     """What ngspice reported, row by row: node voltages, voltage-source currents, the rows it solved
     and why the others failed, and the seconds spent reading (`times`: write, load, analyses, read)."""
 
-    def __init__(self, circuit: Circuit, problem: Problem, rows: int, branch: dict[str, str] | None = None):
+    def __init__(self, circuit: Circuit, rows: int, branch: dict[str, str] | None = None):
         self.circuit = circuit
         self.names = [name.lower() for name in circuit.node_names]
-        self.vnames = [spice_name(circuit.sources.names[k], "v") for k in problem.topology.voltage_sources]
+        self.vnames = [spice_name(circuit.sources.names[k], "v") for k in np.flatnonzero(circuit.sources.is_voltage)]
         self.branch = branch or {}  # a source's element name -> the element whose `#branch` is its current
         self.V = np.full((rows, circuit.n_nodes), np.nan)
         self.V[:, 0] = 0.0
@@ -68,14 +68,17 @@ class _Points:
 
 
 def _prepare(circuit: Circuit, sources, conductance, nudge, tight: bool, options
-             ) -> tuple[Session, np.ndarray, Problem, np.ndarray | None, dict]:
+             ) -> tuple[Session, np.ndarray, Problem | None, np.ndarray | None, dict]:
     """What both entry points need first: the ngspice session, the rows, the Problem of the circuit
     with exponential stand-ins (checked convex: the other solvers' diagnosis, before ngspice's gmin
-    stepping), the nudge targets per row and the merged `.options`."""
+    stepping; None for a circuit with elements only ngspice models), the nudge targets per row and
+    the merged `.options`."""
     ngspice = session()
     sources = np.atleast_2d(np.asarray(sources, dtype=np.float64))
-    problem = Problem(exponential_equivalent(circuit), sources, conductance, nudge)
-    problem.check_convex()
+    problem = None
+    if not circuit.spice_only:
+        problem = Problem(exponential_equivalent(circuit), sources, conductance, nudge)
+        problem.check_convex()
     target = None
     if nudge is not None:
         target = np.broadcast_to(np.asarray(nudge.target, float), (len(sources), circuit.n_outputs))
@@ -99,7 +102,7 @@ def spice(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | None 
     the time went.
     """
     ngspice, sources, problem, target, merged = _prepare(circuit, sources, conductance, nudge, tight, options)
-    points = _Points(circuit, problem, len(sources))
+    points = _Points(circuit, len(sources))
     times = points.times
     with quiet():
         for b in range(len(sources)):
@@ -119,6 +122,11 @@ def spice(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | None 
                 else:
                     points.store(vectors, np.array([b]), np.array([0]))
             ngspice.clear()
+    if problem is None:  # nothing of ours to check its points against: ngspice's convergence is the test
+        from aeqprop_circuits.solvers.spice.loaded import passthrough_points
+
+        return passthrough_points(circuit, conductance, points.V, points.i_source, points.ok, points.messages,
+                                  SpiceTiming(*times))
     fixed = np.asarray((problem.topology.Q @ sources.T).T)  # potentials the sources fix alone
     return operating_points(circuit, problem, points.V, points.i_source, fixed, points.ok, points.messages,
                             merged, SpiceTiming(*times))
@@ -163,11 +171,14 @@ def spice_rows(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | 
     """
     if method not in ROW_METHODS:
         raise SolverError(f"method='{method}': expected one of {', '.join(ROW_METHODS)}")
+    if circuit.spice_only:
+        raise SolverError(f"{circuit.spice_only.describe()}: spice_rows checks each row against our device "
+                          "equations, which these elements are not; use spice() or solve(method='spice')")
     ngspice, sources, problem, target, merged = _prepare(circuit, sources, conductance, nudge, tight, options)
     B = len(sources)
     t0 = time.perf_counter()
     deck = rows_deck(circuit, sources, conductance, nudge, target, merged, sweep=method == "sweep")
-    points = _Points(circuit, problem, B, deck.branch)
+    points = _Points(circuit, B, deck.branch)
     times = points.times
     times[0] = time.perf_counter() - t0
     fixed = np.asarray((problem.topology.Q @ sources.T).T)
