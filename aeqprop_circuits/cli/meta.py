@@ -54,9 +54,12 @@ def meta():
          shown="--inner-steps")
 @setting("inner_rate", "Step size of the gd lower level.", type=float)
 @setting("inner_tolerance", "lbfgs: largest projected gradient entry at convergence.", type=float)
-@setting("inner_rule", "How the support loss gradient is measured on the circuit: exact-gradient, or an EP rule "
-                       "(p-ep, n-ep, c-ep) in situ.", type=click.Choice(["exact-gradient", "p-ep", "n-ep", "c-ep"]))
-@setting("inner_beta", "Nudge of the in-situ EP rule.", type=float)
+@setting("inner_rule", "How the circuit copies measure their support loss gradient: exact-gradient, or in situ "
+                       "by an EP or Aeqprop rule (oracle controller).",
+         type=click.Choice(["exact-gradient", "p-ep", "n-ep", "c-ep", "aeqprop-optimistic", "aeqprop-pessimistic",
+                            "aeqprop-centered"]))
+@setting("inner_beta", "Nudge of the in-situ rule.", type=float)
+@setting("inner_epsilon", "Knob coupling of an in-situ Aeqprop rule.", type=float)
 @setting("shots", "Support points per task.", type=int)
 @setting("queries", "Query points per task.", type=int)
 @setting("train_tasks", "Training tasks (one epoch goes through them once).", type=int)

@@ -34,7 +34,9 @@ from aeqprop_circuits.learning.bilevel import ESTIMATORS
 from aeqprop_circuits.systems.bilevel import INNER_METHODS, BilevelSystem, CircuitTasks, InnerSolve
 
 TASK_FAMILIES = ("sinusoid",)
-INNER_RULES = ("exact-gradient", "p-ep", "n-ep", "c-ep")  # how a copy's support gradient is measured
+# how the circuit copies measure their support gradients: exactly, or in situ by an EP or Aeqprop rule
+INNER_RULES = ("exact-gradient", "p-ep", "n-ep", "c-ep", "aeqprop-optimistic", "aeqprop-pessimistic",
+               "aeqprop-centered")
 SUMMARY_KEYS = ("estimator", "seed", "query_mse_before", "query_mse_after", "seconds")
 RUN_FACTS = ("kind", "g0", "n_parameters")  # written to config.json next to the MetaConfig
 
@@ -66,6 +68,7 @@ class MetaConfig:
     inner_tolerance: float = 1e-8
     inner_rule: str = "exact-gradient"  # exact support gradients, or an EP rule measuring them in situ
     inner_beta: float = 0.01
+    inner_epsilon: float = 1e-4  # Aeqprop lower level: its knob coupling (oracle controller)
     shots: int = 5
     queries: int = 10
     train_tasks: int = 200
@@ -87,7 +90,7 @@ class MetaConfig:
         for key, options in choices.items():
             if getattr(self, key) not in options:
                 raise MetaConfigError(f"{key}: '{getattr(self, key)}' is not one of {', '.join(options)}")
-        positive = ("beta", "inner_rate", "inner_tolerance", "inner_beta", "lr")
+        positive = ("beta", "inner_rate", "inner_tolerance", "inner_beta", "inner_epsilon", "lr")
         at_least_one = ("inner_steps", "shots", "queries", "train_tasks", "test_tasks", "epochs", "meta_batch",
                         "points")
         for key in positive:
@@ -165,7 +168,8 @@ def prepare(config: MetaConfig) -> MetaSetup:
     data, layout = sinusoid_tasks(config.train_tasks, config.test_tasks, config.shots, config.queries, config.seed)
     measure = None
     if config.inner_rule != "exact-gradient":
-        inner_rule = get_algorithm(config.inner_rule, beta=config.inner_beta)
+        options = {"epsilon": config.inner_epsilon} if config.inner_rule.startswith("aeqprop") else {}
+        inner_rule = get_algorithm(config.inner_rule, beta=config.inner_beta, **options)
 
         def measure(system, inputs, target):
             estimate = inner_rule.estimate(system, inputs, target)
