@@ -154,3 +154,11 @@ def test_check_says_which_solvers_can_run_a_netlist(tmp_path):
     result = CliRunner().invoke(main, ["train", ZENER_XOR, "--data", "xor", "--epochs", "1",
                                        "--out", str(tmp_path / "run")])
     assert result.exit_code != 0 and "--solver spice" in result.output and "Traceback" not in result.output
+
+
+def test_the_step_benchmark_times_both_ways_on_the_same_phases():
+    from aeqprop_circuits.bench.spice_step import bench_spice_step
+
+    rows = bench_spice_step(ZENER_XOR, "xor", steps=1)
+    assert [row["way"] for row in rows] == ["netlist per sample", "loaded, altered"]
+    assert min(row["relative"] for row in rows) == 1.0 and all(row["seconds_per_step"] > 0 for row in rows)

@@ -42,7 +42,8 @@ def _write_markdown(path: str, title: str, tables: str) -> None:
 
 @click.group()
 def bench():
-    """Benchmarks: solve (ours vs ngspice), train (DRN training steps), hopfield (relaxations and c-ep steps)."""
+    """Benchmarks: solve (ours vs ngspice), train (DRN training steps), hopfield (relaxations and c-ep steps),
+    spice-step (a training step through ngspice)."""
 
 
 @bench.command()
@@ -84,6 +85,25 @@ def train(model, preset, algorithm, steps, batch, eval_samples, seed, as_json):
         model = "drn:1568-100-10"
     report = bench_train(model, preset, algorithm, steps=steps, batch=batch, seed=seed, eval_samples=eval_samples)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+@bench.command("spice-step")
+@click.argument("netlists", nargs=-1, required=True)
+@click.option("--data", "datasets", multiple=True, help="The data set of each netlist, in order [default: iris].")
+@click.option("--batch", type=int, default=10, show_default=True)
+@click.option("--steps", type=int, default=5, show_default=True)
+@MARKDOWN
+def spice_step(netlists, datasets, batch, steps, markdown_file):
+    """A c-EP step through ngspice: a netlist per sample against the circuit kept loaded and altered."""
+    from aeqprop_circuits.bench.spice_step import bench_spice_step, format_report
+
+    datasets = list(datasets) + ["iris"] * (len(netlists) - len(datasets))
+    rows = [row for netlist, data in zip(netlists, datasets)
+            for row in bench_spice_step(netlist, data, batch=batch, steps=steps)]
+    tables = format_report(rows)
+    click.echo(tables)
+    if markdown_file:
+        _write_markdown(markdown_file, "# Benchmarks\n\n## A c-EP step through ngspice", tables)
 
 
 @bench.command("hopfield")
