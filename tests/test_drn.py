@@ -136,6 +136,16 @@ def test_loss_gradient_equals_implicit_differentiation_of_the_circuit(sizes):
     assert numeric == pytest.approx(ours @ direction, rel=1e-5, abs=1e-9)
 
 
+def test_shockley_loss_gradient_equals_implicit_differentiation_of_the_circuit():
+    """The junctions' conductance enters the adjoint: held against the circuit's exact gradient."""
+    system = DRNSystem([6, 5, 3], seed=18, diodes="shockley", saturation_current=1e-6, emission=2.0)
+    x, y = _batch([6, 5, 3], seed=19)
+    reference = CircuitSystem(system.circuit())
+    ours = system.loss_gradient(system.settle(Phase(x)), y)
+    theirs = reference.loss_gradient(reference.settle(Phase(x)), y)
+    assert np.abs(ours - theirs).max() < 1e-9 * np.abs(theirs).max()
+
+
 def test_centered_ep_estimate_aligns_with_the_exact_gradient_at_small_beta():
     system = DRNSystem([12, 8, 4], seed=13)
     x, y = _batch([12, 8, 4], seed=14, batch=8)

@@ -22,6 +22,7 @@ from aeqprop_circuits.circuit.builder import deep_resistive_network
 from aeqprop_circuits.circuit.elements import ELEMENTS
 from aeqprop_circuits.circuit.energy import Nudge, Problem
 from aeqprop_circuits.netlist import parse_netlist, write_netlist
+from aeqprop_circuits.solvers import solve
 from aeqprop_circuits.solvers.layered import OutputObjective, assemble, block_energy, block_gradient, layered_structure
 from aeqprop_circuits.systems.base import Phase
 from aeqprop_circuits.systems.drn import DRNSystem
@@ -68,11 +69,12 @@ PARAMETERS = {  # each stamp's parameters, as arrays over 5 elements
     "resistor": lambda rng: (rng.uniform(0.1, 2.0, 5),),
     "junction": lambda rng: (rng.uniform(0.5, 2.0, 5) * 1e-3, rng.uniform(0.2, 0.5, 5), rng.uniform(0.0, 0.5, 5)),
     "current_source": lambda rng: (rng.normal(0.0, 1.0, 5),),
+    "cubic": lambda rng: (rng.uniform(0.1, 2.0, 5),),
     "nudge": lambda rng: (rng.uniform(-2.0, 2.0, 5), rng.uniform(-1.0, 1.0, 5)),
 }
 
 
-@pytest.mark.parametrize("kind", sorted(PARAMETERS))
+@pytest.mark.parametrize("kind", sorted(kind for kind, stamp in ELEMENTS.items() if stamp.current is not None))
 @given(seed=st.integers(0, 2**32 - 1))
 @settings(max_examples=20, deadline=None)
 def test_each_stamps_current_conductance_and_change_are_its_co_contents_derivatives(kind, seed):
@@ -172,6 +174,29 @@ def test_reference_gradient_hessian_change_and_measurements_are_its_co_contents_
     assert_close([np.asarray(leaving @ problem.topology.P)], [problem.gradient(z)], "KCL of the branch currents")
 
 
+@given(seed=st.integers(0, 2**32 - 1), beta=st.floats(0.05, 0.5))
+@EXAMPLES
+def test_reference_branch_currents_balance_every_node_of_a_nudged_equilibrium(seed, beta):
+    """Voltage sources carry what KCL leaves for them, the nudge's current included."""
+    rng = np.random.default_rng(seed)
+    circuit = _random_circuit(rng)
+    sources = circuit.source_values(rng.uniform(-1.0, 1.0, (2, 1)))
+    nudge = Nudge(beta, rng.uniform(-1.0, 1.0, (2, 2)))
+    result = solve(circuit, sources=sources, nudge=nudge, method="newton")
+    problem = Problem(circuit, sources, nudge=nudge)
+    currents = problem.branch_currents(result.free)
+    V = result.potentials
+    net = ELEMENTS["nudge"].current((problem.Do @ V.T).T, nudge.conductance, nudge.target) @ problem.Do
+    vs = circuit.sources.is_voltage
+    groups = ((circuit.resistors.nodes, "resistors"), (circuit.diodes.nodes, "diodes"),
+              (circuit.sources.nodes[vs], "voltage_sources"), (circuit.sources.nodes[~vs], "current_sources"))
+    for pairs, group in groups:
+        np.add.at(net.T, pairs[:, 0], currents[group].T)
+        np.subtract.at(net.T, pairs[:, 1], currents[group].T)
+    scale = max(np.abs(c).max() for c in currents.values() if c.size)
+    assert result.success and np.abs(net).max() <= 1e-9 * scale
+
+
 # --- builder DRNs: DRNSystem against its circuit() --------------------------------------------------
 @given(n_in=st.integers(1, 4), hidden=hidden_layers, n_out=st.integers(1, 3), bias=st.booleans(),
        diodes=st.sampled_from(["ideal", "shockley"]), kind=phases, seed=st.integers(0, 2**32 - 1))
@@ -237,7 +262,7 @@ def test_signed_drn_energy_gradient_and_measurements_are_its_circuits(n_in, hidd
 
 
 # --- the layered solver's dense blocks, on builder circuits and on netlists ---------------------------
-def _layered_case(n_in, hidden, n_out, bias, from_netlist, rng, tmp_dir):
+def _layered_case(n_in, hidden, n_out, bias, from_netlist, rng, tmp_dir, B=3):
     circuit = deep_resistive_network([n_in, *hidden, n_out], seed=int(rng.integers(1000)), bias=bias,
                                      g_range=(1e-6, 1e-2))
     if from_netlist:  # layers inferred from the netlist, not given by the builder
@@ -246,7 +271,6 @@ def _layered_case(n_in, hidden, n_out, bias, from_netlist, rng, tmp_dir):
         circuit = parse_netlist(str(path))
     structure = layered_structure(circuit)
     assume(structure is not None)  # no hidden layer, with biases: one run of bias resistors, not a grid
-    B = 3
     sources = circuit.source_values(rng.uniform(-1.0, 1.0, (B, n_in)))
     g = circuit.resistors.conductance * rng.uniform(0.5, 2.0, len(circuit.resistors.conductance))
     return circuit, structure, sources, g, B
@@ -254,13 +278,14 @@ def _layered_case(n_in, hidden, n_out, bias, from_netlist, rng, tmp_dir):
 
 @given(n_in=st.integers(1, 4), hidden=hidden_layers, n_out=st.integers(1, 3), bias=st.booleans(),
        from_netlist=st.booleans(), kind=st.sampled_from(["free", "positive", "negative"]),
-       seed=st.integers(0, 2**32 - 1))
+       batch=st.sampled_from([3, 12]), seed=st.integers(0, 2**32 - 1))
 @EXAMPLES
 def test_layered_blocks_energy_and_gradient_are_the_circuits(tmp_path_factory, n_in, hidden, n_out, bias,
-                                                              from_netlist, kind, seed):
+                                                              from_netlist, kind, batch, seed):
+    """Batches of up to 8 and of more take different forms of the input block's energy: both are tested."""
     rng = np.random.default_rng(seed)
     circuit, structure, sources, g, B = _layered_case(n_in, hidden, n_out, bias, from_netlist, rng,
-                                                      tmp_path_factory.getbasetemp())
+                                                      tmp_path_factory.getbasetemp(), batch)
     beta, target, _ = nudge_of(kind, rng, B, n_out)
     nudge = Nudge(beta * 1e-3, target) if beta else None
     blocks = assemble(structure, g, sources)
@@ -322,3 +347,20 @@ def test_replica_circuit_energy_settle_and_measurements_are_its_circuits(replica
     assert_close([system.replica_energy(settled).sum()], [problem.energy(z).mean() / system.g0], "energy")
     measured = problem.parameter_gradient(z)["resistors"][:, system.circuit.learning.trainable].mean(axis=0)
     assert_close([system.energy_gradient(settled)], [measured], "dE/dtheta")
+
+
+def test_every_mutant_of_the_mutation_check_applies_to_the_sources():
+    """scripts/mutate.py names physics statements by their text: an edited formula must be named anew."""
+    import importlib.util
+    import pathlib
+    import sys
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "mutate.py"
+    spec = importlib.util.spec_from_file_location("mutate", path)
+    mutate = sys.modules["mutate"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mutate)
+    for mutant in mutate.MUTANTS:
+        source = (mutate.ROOT / mutant.path).read_text()
+        mutated = mutate.mutate(source, mutant)
+        assert mutated != source
+        compile(mutated, mutant.path, "exec")

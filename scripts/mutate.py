@@ -1,0 +1,386 @@
+"""Mutation check of the circuit physics: every single-statement sign flip or factor of 2 must fail a test.
+
+    python scripts/mutate.py              # all mutants: a markdown table, exit status 1 if one survived
+    python scripts/mutate.py -k junction  # the mutants whose name contains 'junction'
+    python scripts/mutate.py --list       # the mutants, without running them
+
+The mutants (`MUTANTS`) cover each co-content, current, conductance, nudge-energy and dE/dtheta
+formula of the element table and of every path that computes circuit physics: the reference
+`Problem`, the layered solver, the DRN and signed-DRN systems, the replica circuits of the
+regression study. A mutant names a statement by a piece of its text (unique in its file) and
+either `negate`s or `double`s the statement's value (the expression after `return`, `=` or
+`+=`), or replaces a piece of the line it names (a term's sign, a factor).
+
+The working tree is copied to a temporary directory (so nothing another process imports is
+ever patched); the tests of `TESTS` that pass there unmutated are collected first, then each
+mutant is written into the copy and those tests run with -x, the shared property tests
+(tests/test_fast_paths.py) on their own first: the first failure kills it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ("tests/test_fast_paths.py", "tests/test_solvers_analytic.py", "tests/test_layered.py", "tests/test_drn.py",
+         "tests/test_drn_signed.py", "tests/test_drn_paper_circuit.py", "tests/test_circuit_regression.py",
+         "tests/test_energy_system.py", "tests/test_solvers_properties.py")
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-seed=0",
+          "-W", "ignore::DeprecationWarning"]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    path: str  # relative to the repository
+    where: str  # a piece of the statement's text, unique in the file
+    change: str | tuple[str, str]  # "negate", "double", or (old, new) on the first line of `where`
+
+    @property
+    def how(self) -> str:
+        return self.change if isinstance(self.change, str) else f"`{self.change[0]}` -> `{self.change[1]}`"
+
+    @property
+    def name(self) -> str:
+        return f"{Path(self.path).name}: {self.where.strip().splitlines()[0][:70]} [{self.how}]"
+
+    def line(self, source: str) -> int:
+        return source[:source.index(self.where)].count("\n") + 1
+
+
+def _mutants() -> list[Mutant]:
+    out = []
+
+    def add(path, where, *changes):
+        out.extend(Mutant(path, where, change) for change in changes or ("negate", "double"))
+
+    # the element table
+    table = "aeqprop_circuits/circuit/elements.py"
+    add(table, "return g * resistor_parameter_gradient(v, g)")
+    add(table, "return g * v")
+    add(table, "return np.broadcast_to(g, np.broadcast_shapes(np.shape(v), np.shape(g)))")
+    add(table, "return g * dv * (v + 0.5 * dv)", "negate", "double", ("v + 0.5 * dv", "v - 0.5 * dv"))
+    add(table, "return 0.5 * v * v")
+    add(table, "return isat * (nvt * np.expm1(v / nvt) - v) + resistor_content(v, gmin)", "negate", "double",
+        ("- v)", "+ v)"), ("- v)", "- 2 * v)"), ("+ resistor_content", "- resistor_content"))
+    add(table, "return isat * np.expm1(v / nvt) + resistor_current(v, gmin)", "negate", "double",
+        ("+ resistor_current", "- resistor_current"))
+    add(table, "return isat * np.exp(v / nvt) / nvt + gmin", "negate", "double", ("+ gmin", "- gmin"))
+    add(table, "return isat * (nvt * np.exp(v / nvt) * np.expm1(dv / nvt) - dv) + resistor_change(v, dv, gmin)",
+        "negate", "double", ("- dv)", "+ dv)"), ("+ resistor_change", "- resistor_change"))
+    add(table, "return np.where(np.asarray(v) > 0.0, np.inf, 0.0)", ("> 0.0", "< 0.0"))
+    add(table, "return current * v")
+    add(table, "return np.broadcast_to(current, np.broadcast_shapes(np.shape(v), np.shape(current)))")
+    add(table, "return current * dv")
+    add(table, "return np.asarray(v, dtype=float)")
+    add(table, "return c * cubic_parameter_gradient(v, c)")
+    add(table, "return c * v * v * v")
+    add(table, "return 3.0 * c * v * v")
+    add(table, "return c * dv * (v * v * v + dv * (1.5 * v * v + dv * (v + 0.25 * dv)))", "negate", "double",
+        ("1.5 * v * v", "3.0 * v * v"), ("v + 0.25 * dv", "v - 0.25 * dv"))
+    add(table, "return 0.25 * (v * v) * (v * v)")
+    add(table, "return resistor_content(v - target, beta)", "negate", "double", ("v - target", "v + target"))
+    add(table, "return resistor_current(v - target, beta)", "negate", "double", ("v - target", "v + target"))
+    add(table, "return resistor_conductance(v - target, beta)")
+    add(table, "return resistor_change(v - target, dv, beta)", "negate", "double", ("v - target", "v + target"))
+    add(table, "return resistor_parameter_gradient(v - target, beta)", "negate", "double",
+        ("v - target", "v + target"))
+
+    # the reference
+    energy = "aeqprop_circuits/circuit/energy.py"
+    for line in ("e = e + JUNCTION.content", "e = e + CURRENT_SOURCE.content", "e = e + RESISTOR.content",
+                 "change = change + term(JUNCTION", "change = change + term(CURRENT_SOURCE",
+                 "change = change + term(RESISTOR", "grad = grad + JUNCTION.current",
+                 "grad = grad + RESISTOR.current"):
+        lhs = line.split(" = ")[0]
+        add(energy, line, (f"= {lhs} + ", f"= {lhs} - "), (f"= {lhs} + ", f"= {lhs} + 2 * "))
+    add(energy, "e = RESISTOR.content(self._branch(self.Mr")
+    add(energy, "change = term(RESISTOR, self.Mr")
+    add(energy, "grad = RESISTOR.current(self._branch(self.Mr", "negate", "double",
+        ("+ self.linear_i", "- self.linear_i"))
+    add(energy, "self.linear_i = CURRENT_SOURCE.current(0.0, self.i_value) @ self.Mi")
+    add(energy, '"resistors": RESISTOR.parameter_gradient(vr, self.g)',
+        ('"resistors": RESISTOR', '"resistors": -RESISTOR'), ('"resistors": RESISTOR', '"resistors": 2 * RESISTOR'))
+    add(energy, '"current_sources": CURRENT_SOURCE.parameter_gradient',
+        ('"current_sources": CURRENT', '"current_sources": -CURRENT'),
+        ('"current_sources": CURRENT', '"current_sources": 2 * CURRENT'))
+    add(energy, "H = self.Mr.T @ sp.diags(RESISTOR.conductance(0.0, self.g)) @ self.Mr")
+    add(energy, "H = H + RESISTOR.conductance(0.0, self.gmin)", ("H + RES", "H - RES"), ("H + RES", "H + 2 * RES"))
+    add(energy, "return sp.csc_matrix(self.network_hessian + RESISTOR", ("hessian + RES", "hessian - RES"),
+        ("hessian + RES", "hessian + 2 * RES"))
+    add(energy, "gd = JUNCTION.conductance(vd, *self.junction) - self.gmin", ("- self.gmin", "+ self.gmin"),
+        ("gd = JUNCTION", "gd = 2 * JUNCTION"))
+    add(energy, 'out = {"resistors": RESISTOR.current', ('{"resistors": RES', '{"resistors": -RES'),
+        ('{"resistors": RES', '{"resistors": 2 * RES'))
+    add(energy, 'out["diodes"] = JUNCTION.current', ("= JUNCTION", "= -JUNCTION"), ("= JUNCTION", "= 2 * JUNCTION"))
+    add(energy, "leaving = leaving + RESISTOR.current", ("leaving + RES", "leaving - RES"),
+        ("leaving + RES", "leaving + 2 * RES"))
+
+    # the layered solver
+    layered = "aeqprop_circuits/solvers/layered.py"
+    add(layered, "D[blk.b][blk.cols] += col_sum\n            c[blk.b][:, blk.cols] += injected")
+    add(layered, "c[blk.b][:, blk.cols] += injected")
+    add(layered, "D[blk.a][blk.rows] += row_sum\n            injected")
+    add(layered, "c[blk.a][:, blk.rows] += injected")
+    add(layered, "D[blk.a][blk.rows] += row_sum\n            D[blk.b]")
+    add(layered, "D[blk.b][blk.cols] += col_sum\n            couplings")
+    add(layered, "e += 0.5 * (row_sum[0].sum(1) + (Vb * Vb) @ col_sum) - (injected * Vb).sum(1)",
+        ("e += 0.5", "e += 1.0"), ("- (injected", "+ (injected"))
+    add(layered, "e += 0.5 * ((Va * Va) @ row_sum + (Vb * Vb) @ col_sum) - cross", ("e += 0.5", "e += 1.0"),
+        ("- cross", "+ cross"))
+    add(layered, "cross = (injected * Vb).sum(1)")
+    add(layered, "cross = (injected * Va).sum(1)")
+    add(layered, "cross = ((Va @ blk.weights(g)) * Vb).sum(1)")
+    add(layered, "e += NUDGE.content(_outputs(full, circuit)")
+    add(layered, "pulled = NUDGE.current(_outputs(full, circuit)")
+    add(layered, "grad = blocks.D[k] * V[k] - blocks.c[k]", ("blocks.D[k] * V[k]", "2 * blocks.D[k] * V[k]"),
+        ("- blocks.c[k]", "+ blocks.c[k]"), ("- _neighbour_sum", "+ _neighbour_sum"))
+    add(layered, "np.add.at(extra.T, p, pulled.T)", ("pulled.T", "2 * pulled.T"))
+    add(layered, "np.add.at(extra.T, n, -pulled.T)", ("-pulled.T", "pulled.T"))
+    add(layered, "value = (0.5 * self.Do * o * o - self.co * o).sum(1)", ("(0.5 * self.Do", "(1.0 * self.Do"),
+        ("- self.co * o", "+ self.co * o"))
+    add(layered, "+ (0.5 * self.Dh * h * h - self.ch * h - h * (o @ self.W.T)).sum(1)",
+        ("(0.5 * self.Dh", "(1.0 * self.Dh"), ("- self.ch * h", "+ self.ch * h"), ("- h * (o", "+ h * (o"))
+    add(layered, "gradient = self.Do * o - self.co - h @ self.W", ("self.Do * o", "2 * self.Do * o"),
+        ("- self.co", "+ self.co"), ("- h @ self.W", "+ h @ self.W"))
+    add(layered, "value = value + NUDGE.content(out", ("value + NUDGE", "value - NUDGE"),
+        ("value + NUDGE", "value + 2 * NUDGE"))
+    add(layered, "gradient = gradient + NUDGE.current(out", ("gradient + NUDGE", "gradient - NUDGE"),
+        ("gradient + NUDGE", "gradient + 2 * NUDGE"))
+    add(layered, "self.base = np.diag(self.Do) + NUDGE.conductance", ("+ NUDGE", "- NUDGE"), ("+ NUDGE", "+ 2 * NUDGE"))
+    add(layered, "return np.clip((self.ch + o @ self.W.T) / self.Dh", ("self.ch + o", "self.ch - o"),
+        ("/ self.Dh", "/ (2 * self.Dh)"))
+
+    # the builder's DRN
+    drn = "aeqprop_circuits/systems/drn/system.py"
+    add(drn, "e += 0.5 * ((Va * Va) @ W.sum(axis=1) + (Vb * Vb) @ W.sum(axis=0)) - ((Va @ W) * Vb).sum(axis=1)",
+        ("e += 0.5", "e += 1.0"), (") - ((Va @ W)", ") + ((Va @ W)"))
+    add(drn, "e += (RESISTOR.content(layer - 1.0", ("layer - 1.0", "layer + 1.0"), ("e += (", "e -= ("),
+        ("e += (", "e += 2 * ("))
+    add(drn, "+ RESISTOR.content(layer + 1.0", ("layer + 1.0", "layer - 1.0"), ("+ RESISTOR", "- RESISTOR"))
+    add(drn, "e += self._junction_content(layer).sum(axis=1)", ("e +=", "e -="), ("e += self", "e += 2 * self"))
+    add(drn, "e += NUDGE.content(self._outputs_of(V[-1])", ("e +=", "e -="), ("e += NUDGE", "e += 2 * NUDGE"))
+    add(drn, "return JUNCTION.content(V - self.v_high, *self._junction) + JUNCTION.content(self.v_low - V",
+        "negate", "double", ("+ JUNCTION", "- JUNCTION"), ("V - self.v_high", "self.v_high - V"))
+    add(drn, "return JUNCTION.current(V - self.v_high, *self._junction) - JUNCTION.current(self.v_low - V",
+        "negate", "double", ("- JUNCTION", "+ JUNCTION"))
+    add(drn, "return JUNCTION.conductance(V - self.v_high, *self._junction) \\", "negate", "double")
+    add(drn, "+ JUNCTION.conductance(self.v_low - V, *self._junction)", ("+ JUNCTION", "- JUNCTION"))
+    add(drn, "grad = D64 * V - r64 + self._junction_current(V)", ("+ self._junction", "- self._junction"),
+        ("- r64", "+ r64"))  # (its curvature only sets the Newton steps' length inside the bracket)
+    add(drn, "grad = derived.D[k] * layer - self._incoming(k, V, first, derived.bias_current)",
+        ("derived.D[k] * layer", "2 * derived.D[k] * layer"), ("- self._incoming", "+ self._incoming"))
+    add(drn, "grad = grad + self._junction_current(layer)", ("grad + self", "grad - self"),
+        ("grad + self", "grad + 2 * self"))
+    add(drn, "pull = NUDGE.current(self._outputs_of(V[-1])")
+    add(drn, "out[-1] = out[-1] + np.concatenate([pull, -pull], axis=1)", ("[pull, -pull]", "[pull, pull]"))
+    add(drn, "left = np.vstack([Va, 0.5 * (Va * Va).mean(axis=0, keepdims=True), one_a])", ("[Va, 0.5", "[Va, 1.0"))
+    add(drn, "right = np.vstack([Vb * Vb.dtype.type(-1.0 / B), one_b, 0.5 * (Vb * Vb)",
+        ("type(-1.0 / B)", "type(1.0 / B)"), ("one_b, 0.5", "one_b, 1.0"))
+    add(drn, "grad[where] = RESISTOR.parameter_gradient(V - rail", ("V - rail", "V + rail"))
+    add(drn, "d = self.weights[k].sum(axis=0, dtype=dt)")
+    add(drn, "d += self.weights[k + 1].sum(axis=1, dtype=dt)", ("d +=", "d -="))
+    add(drn, "d += self.bias_plus[k] + self.bias_minus[k]", ("d +=", "d -="),
+        ("+ self.bias_minus", "- self.bias_minus"))
+    add(drn, "bias_current.append(self.bias_plus[k] - self.bias_minus[k])", ("- self.bias_minus", "+ self.bias_minus"))
+    add(drn, "inv_det = 1.0 / (Dp * Dn + beta * (Dp + Dn))", ("Dn + beta", "Dn - beta"))
+    add(drn, "pull = np.asarray(target, dtype=self.dtype).reshape(len(betas), B, n) * beta")
+    add(drn, "return (Dn + beta) * inv_det, beta * inv_det, (Dp + beta) * inv_det, pull",
+        ("(Dn + beta)", "(Dn - beta)"), (", beta * inv_det", ", -beta * inv_det"), ("(Dp + beta)", "(Dp - beta)"))
+    add(drn, "ap, an = rp + pull, rn - pull", ("rp + pull", "rp - pull"), ("rn - pull", "rn + pull"))
+    add(drn, "biases, gradient = self._theta[start:], self.dtype.type(0.5) * (weights @ rails).ravel()",
+        ("type(0.5)", "type(1.0)"), ("type(0.5)", "type(-0.5)"))
+    add(drn, "left[-2] *= dt(0.5)")
+    add(drn, "right[-1] *= dt(0.5)")
+    add(drn, "np.multiply(np.add.reduce(Va * Va, axis=0), dt(0.5 * total / B), out=left[-2])",
+        ("dt(0.5 * total", "dt(1.0 * total"), ("dt(0.5 * total", "dt(-0.5 * total"))
+    add(drn, "np.negative(pulled, out=right[:len(Va)])", ("np.negative(pulled", "np.positive(pulled"))
+    add(drn, "D = plus + minus", ("plus + minus", "plus - minus"))
+    add(drn, "D[:H] += column_sums + row_sums", ("+= column", "-= column"), ("+ row_sums", "- row_sums"))
+    add(drn, "D[H:] += np.add.reduce(W1, axis=0)", ("D[H:] +=", "D[H:] -="))
+    add(drn, "bias_current = plus - minus", ("plus - minus", "plus + minus"))
+    add(drn, "inv_det = 1.0 / (D_out * D_swapped + beta * (D_out + D_swapped))",
+        ("D_swapped + beta", "D_swapped - beta"))
+    add(drn, "diagonal = (D_swapped + beta) * inv_det", ("+ beta", "- beta"))
+    add(drn, "cross = beta * inv_det  # [b, b]: multiplies r with its halves swapped", "negate")
+    add(drn, "+ (diagonal - cross) * (np.concatenate([y, y], axis=1) * plan.signed_betas)",
+        ("(diagonal - cross)", "(diagonal + cross)"))
+    add(drn, "np.matmul(plan.half_weights, np.square(stacked_outputs), out=right[-1])",
+        ("plan.half_weights", "plan.row_weights"))
+    add(drn, "np.matmul(plan.half_weights, np.square(stacked_hidden), out=plan.hidden_left[-2])",
+        ("plan.half_weights", "plan.row_weights"))
+    add(drn, "row_weights=weights, half_weights=weights * dt.type(0.5),", ("dt.type(0.5)", "dt.type(1.0)"))
+    add(drn, "offset = (bias * diagonal + bias[swap] * cross", ("bias * diagonal +", "bias * diagonal -"))
+    add(drn, "+ np.concatenate([(a - b) * pull, (b - c) * pull], axis=2)).reshape(-1, 2 * n)",
+        ("(a - b) * pull", "(a + b) * pull"), ("(b - c) * pull", "(b + c) * pull"))
+    add(drn, "Dh.append(D[k] + self._junction_conductance(V[k]))", ("D[k] + self", "D[k] - self"))
+
+    # the signed DRN
+    signed = "aeqprop_circuits/systems/drn/signed.py"
+    add(signed, "e += 0.5 * ((Va * Va) @ W.sum(axis=1) + (Vb * Vb) @ W.sum(axis=0)) - ((Va @ W) * Vb).sum(axis=1)",
+        ("e += 0.5", "e += 1.0"), (") - ((Va @ W)", ") + ((Va @ W)"))
+    add(signed, "e += CURRENT_SOURCE.content(-Vb", ("content(-Vb", "content(Vb"), ("e += C", "e += 2 * C"))
+    add(signed, "e += NUDGE.content(layers[-1], phase.beta, phase.target)", ("e +=", "e -="),
+        ("e += NUDGE", "e += 2 * NUDGE"))
+    add(signed, "out = [D[k] * layer - self._incoming(k, V, drive)", ("[D[k] * layer", "[2 * D[k] * layer"),
+        ("- self._incoming", "+ self._incoming"))
+    add(signed, "out[-1] = out[-1] + NUDGE.current(V[-1]", ("+ NUDGE", "- NUDGE"), ("+ NUDGE", "+ 2 * NUDGE"))
+    add(signed, "r = drive if k == 0 else matmul(V[k - 1], self.weights[k]) + self.biases[k]",
+        ("+ self.biases[k]", "- self.biases[k]"))
+    add(signed, "drive = matmul(v_in, self.weights[0]) + self.biases[0]", ("+ self.biases[0]", "- self.biases[0]"))
+    add(signed, "r = r + matmul(V[k + 1], self.weights[k + 1].T)", ("r + matmul", "r - matmul"))
+    add(signed, "sums = [W.sum(axis=0) for W in self.weights]", ("W.sum(axis=0)", "2 * W.sum(axis=0)"))
+    add(signed, "sums[k] = sums[k] + self.weights[k + 1].sum(axis=1)", ("sums[k] + self", "sums[k] - self"))
+    add(signed, "total = D_out + self.dtype.type(phase.beta)", ("D_out + self", "D_out - self"))
+    add(signed, "return np.asarray(phase.target, dtype=self.dtype) * self.dtype.type(phase.beta), total",
+        ("type(phase.beta), total", "type(-phase.beta), total"))
+    add(signed, "a_squares = (0.5 * total) * (a * a).sum(axis=0) if total else None",
+        ("(0.5 * total)", "(1.0 * total)"))
+    add(signed, "a_squares = 0.5 * (weights @ (a * a))")
+    add(signed, "[0.5 * (weights @ (b * b))[None]]", ("[0.5 * (", "[1.0 * ("))
+    add(signed, "rows = [a] + ([a_squares[None]] if a_squares",
+        ("[a] + ([a_squares[None]]", "[a] + ([-a_squares[None]]"))
+    add(signed, "right = [-pulled] + ([np.ones", ("[-pulled]", "[pulled]"))
+    add(signed, "bias = -(weights @ np.concatenate(free, axis=1))")
+
+    # the replica circuits of the regression study
+    replica = "aeqprop_circuits/experiments/reproduce/circuit_regression.py"
+    add(replica, "return RESISTOR.content(potentials[:, pairs[:, 0]] - potentials[:, pairs[:, 1]], conductance)")
+    add(replica, "content = self._contents(state.potentials, state.conductance).mean(axis=0) / self.g0")
+    add(replica, "energy = self._contents(potentials, conductance).sum(axis=1)")
+    add(replica, "b, rhs_pos, rhs_neg = betas, a_pos + betas * target, a_neg - betas * target",
+        ("a_pos + betas", "a_pos - betas"), ("a_neg - betas", "a_neg + betas"))
+    add(replica, "det = (g_pos + b) * (g_neg + b) - b * b", ("(g_pos + b)", "(g_pos - b)"), ("- b * b", "+ b * b"))
+    add(replica, "v_pos = ((g_neg + b) * rhs_pos + b * rhs_neg) / det", ("(g_neg + b)", "(g_neg - b)"),
+        ("+ b * rhs_neg", "- b * rhs_neg"))
+    add(replica, "v_neg = (b * rhs_pos + (g_pos + b) * rhs_neg) / det", ("(g_pos + b)", "(g_pos - b)"),
+        ("(b * rhs_pos", "(-b * rhs_pos"))
+    add(replica, "A = np.asarray(self._slots.T @ (fixed[:, self._far] * g).T).T")
+    add(replica, "G = np.asarray(self._slots.T @ g).ravel()")
+    add(replica, "bad = g_pos * g_neg + betas * (g_pos + g_neg) <= 1e-6 * g_pos * g_neg",
+        ("+ betas * (g_pos", "- betas * (g_pos"))
+    return out
+
+
+MUTANTS = _mutants()
+
+
+def _statement(source: str, line: int) -> ast.stmt:
+    """The innermost simple statement (return, assignment, expression) spanning `line` (1-based)."""
+    best = None
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Return, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Expr)) \
+                and node.lineno <= line <= node.end_lineno:
+            if best is None or node.lineno >= best.lineno:
+                best = node
+    if best is None:
+        raise ValueError(f"no statement at line {line}")
+    return best
+
+
+def mutate(source: str, mutant: Mutant) -> str:
+    """`source` with the mutant applied; ValueError if its text is not unique or the change does not apply."""
+    if source.count(mutant.where) != 1:
+        raise ValueError(f"{mutant.path}: {mutant.where!r} occurs {source.count(mutant.where)} times")
+    line = mutant.line(source)
+    statement = _statement(source, line)
+    lines = source.splitlines(keepends=True)
+    if isinstance(mutant.change, tuple):
+        old, new = mutant.change
+        text = lines[line - 1]
+        if text.count(old) != 1:
+            raise ValueError(f"{mutant.name}: {old!r} occurs {text.count(old)} times on its line")
+        lines[line - 1] = text.replace(old, new)
+        return "".join(lines)
+    value = statement.value
+    encoded = [text.encode() for text in lines]  # ast offsets count UTF-8 bytes
+    start = sum(len(b) for b in encoded[:value.lineno - 1]) + value.col_offset
+    stop = sum(len(b) for b in encoded[:value.end_lineno - 1]) + value.end_col_offset
+    data = "".join(lines).encode()
+    wrapped = {"negate": b"-(%s)", "double": b"2 * (%s)"}[mutant.change] % data[start:stop]
+    return (data[:start] + wrapped + data[stop:]).decode()
+
+
+def _copy_tree(destination: Path) -> None:
+    ignore = shutil.ignore_patterns(".git", ".hypothesis", ".ruff_cache", "__pycache__", "runs", "*.egg-info")
+    shutil.copytree(ROOT, destination, ignore=ignore, dirs_exist_ok=True)
+
+
+def _run(tree: Path, arguments: list[str], timeout: float) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1", OPENBLAS_NUM_THREADS="1")
+    return subprocess.run(PYTEST + arguments, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def passing_tests(tree: Path) -> list[str]:
+    """Node ids of the tests in TESTS that pass on the unmutated copy."""
+    report = tree / "baseline.xml"
+    _run(tree, [*TESTS, f"--junitxml={report}"], timeout=3600)
+    ids = []
+    for case in ElementTree.parse(report).getroot().iter("testcase"):
+        if any(child.tag in ("failure", "error", "skipped") for child in case):
+            continue
+        module = case.get("classname", "").replace(".", "/") + ".py"
+        ids.append(f"{module}::{case.get('name')}")
+    return ids
+
+
+def killer(tree: Path, tests: list[str], timeout: float) -> str | None:
+    """The first test that fails (the mutant is killed), or None (it survived)."""
+    first = [t for t in tests if t.startswith(TESTS[0])]
+    for stage in (first, [t for t in tests if t not in first]):
+        try:
+            result = _run(tree, ["-x", *stage], timeout)
+        except subprocess.TimeoutExpired:
+            return "(timeout)"
+        if result.returncode != 0:
+            failed = re.search(r"^(?:FAILED|ERROR) (\S+)", result.stdout, re.MULTILINE)
+            return failed.group(1) if failed else f"(pytest exit {result.returncode})"
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", default="", help="only the mutants whose name contains this text")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant's test run")
+    args = parser.parse_args()
+    mutants = [m for m in MUTANTS if args.k in m.name]
+    for m in mutants:  # every mutant applies to the current sources, before anything runs
+        mutate((ROOT / m.path).read_text(), m)
+    if args.list:
+        print("\n".join(m.name for m in mutants))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="mutate-") as scratch:
+        tree = Path(scratch) / "tree"
+        _copy_tree(tree)
+        tests = passing_tests(tree)
+        print(f"{len(mutants)} mutants; {len(tests)} tests pass unmutated\n", file=sys.stderr)
+        print("| where | statement | mutation | killed by |\n|---|---|---|---|")
+        survived = 0
+        for m in mutants:
+            path = tree / m.path
+            original = path.read_text()
+            try:
+                path.write_text(mutate(original, m))
+                test = killer(tree, tests, args.timeout)
+            finally:
+                path.write_text(original)
+            survived += test is None
+            statement = m.where.strip().splitlines()[0].replace("|", "\\|")
+            print(f"| {m.path.split('/')[-1]}:{m.line(original)} | `{statement}` | {m.how} | "
+                  f"{test or '**survived**'} |", flush=True)
+    print(f"\n{len(mutants) - survived} of {len(mutants)} mutants killed", file=sys.stderr)
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
