@@ -4,6 +4,9 @@ The App. E quadratic model gives everything in closed form; the circuit model (e
 own copy of `regression_fourier.cir`) checks the same statements on physics.
 """
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -11,6 +14,7 @@ from click.testing import CliRunner
 from aeqprop_circuits.circuit.replicas import replicate
 from aeqprop_circuits.cli.main import main
 from aeqprop_circuits.data.tasks import quadratic_tasks, sinusoid_tasks
+from aeqprop_circuits.experiments.rundir import read_metrics
 from aeqprop_circuits.experiments.trainer import History, TrainOptions, train
 from aeqprop_circuits.learning.algorithms import get_algorithm
 from aeqprop_circuits.learning.bilevel import conjugate_gradient
@@ -304,12 +308,10 @@ def test_meta_training_through_the_training_loop_follows_the_exact_meta_gradient
 
 def test_meta_train_command_writes_its_summary(tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["meta", "train", FOURIER, "--estimator", "cml", "--epochs", "1",
+    result = CliRunner().invoke(main, ["meta", "train", FOURIER, "--estimator", "cml", "--epochs", "2",
                                        "--train-tasks", "4", "--meta-batch", "2", "--test-tasks", "2",
                                        "--seed", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    import json
-
     summary = json.loads((out / "summary.json").read_text())
     assert {"estimator", "seed", "query_mse_before", "query_mse_after", "seconds"} <= set(summary)
     assert summary["estimator"] == "cml" and summary["seed"] == 1
@@ -318,6 +320,16 @@ def test_meta_train_command_writes_its_summary(tmp_path):
     replot = CliRunner().invoke(main, ["plot", str(out)])
     assert replot.exit_code == 0, replot.output
     assert (out / "adaptation.png").exists()
+    cut = tmp_path / "cut"  # killed after its first epoch, then resumed: the same run
+    shutil.copytree(out, cut)
+    (cut / "checkpoints" / "epoch0002.npz").unlink()
+    (cut / "summary.json").unlink()
+    resumed = CliRunner().invoke(main, ["meta", "train", "--resume", str(cut)])
+    assert resumed.exit_code == 0, resumed.output
+    columns = ["epoch", "train_loss", "test_loss"]
+    np.testing.assert_array_equal([[row[c] for c in columns] for row in read_metrics(str(cut))],
+                                  [[row[c] for c in columns] for row in read_metrics(str(out))])
+    assert json.loads((cut / "summary.json").read_text())["query_mse_after"] == summary["query_mse_after"]
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -38,7 +38,7 @@ def meta():
 
 
 @meta.command("train")
-@click.argument("netlist")
+@click.argument("netlist", required=False)
 @setting("tasks", "Task family: sinusoid (5-shot regression of A sin(pi z + p), A and p random per task).",
          type=click.Choice(["sinusoid"]))
 @setting("estimator", "Meta-gradient estimator: " + ESTIMATOR_HELP + ".", type=click.Choice(ESTIMATOR_NAMES))
@@ -77,13 +77,23 @@ def meta():
 @setting("trace_every", "Lyapunov trace every N meta-steps (0: never).", type=int)
 @click.option("--out", default=None, help="Run directory. [default: runs/NETLIST-meta-ESTIMATOR-TIME; a fresh name "
                                           "when it exists]")
+@click.option("--resume", default=None, metavar="DIR", help="Continue the meta-learning run in DIR from its newest "
+              "checkpoint, with its own settings.")
 @user_errors
-def train(netlist, **given):
+def train(netlist, resume, **given):
     """Meta-learn NETLIST's conductance prior; writes a run directory with summary.json and plots."""
+    from aeqprop_circuits.errors import AeqpropError
     from aeqprop_circuits.experiments.meta import MetaConfig, meta_train
 
-    settings = {key: value for key, value in given.items() if value is not None}
-    meta_train(MetaConfig(model=netlist, **settings), echo=click.echo)
+    settings = {key: value for key, value in given.items() if value is not None and value is not False}
+    if resume is not None:
+        if netlist or settings:
+            raise AeqpropError("--resume continues a run with its own netlist and settings: give neither")
+        meta_train(resume=resume, echo=click.echo)
+    elif not netlist:
+        raise AeqpropError("no netlist: give NETLIST (e.g. netlists/regression_fourier.cir) or --resume DIR")
+    else:
+        meta_train(MetaConfig(model=netlist, **settings), echo=click.echo)
 
 
 @meta.command("gradcheck")

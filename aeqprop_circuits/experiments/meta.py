@@ -26,7 +26,7 @@ import numpy as np
 from aeqprop_circuits.data.datasets import Dataset
 from aeqprop_circuits.data.tasks import TaskLayout, sinusoid_tasks
 from aeqprop_circuits.errors import AeqpropError
-from aeqprop_circuits.experiments.rundir import RunDir, atomic_write, default_name, fresh_directory
+from aeqprop_circuits.experiments.rundir import RunDir, atomic_write, default_name, fresh_directory, read_metrics
 from aeqprop_circuits.experiments.trainer import TrainOptions
 from aeqprop_circuits.experiments.trainer import train as train_loop
 from aeqprop_circuits.learning.algorithms import Rule, get_algorithm
@@ -192,23 +192,47 @@ def query_mse(system: BilevelSystem, data: Dataset) -> np.ndarray:
     return system.query_error(data.x_test, data.y_test)
 
 
-def meta_train(config: MetaConfig, echo=print) -> str:
-    """A meta-learning run into a fresh run directory; returns its path."""
-    setup = prepare(config)
-    path = fresh_directory(config.out or default_name(config.model, f"meta-{config.estimator}"))
-    config = replace(config, out=path)
-    run = RunDir(path)
+def meta_train(config: MetaConfig | None = None, echo=print, resume: str | None = None) -> str:
+    """A meta-learning run into a fresh run directory, or the run in `resume` continued from its newest
+    checkpoint (with its own config); returns the run directory.
+
+    summary.json's seconds: the epochs' wall time (metrics.csv, over every session of the run) plus
+    the held-out evaluations before and after meta-training.
+    """
+    checkpoint, done = None, 0
+    if resume is not None:
+        run = RunDir(resume, create=False)
+        stored = run.read_config()
+        if stored.get("kind") != "meta":
+            raise MetaConfigError(f"{resume}: not a meta-learning run (aeqprop train --resume continues training "
+                                  "runs)")
+        config = MetaConfig.from_dict({k: v for k, v in stored.items() if k not in RUN_FACTS})
+        checkpoint = run.latest_checkpoint(warn=echo)
+        done = int(checkpoint["epoch"]) if checkpoint is not None else 0
+        setup, path = prepare(config), resume
+        run.cut_back(done if checkpoint is not None else -1)
+        echo(f"run directory: {path} (resuming after epoch {done})")
+    else:
+        setup = prepare(config)
+        path = fresh_directory(config.out or default_name(config.model, f"meta-{config.estimator}"))
+        config = replace(config, out=path)
+        run = RunDir(path)
+        run.write_config({**config.to_dict(), "kind": "meta", "g0": setup.system.model.g0,
+                          "n_parameters": int(setup.system.parameters.size)})  # the keys of RUN_FACTS
+        echo(f"run directory: {path}")
     system = setup.system
-    run.write_config({**config.to_dict(), "kind": "meta", "g0": system.model.g0,
-                      "n_parameters": int(system.parameters.size)})  # the keys of RUN_FACTS
-    echo(f"run directory: {path}")
     began = time.time()
-    before = query_mse(system, setup.data)
+    before = query_mse(system, setup.data)  # at the initial prior
     echo(f"held-out query MSE after adaptation, before meta-training: {before.mean():.5f}")
+    evaluations = time.time() - began
+    if checkpoint is not None:
+        system.parameters = checkpoint["parameters"]
     with np.errstate(over="ignore"):
-        train_loop(system, setup.data, setup.rule, run, setup.options, log=echo)
+        train_loop(system, setup.data, setup.rule, run, setup.options, start_epoch=done, resumed=checkpoint,
+                   log=echo)
+    began = time.time()
     after = query_mse(system, setup.data)
-    seconds = time.time() - began
+    seconds = sum(row["seconds"] for row in read_metrics(path)) + evaluations + time.time() - began
     summary = {"estimator": config.estimator, "seed": config.seed, "query_mse_before": float(before.mean()),
                "query_mse_after": float(after.mean()), "seconds": round(seconds, 2),
                "query_mse_after_std": float(after.std()), "query_mse_zero": float((setup.data.y_test ** 2).mean()),
