@@ -107,7 +107,8 @@ class OutputControl:
             if size > previous:
                 step *= 0.5
         raise DivergenceError(f"lcp-output: the integral controller did not settle in {self.rounds} rounds "
-                              f"(error {size:.3g}); use --set controller=oracle or more rounds")
+                              f"(error {size:.3g}); use the oracle controller, more rounds or a smaller step "
+                              "(algorithm options controller, rounds, step)")
 
 
 class LeastControl:
