@@ -570,12 +570,15 @@ class CircuitTasks:
         from aeqprop_circuits.systems.circuit import CircuitSystem
 
         if copies not in self._copies:
-            solver = self.solver
-            if solver == "auto":  # the copies are not one layered network: the generic solvers
-                solver = "newton" if not len(self.circuit.ideal_diodes.names) else "qp"
+            circuit, solver = replicate(self.circuit, copies), self.solver
+            if solver == "auto":  # the copies are not one layered network: the generic solvers' choice
+                from aeqprop_circuits.circuit.energy import Problem
+                from aeqprop_circuits.solvers import choose_method
+
+                solver = choose_method(Problem(circuit, circuit.source_values()))
             if len(self._copies) >= 4:
                 self._copies.pop(next(iter(self._copies)))
-            self._copies[copies] = CircuitSystem(replicate(self.circuit, copies), solver=solver)
+            self._copies[copies] = CircuitSystem(circuit, solver=solver)
         return self._copies[copies]
 
     def _run(self, phi, x, y=None):
