@@ -162,7 +162,7 @@ def test_bad_run_directories_are_refused_by_name(finished_run, tmp_path, damage,
 
 @pytest.mark.parametrize("command, words", [
     (["train", "--resume", "no-such-run"], ["no-such-run", "not a run directory"]),
-    (["plot", "no-such-run"], ["no metrics.csv"]),
+    (["plot", "no-such-run"], ["no-such-run", "not a run directory"]),
     (["compare", "no-such-run"], ["no metrics.csv"]),
     (["compare", "a", "b", "--upto", "0"], ["--upto"]),
     (["train"], ["no model"]),

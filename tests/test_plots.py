@@ -75,4 +75,4 @@ def test_compare_upto_ends_the_window_at_an_epoch(runs, tmp_path):
 def test_plot_and_compare_name_what_is_not_a_run(tmp_path):
     for command in (["plot", str(tmp_path)], ["compare", str(tmp_path)]):
         result = CliRunner().invoke(main, command)
-        assert result.exit_code != 0 and "no metrics.csv" in result.output and "Traceback" not in result.output
+        assert result.exit_code != 0 and "run directory" in result.output and "Traceback" not in result.output
