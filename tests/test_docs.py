@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -101,6 +101,27 @@ def aeqprop_shim(directory: Path) -> Path:
     return bin_dir
 
 
+def run_command(command: str, cwd: Path, env: dict) -> tuple[int, str]:
+    """(exit code, output) of one documented command: `aeqprop ...` in this process (no interpreter start-up
+    per command), anything else through bash."""
+    words = shlex.split(command.replace("\\\n", " "))
+    if words and words[0] == "aeqprop" and not set(command) & set("|;&<>$`"):
+        from click.testing import CliRunner
+
+        from aeqprop_circuits.cli.main import main
+
+        previous = os.getcwd()
+        os.chdir(cwd)
+        try:
+            result = CliRunner().invoke(main, words[1:], env={"MPLBACKEND": "Agg"})
+        finally:
+            os.chdir(previous)
+        return result.exit_code, result.output
+    done = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=COMMAND_TIMEOUT)
+    return done.returncode, done.stdout[-2000:] + "\n" + done.stderr[-2000:]
+
+
 def run_page(page: Path, tmp_path: Path):
     """Run a page's quick blocks in `tmp_path`; None when they all pass, else what failed (or 'skip: why')."""
     blocks = fenced_blocks(page.read_text(encoding="utf-8"))
@@ -120,21 +141,16 @@ def run_page(page: Path, tmp_path: Path):
         for command in commands(body):
             if "--solver spice" in command and shutil.which("ngspice") is None:
                 return "skip: ngspice is not installed"
-            done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
-                                  text=True, timeout=COMMAND_TIMEOUT)
-            if done.returncode != 0:
-                return (f"{rel(page)}:{line}: `{command}` exited with {done.returncode}\n"
-                        f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+            code, output = run_command(command, tmp_path, env)
+            if code != 0:
+                return f"{rel(page)}:{line}: `{command}` exited with {code}\n{output[-3000:]}"
     return None
 
 
 @pytest.fixture(scope="module")
 def page_outcomes(tmp_path_factory):
-    """Every page's quick blocks, the pages run side by side (each in its own directory)."""
-    pages = quick_pages()
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        futures = {page: pool.submit(run_page, page, tmp_path_factory.mktemp(page.stem)) for page in pages}
-    return {page: future.result() for page, future in futures.items()}
+    """Every page's quick blocks, one page after the other (each in its own directory)."""
+    return {page: run_page(page, tmp_path_factory.mktemp(page.stem)) for page in quick_pages()}
 
 
 @pytest.mark.parametrize("page", quick_pages(), ids=rel)
