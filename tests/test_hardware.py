@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from aeqprop_circuits.circuit.elements import CUBIC
-from aeqprop_circuits.experiments.session import train
+from aeqprop_circuits.experiments.rundir import read_metrics
+from aeqprop_circuits.experiments.session import resume, train
 from aeqprop_circuits.learning.algorithms import get_algorithm
 from aeqprop_circuits.solvers.spice import ngspice_available
 from aeqprop_circuits.systems.base import Phase
@@ -227,3 +228,13 @@ def test_summary_gives_the_hardware_metric_over_seeds_and_draws_it(tmp_path):
     assert (tmp_path / "loss.png").stat().st_size > 0
     result = runner.invoke(main, ["summary", str(tmp_path / "runs"), "--metric", "hardware_loss"])
     assert result.exit_code != 0 and "hardware_test_loss" in result.output and "Traceback" not in result.output
+
+
+def test_a_resumed_hardware_run_equals_an_uninterrupted_one(tmp_path):
+    settings = dict(data="regression:fourier", hardware="nonlinear", mismatch=0.1, hardware_seed=2, nonlinearity=0.3,
+                    training="transfer", algorithm="exact-gradient", max_train=30, trace_every=0)
+    whole = train(REGRESSION, epochs=2, out=str(tmp_path / "whole"), **settings)
+    train(REGRESSION, epochs=1, out=str(tmp_path / "part"), **settings)
+    resume(str(tmp_path / "part"), {"epochs": 2}, progress=False, echo=lambda line: None)
+    resumed = read_metrics(str(tmp_path / "part"))
+    assert [row["hardware_test_loss"] for row in resumed] == [row["hardware_test_loss"] for row in whole.metrics]
