@@ -29,7 +29,7 @@ def _command_line() -> str:
             words.append(flag)
         else:
             words += [word for item in (value if param.multiple else [value]) for word in (flag, str(item))]
-    threads = [f"{name}={os.environ[name]}" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+    threads = [f"{name}={os.environ[name]}" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
                if name in os.environ]
     return " ".join([*threads, shlex.join(words)])
 
@@ -43,7 +43,7 @@ def _write_markdown(path: str, title: str, tables: str) -> None:
 @click.group()
 def bench():
     """Benchmarks: solve (ours vs ngspice), train (DRN training steps), hopfield (relaxations and c-ep steps),
-    spice-step (a training step through ngspice)."""
+    spice-step (a training step through ngspice), peer (training steps against the papers' PyTorch code)."""
 
 
 @bench.command()
@@ -140,3 +140,38 @@ def hopfield(hidden, batch, iterations, beta, steps, generic_steps, repeats, ite
     click.echo(json.dumps(rows, indent=2) if as_json else tables)
     if markdown_file:
         _write_markdown(markdown_file, title, tables)
+
+
+@bench.command("peer")
+@click.option("--peer-source", type=click.Path(file_okay=False), default=None,
+              help="A checkout of the papers' PyTorch code (rain-neuromorphics/energy-based-learning).")
+@click.option("--case", "cases", multiple=True, default=("drn-xs", "drn-1h", "dhn-1024", "dhn-2048"),
+              show_default=True, help="drn-xs | drn-1h | dhn-1024 | dhn-2048 (repeat the option for several).")
+@click.option("--steps", type=int, default=200, show_default=True, help="Training steps timed per side.")
+@click.option("--blocks", type=int, default=10, show_default=True, help="Interleaved blocks the steps are split into.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed steps per side first.")
+@click.option("--eval-samples", type=int, default=1000, show_default=True,
+              help="Test images the evaluation is timed on (extrapolated to 10 000).")
+@click.option("--epoch", is_flag=True, help="Run a full training epoch per side (in the blocks) and the whole "
+                                            "test set, with each side's test error.")
+@click.option("--ours-only", is_flag=True, help="Our side only (no torch, no peer checkout needed).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@MARKDOWN
+def peer(peer_source, cases, steps, blocks, warmup, eval_samples, epoch, ours_only, seed, as_json, markdown_file):
+    """Training steps of the papers' PyTorch code and ours on the same networks, timed in interleaved blocks."""
+    import json
+
+    from aeqprop_circuits.bench.peer import PeerUnavailable, bench_peer, format_report
+
+    try:
+        report = bench_peer(peer_source, tuple(cases), steps=steps, blocks=blocks, warmup=warmup,
+                            eval_samples=eval_samples, epoch=epoch, seed=seed, ours_only=ours_only,
+                            log=lambda message: click.echo(message, err=True))
+    except PeerUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    tables = format_report(report)
+    click.echo(json.dumps(report, indent=2) if as_json else tables)
+    if markdown_file:
+        _write_markdown(markdown_file, "# Benchmarks\n\n## Training steps: the papers' PyTorch code and ours",
+                        tables)

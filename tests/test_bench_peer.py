@@ -1,0 +1,78 @@
+"""`aeqprop bench peer`: clear messages without the peer's code or torch, and our side of its table (no timings
+are asserted)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from aeqprop_circuits.bench import peer as peer_module
+from aeqprop_circuits.bench.peer import CASES, PEER_FILES, Case, PeerUnavailable, bench_case, format_report
+from aeqprop_circuits.cli.bench import bench
+
+
+def _fake_checkout(root):
+    for name in PEER_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("")
+    return root
+
+
+def test_bench_peer_without_a_source_says_what_to_pass():
+    result = CliRunner().invoke(bench, ["peer"])
+    assert result.exit_code != 0
+    assert "--peer-source" in result.output and "energy-based-learning" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bench_peer_names_the_files_a_checkout_lacks(tmp_path):
+    result = CliRunner().invoke(bench, ["peer", "--peer-source", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "not a checkout" in result.output and "training/sgd.py" in result.output
+    missing = CliRunner().invoke(bench, ["peer", "--peer-source", str(tmp_path / "absent")])
+    assert missing.exit_code != 0 and "no such directory" in missing.output
+
+
+def test_bench_peer_without_torch_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    with pytest.raises(PeerUnavailable, match="pip install torch"):
+        peer_module.import_torch()
+    result = CliRunner().invoke(bench, ["peer", "--peer-source", str(_fake_checkout(tmp_path)),
+                                        "--case", "drn-xs"])
+    assert result.exit_code != 0
+    assert "torch is not installed" in result.output and "Traceback" not in result.output
+
+
+def test_peer_cases_match_the_papers_scripts_on_our_side():
+    xs, dhn = CASES["drn-xs"], CASES["dhn-1024"]
+    spec, options = xs.our_model
+    assert spec == "drn:1568-100-10" and options["circuit"] == "signed" and options["iterations"] == 4
+    assert (xs.batch, xs.beta, xs.lr, xs.input_gain) == (4, 1.0, 0.006, 100.0)
+    spec, options = dhn.our_model
+    assert spec == "hopfield:784-1024-10" and options["cost_scale"] == 0.5  # 1/2 |o - y|^2
+    assert options["gains"] == [0.7, 0.7] and options["init"] == "ebl" and options["max_iterations"] == (15, 15)
+    assert (dhn.batch, dhn.beta, dhn.lr) == (16, 0.2, 0.05)
+
+
+@pytest.mark.parametrize("kind", ["drn", "dhn"])
+def test_our_side_of_the_peer_table_runs_on_a_small_network(kind):
+    case = Case(f"small {kind}", kind, (784, 64, 10), 4, 2, 0.5, 0.001, input_gain=10.0)
+    data = peer_module._data(0)
+    row = bench_case(case, None, steps=4, blocks=2, warmup=1, eval_samples=8, epoch=False, data=data, seed=0)
+    assert row["ours_ms_per_step"] > 0 and len(row["ours_ms_per_step_blocks"]) == 2
+    report = {"machine": "test", "threads": "OPENBLAS_NUM_THREADS=1", "torch": None, "numpy": "x",
+              "peer_commit": None, "data": data[4], "rows": [row]}
+    table = format_report(report)
+    assert "peer not run" in table and f"| small {kind} |" in table
+
+
+def test_bench_peer_ours_only_writes_its_table_with_the_command(tmp_path):
+    out = tmp_path / "peer.md"
+    result = CliRunner().invoke(bench, ["peer", "--ours-only", "--case", "drn-xs", "--steps", "4", "--blocks", "2",
+                                        "--warmup", "1", "--eval-samples", "8", "--markdown", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "aeqprop bench peer --case drn-xs --steps 4 --blocks 2 --warmup 1 --eval-samples 8 --ours-only" in text
+    assert "| DRN-XS 1568-100-10 |" in text
