@@ -336,6 +336,7 @@ def test_meta_train_command_writes_its_summary(tmp_path):
     (["--beta", "0"], "beta: expected a positive number"),
     (["--strength", "-1"], "strength"),
     (["--inner-steps", "0"], "inner_steps"),
+    (["--learn-strength", "--strength-floor", "1"], "strength_floor"),
     (["--estimator", "maml"], "Invalid value"),
 ])
 def test_meta_train_refuses_bad_settings(tmp_path, arguments, message):

@@ -47,6 +47,8 @@ def meta():
 @setting("strength", "lambda: pull of each log-conductance to the prior (per unit of the support loss).",
          type=float)
 @click.option("--learn-strength", is_flag=True, default=None, help="Meta-learn lambda too (per conductance).")
+@setting("strength_floor", "Learnt strengths stay above it (lambda of about 0.1 keeps the lower level of "
+                           "regression_fourier.cir convex).", type=float)
 @setting("inner", "The lower level's optimiser: lbfgs (to --inner-tolerance) or gd (--inner-steps steps of "
                   "--inner-rate).", type=click.Choice(["lbfgs", "gd"]))
 @setting("inner_steps", "Iterations of a free phase (lbfgs: at most).", type=int)

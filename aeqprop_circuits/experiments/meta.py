@@ -61,6 +61,7 @@ class MetaConfig:
     beta: float = 0.01  # CML nudge of the query loss
     strength: float = 0.1  # lambda: strong enough for a convex lower level on regression_fourier.cir
     learn_strength: bool = False
+    strength_floor: float = 1e-6  # learnt strengths stay above it (a floor on lambda keeps the lower level convex)
     inner: str = "lbfgs"  # the lower level's optimiser (systems/bilevel.py InnerSolve)
     inner_steps: int = 1000
     nudged_steps: int | None = None
@@ -103,6 +104,9 @@ class MetaConfig:
                 raise MetaConfigError(f"{key}: expected an integer >= 1, got {value!r}")
         if not (isinstance(self.strength, (int, float)) and np.isfinite(self.strength) and self.strength >= 0):
             raise MetaConfigError(f"strength: expected a number >= 0, got {self.strength!r}")
+        floor = self.strength_floor
+        if not (isinstance(floor, (int, float)) and floor > 0 and (floor <= self.strength or not self.learn_strength)):
+            raise MetaConfigError(f"strength_floor: expected a number in (0, strength], got {floor!r}")
         if not 0 <= self.momentum < 1:
             raise MetaConfigError(f"momentum: expected a number in [0, 1), got {self.momentum!r}")
         if self.alpha is not None and not self.alpha > 0:
@@ -180,7 +184,7 @@ def prepare(config: MetaConfig) -> MetaSetup:
     inner = InnerSolve(config.inner, config.inner_steps, config.nudged_steps, config.inner_rate,
                        config.inner_tolerance)
     system = BilevelSystem(model, prior=model.initial, strength=config.strength,
-                           learn_strength=config.learn_strength, inner=inner)
+                           learn_strength=config.learn_strength, inner=inner, strength_floor=config.strength_floor)
     options = TrainOptions(epochs=config.epochs, batch_size=config.meta_batch, learning_rate=config.lr,
                            momentum=config.momentum, seed=config.seed, trace_every=config.trace_every,
                            eval_batch=config.test_tasks, progress=False)
