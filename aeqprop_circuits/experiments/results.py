@@ -101,8 +101,13 @@ def read_runs(paths) -> list[RunRecord]:
     return records
 
 
+# Settings only the Aeqprop rules read: another rule's run shows "–" for them, not the default it never used.
+AEQPROP_ONLY = ("controller", "epsilon", "relax_rounds")
+
+
 def _key(record: RunRecord, by) -> tuple:
-    return tuple(str(record.config.get(key, "–")) for key in by)
+    aeqprop = str(record.config.get("algorithm", "")).startswith("aeqprop")
+    return tuple("–" if key in AEQPROP_ONLY and not aeqprop else str(record.config.get(key, "–")) for key in by)
 
 
 def summary(records: list[RunRecord], by=("algorithm",), metric: str = "test_accuracy") -> list[dict]:
@@ -193,7 +198,7 @@ def plot_summary(rows: list[dict], by, metric: str, path: str) -> str:
         members.sort(key=lambda row: _number(row[x_key]))
         x = [_number(row[x_key]) for row in members]
         axes.errorbar(x, [row[f"{metric}_mean"] for row in members], yerr=[row[f"{metric}_std"] for row in members],
-                      marker="o", capsize=3, label=", ".join(str(part) for part in key) or metric)
+                      marker="o", capsize=3, label=", ".join(str(part) for part in key if part != "–") or metric)
     axes.set_xlabel(x_key.replace("_", " "))
     axes.set_ylabel(_label(metric))
     if "loss" in metric and all(row[f"{metric}_mean"] > 0 for members in lines.values() for row in members):
