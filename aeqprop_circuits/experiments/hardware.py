@@ -44,8 +44,9 @@ class Bench:
     spec: HardwareSpec
 
     def __post_init__(self):
-        self.trained = {"in-situ": self.hardware, "fine-tune": self.hardware, "transfer": self.model,
-                        "physics-aware": PhysicsAware(self.hardware, self.model)}[self.training]
+        """`trained`: the system the rule acts on."""
+        self.trained = (self.model if self.training == "transfer" else PhysicsAware(self.hardware, self.model)
+                        if self.training == "physics-aware" else self.hardware)
 
     def facts(self) -> dict:
         """config.json's record of both systems."""
