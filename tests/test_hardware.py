@@ -226,6 +226,9 @@ def test_summary_gives_the_hardware_metric_over_seeds_and_draws_it(tmp_path):
     assert result.exit_code == 0, result.output
     assert "| transfer | 0.2 |" in result.output and "hardware test loss" in result.output
     assert (tmp_path / "loss.png").stat().st_size > 0
+    result = runner.invoke(main, ["summary", str(tmp_path / "runs"), "--by", "training", "--by", "mismatch",
+                                  "--metric", "hardware_test_loss", "--wide"])
+    assert result.exit_code == 0 and "| mismatch | transfer |" in result.output and "| 0.2 | " in result.output
     result = runner.invoke(main, ["summary", str(tmp_path / "runs"), "--metric", "hardware_loss"])
     assert result.exit_code != 0 and "hardware_test_loss" in result.output and "Traceback" not in result.output
 

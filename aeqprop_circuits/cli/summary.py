@@ -31,9 +31,12 @@ def json_row(row: dict) -> str:
                    "in %).")
 @click.option("--plot", default=None, metavar="PNG",
               help="Also draw the metric against the last --by key, one line per value of the other keys.")
+@click.option("--wide", is_flag=True,
+              help="Instead: the metric alone, a row per value of the last --by key and a column per value of the "
+                   "others.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per row instead of a Markdown table.")
 @user_errors
-def summary(paths, by, seeds, metric, plot, as_json):
+def summary(paths, by, seeds, metric, plot, wide, as_json):
     """Final test accuracy (mean ± std over the finished seeds) and Lyapunov counts of runs, finished or not.
 
     PATH is a run directory, a sweep directory or a directory of run directories. Per row:
@@ -49,6 +52,7 @@ def summary(paths, by, seeds, metric, plot, as_json):
         plot_summary,
         read_runs,
         summary_markdown,
+        wide_markdown,
     )
     from aeqprop_circuits.experiments.results import summary as summary_rows
 
@@ -70,5 +74,7 @@ def summary(paths, by, seeds, metric, plot, as_json):
     if as_json:
         for row in rows:
             click.echo(json_row(row))
+    elif wide:
+        click.echo(wide_markdown(rows, by, metric))
     else:
         click.echo(summary_markdown(rows, by, metric))

@@ -151,16 +151,22 @@ def _label(metric: str) -> str:
     return metric.replace("_", " ") + (" (%)" if percent(metric) else "")
 
 
+def _mean_std(mean: float, std: float, metric: str) -> str:
+    """'96.0 ± 4.9' for a share in %, '0.00043 ± 2.5e-06' otherwise; a spread below rounding is 0."""
+    if math.isnan(mean):
+        return "–"
+    std = 0.0 if std <= 1e-9 * abs(mean) else std
+    return f"{mean:.1f} ± {std:.1f}" if percent(metric) else f"{mean:.3g} ± {std:.2g}"
+
+
 def summary_markdown(rows: list[dict], by=("algorithm",), metric: str = "test_accuracy") -> str:
     lines = ["| " + " | ".join([*by, f"{_label(metric)}, mean ± std over seeds", "seeds finished", "s / epoch",
                                   "traced steps", "Lyapunov increases", "largest increase",
                                   "largest relative change"]) + " |",
              "|" + "---|" * (len(by) + 7)]
     for row in rows:
-        mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
         cells = [row[key] for key in by]
-        shown = f"{mean:.1f} ± {std:.1f}" if percent(metric) else f"{mean:.3g} ± {std:.2g}"
-        cells.append("–" if math.isnan(mean) else shown)
+        cells.append(_mean_std(row[f"{metric}_mean"], row[f"{metric}_std"], metric))
         cells.append(f"{row['finished']}" + (f" (+{row['unfinished']} unfinished)" if row["unfinished"] else ""))
         cells.append("–" if math.isnan(row["seconds_per_epoch"]) else f"{row['seconds_per_epoch']:.1f}")
         cells += [row["traced_steps"], row["lyapunov_increases"],
@@ -175,6 +181,30 @@ def per_seed_markdown(seeds: list, found: dict, by=("algorithm",)) -> str:
     for key, by_seed in found.items():
         cells = [*key, *(f"{by_seed[s]:.1f}" if s in by_seed else "–" for s in seeds)]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def wide_markdown(rows: list[dict], by, metric: str) -> str:
+    """The final `metric` (mean ± std over seeds) as a grid: a row per value of the last `by` key, a column per
+    combination of the others (keys that do not apply, –, left out of the column names)."""
+    x_key, column_keys = by[-1], by[:-1]
+    columns = list(dict.fromkeys(tuple(row[key] for key in column_keys) for row in rows))
+    xs = sorted({row[x_key] for row in rows}, key=_number)
+    cell = {(tuple(row[key] for key in column_keys), row[x_key]): row for row in rows}
+    names = [", ".join(part for part in column if part != "–") for column in columns]
+    lines = [f"{_label(metric)}, mean ± std over seeds (finished runs)", "",
+             "| " + " | ".join([x_key, *names]) + " |", "|" + "---|" * (len(columns) + 1)]
+    for x in xs:
+        cells = []
+        for column in columns:
+            row = cell.get((column, x))
+            if row is None:
+                cells.append("–")
+                continue
+            shown = _mean_std(row[f"{metric}_mean"], row[f"{metric}_std"], metric)
+            cells.append(shown + (f" ({row['finished']} of {row['finished'] + row['unfinished']})"
+                                  if row["unfinished"] else ""))
+        lines.append("| " + " | ".join([x, *cells]) + " |")
     return "\n".join(lines)
 
 
