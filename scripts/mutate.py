@@ -1,7 +1,7 @@
-"""Mutation check of the circuit physics: every single-statement sign flip or factor of 2 must fail a test.
+"""Mutation check of the physics and the learning rules: every sign flip or factor of 2 must fail a test.
 
     python scripts/mutate.py              # all mutants: a markdown table, exit status 1 if one survived
-    python scripts/mutate.py -k junction  # the mutants whose name contains 'junction'
+    python scripts/mutate.py -k 'junction|nudge'  # the mutants whose name matches a regular expression
     python scripts/mutate.py --list       # the mutants, without running them
 
 The mutants (`MUTANTS`) cover each co-content, current, conductance, nudge-energy and dE/dtheta
@@ -32,7 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ("tests/test_fast_paths.py", "tests/test_solvers_analytic.py", "tests/test_layered.py", "tests/test_drn.py",
+TESTS = ("tests/test_fast_paths.py", "tests/test_learning.py", "tests/test_aeqprop_in_place.py",
+         "tests/test_hopfield.py", "tests/test_cpl_counterexample.py", "tests/test_solvers_analytic.py",
+         "tests/test_layered.py", "tests/test_drn.py",
          "tests/test_drn_signed.py", "tests/test_drn_paper_circuit.py", "tests/test_circuit_regression.py",
          "tests/test_energy_system.py", "tests/test_solvers_properties.py")
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-seed=0",
@@ -268,6 +270,35 @@ def _mutants() -> list[Mutant]:
     add(replica, "G = np.asarray(self._slots.T @ g).ravel()")
     add(replica, "bad = g_pos * g_neg + betas * (g_pos + g_neg) <= 1e-6 * g_pos * g_neg",
         ("+ betas * (g_pos", "- betas * (g_pos"))
+
+    # the learning rules: EP contrast weights, the estimate's scale, the multi-point weights
+    rules = "aeqprop_circuits/learning/algorithms.py"
+    for name, weights, flipped, doubled in (("p-ep", "(-1, 1)", "(1, -1)", "(-2, 2)"),
+                                            ("n-ep", "(-1, 1)", "(1, -1)", "(-2, 2)"),
+                                            ("c-ep", "(-0.5, 0.5)", "(0.5, -0.5)", "(-1, 1)")):
+        add(rules, f'"{name}": ("nudge", ', (weights + ")", flipped + ")"), (weights + ")", doubled + ")"))
+    add(rules, "return Estimate(np.asarray(gradient) / scale", ("/ scale", "* scale"), ("/ scale", "/ (2 * scale)"))
+    add(rules, "rhs[1] = factorial(1)", ("factorial(1)", "-factorial(1)"), ("factorial(1)", "2 * factorial(1)"))
+    add(rules, "gradient = (theta_before - new_parameters) / step", ("(theta_before - new_parameters)",
+                                                                     "(new_parameters - theta_before)"),
+        ("/ step", "/ (2 * step)"))
+    add(rules, "step = self.epsilon * (self.beta_2 - self.beta_1)", ("(self.beta_2 - self.beta_1)",
+                                                                     "(self.beta_1 - self.beta_2)"))
+    # the knob rule: the parameters' own relaxation, the oracle's hold, the proportional gain
+    add("aeqprop_circuits/systems/circuit.py", "theta = knobs - epsilon * self.energy_gradient(state)",
+        ("knobs - epsilon", "knobs + epsilon"), ("knobs - epsilon", "knobs - 2 * epsilon"))
+    add("aeqprop_circuits/systems/drn/system.py", "theta = np.asarray(knobs) - epsilon * self.energy_gradient",
+        (") - epsilon", ") + epsilon"), (") - epsilon", ") - 2 * epsilon"))
+    add("aeqprop_circuits/systems/hopfield/network.py", "return np.asarray(knobs, np.float64) - np.asarray(epsilon)",
+        (") - np.asarray(epsilon)", ") + np.asarray(epsilon)"),
+        (") - np.asarray(epsilon)", ") - 2 * np.asarray(epsilon)"))
+    add("aeqprop_circuits/systems/knobs.py", "knobs = theta_target + handle.epsilon * force",
+        ("theta_target + handle", "theta_target - handle"), ("handle.epsilon * force", "2 * handle.epsilon * force"))
+    add("aeqprop_circuits/systems/knobs.py", "base_gain = gain = handle.parameter_rate / (4.0 * handle.epsilon)",
+        ("(4.0 * handle", "(2.0 * handle"), ("(4.0 * handle", "(8.0 * handle"))
+    # the Lyapunov function L_{b1;b2} = [F(b2) - F(b1)] / (b2 - b1)
+    add("aeqprop_circuits/learning/lyapunov.py", "return (known[beta_2] - known[beta_1]) / (beta_2 - beta_1)",
+        "negate", "double")
     return out
 
 
@@ -328,6 +359,8 @@ def passing_tests(tree: Path) -> list[str]:
     for case in ElementTree.parse(report).getroot().iter("testcase"):
         if any(child.tag in ("failure", "error", "skipped") for child in case):
             continue
+        if "mutation_check" in case.get("name", ""):
+            continue  # the check that every mutant applies: it fails on any mutated copy, killing nothing
         module = case.get("classname", "").replace(".", "/") + ".py"
         ids.append(f"{module}::{case.get('name')}")
     return ids
@@ -349,11 +382,11 @@ def killer(tree: Path, tests: list[str], timeout: float) -> str | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-k", default="", help="only the mutants whose name contains this text")
+    parser.add_argument("-k", default="", help="only the mutants whose name matches this regular expression")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant's test run")
     args = parser.parse_args()
-    mutants = [m for m in MUTANTS if args.k in m.name]
+    mutants = [m for m in MUTANTS if re.search(args.k, m.name)]
     for m in mutants:  # every mutant applies to the current sources, before anything runs
         mutate((ROOT / m.path).read_text(), m)
     if args.list:

@@ -93,6 +93,19 @@ def test_aeqprop_step_is_sgd_step_theorem_1(problem):
     assert 0.8 < slope < 1.2
 
 
+def test_aeqprop_estimate_is_the_loss_gradient_its_step_implies(problem):
+    """The gradient an Aeqprop step reports (what gradcheck compares) is (theta_{t-1} - theta_t) / (eps (b2 - b1)):
+    the loss gradient, to O(eps + beta), for each variant's nudge pair."""
+    system, x, y, exact = problem
+    for name in ("aeqprop-optimistic", "aeqprop-pessimistic", "aeqprop-centered"):
+        rule = get_algorithm(name, beta=0.01, epsilon=0.01, controller="oracle", relax_rounds=1)
+        before = system.parameters
+        estimate = rule.estimate(system, x, y)
+        system.parameters = before
+        assert np.allclose(estimate.gradient, (before - estimate.new_parameters) / (0.01 * 0.01), rtol=1e-9)
+        assert np.linalg.norm(estimate.gradient - exact) < 0.05 * np.linalg.norm(exact), name
+
+
 def test_proportional_controller_matches_oracle(problem):
     """Feedback on theta alone reaches the oracle's knobs in the default 50 rounds, although one
     conductance is pinned at its lower bound (0 S) at first: its knob's gain doubles while it
