@@ -104,3 +104,18 @@ def test_layered_reports_non_finite_inputs_without_solving():
         result = solve(circuit, x, method=method)
         assert not result.success and "non-finite source values" in result.message
         assert np.isnan(result.potentials).all()
+
+
+def test_copies_of_a_layered_circuit_are_solved_by_the_generic_path_under_auto():
+    """Several hidden-output blocks (copies of one network in one circuit) are not the one-hidden-layer Newton
+    path's: auto goes to the generic solvers and gets the operating point of each copy alone."""
+    from aeqprop_circuits.circuit.replicas import replicate
+    from aeqprop_circuits.netlist import parse_netlist
+
+    single = parse_netlist("netlists/iris.cir")
+    copies = replicate(single, 3)
+    copies = copies[0] if isinstance(copies, tuple) else copies
+    result = solve(copies)
+    assert result.success and result.solver != "layered"
+    alone = solve(single)
+    assert np.allclose(result.energy.sum(), 3 * alone.energy.sum(), rtol=1e-9)

@@ -377,6 +377,8 @@ class OutputObjective:
     """
 
     def __init__(self, blocks: Assembly, circuit: Circuit, st: LayeredStructure, nudge: Nudge | None):
+        if len(blocks.couplings) != 1:  # several hidden-output blocks (e.g. copies of a circuit): not this path
+            raise _Unsupported("the hidden layer meets the outputs in more than one block")
         (_, _, W, rows, cols), = blocks.couplings  # hidden (layer 0) rows, outputs (layer 1) cols
         self.W, self.rows, self.cols, self.sizes = W, rows, cols, [len(d) for d in blocks.D]
         self.Dh, self.Do = blocks.D[0][rows], blocks.D[1][cols]
