@@ -16,7 +16,7 @@ from aeqprop_circuits.learning.algorithms import ep_step, get_algorithm
 from aeqprop_circuits.systems.base import Phase
 from aeqprop_circuits.systems.hopfield import build_model
 
-GENERIC = {"callback": lambda energy: None}
+GENERIC = {"callback": lambda energy: None}  # a callback sends settle() down the generic tuple-per-sweep path
 
 
 def fused(system, rule) -> bool:
@@ -29,7 +29,7 @@ def train_in_place(system, data, rule, run, options, **kwargs):
 
 
 def train_generic(system, data, rule, run, options, **kwargs):
-    return train(system, data, rule, run, replace(options, in_place=False), **kwargs)  # a callback sends settle() down the generic tuple-per-sweep path
+    return train(system, data, rule, run, replace(options, in_place=False), **kwargs)
 
 
 def dense_net(spec="hopfield:30-20-12-5", **options):

@@ -1,4 +1,4 @@
-"""The package's folders are the stages of the data flow (docs/architecture.md): a stage imports only stages below it."""
+"""The folders are the stages of the data flow (docs/explanation/design.md): a stage imports only stages below it."""
 
 from __future__ import annotations
 
