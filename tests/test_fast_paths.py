@@ -118,7 +118,7 @@ def test_the_junction_stamp_is_shockleys_law():
 # --- the reference: gradient, Hessian, energy change, measurements and currents are its co-content's ------
 def _random_circuit(rng):
     """Resistors, Shockley diodes (nVt ~ 0.5 V: visible next to the resistors), current sources, a driven
-    source, a floating source, and a differential output; the free nodes n0..n4."""
+    source, a floating source (n3 - n4), and outputs on both sources' nodes; the free nodes n0..n4."""
     nodes = ["0", "in", *(f"n{k}" for k in range(5))]
     elements = [("V", "VIN", "in", "0", 0.0), ("V", "VF", "n3", "n4", rng.uniform(-1, 1))]
     for k in range(2, len(nodes)):  # a spanning tree, then extra branches
@@ -130,7 +130,7 @@ def _random_circuit(rng):
         else:
             elements.append(("R", f"R{k}", nodes[a], nodes[b], rng.uniform(0.5, 2.0)))
     elements += [("I", f"I{k}", *rng.choice(nodes, 2, replace=False), rng.normal(0.0, 0.5)) for k in range(2)]
-    return make_circuit(elements, gmin=0.1, inputs=["VIN"], outputs=[("n0", "n1"), "n2"])
+    return make_circuit(elements, gmin=0.1, inputs=["VIN"], outputs=[("n0", "in"), "n3"])
 
 
 @given(seed=st.integers(0, 2**32 - 1), nudged=st.booleans())
@@ -338,9 +338,10 @@ def test_replica_circuit_energy_settle_and_measurements_are_its_circuits(replica
     phase = Phase(inputs, rng.uniform(0.0, 1.0), rng.uniform(-0.5, 0.5, (B, replicas))) if nudged else Phase(inputs)
     settled = system.settle(phase)
     problem = Problem(system.circuit, settled.sources, settled.conductance)
-    # at the settled state: KCL holds (relative to the branch currents)
+    # at the settled state: KCL holds (relative to the branch currents) and the energy is the co-content
     currents = np.abs(problem.branch_currents(settled.free)["resistors"]).max()
     assert np.abs(problem.gradient(settled.free)).max() <= RTOL * currents
+    assert_close([system.energy(settled)], [problem.energy(settled.free) / system.g0], "settled energy")
     # in a random state: the replicas' energy and the measured dE/dtheta
     z = rng.uniform(-1.0, 1.0, settled.free.shape)
     settled.result.potentials = problem.potentials(z)
