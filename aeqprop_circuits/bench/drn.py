@@ -8,8 +8,8 @@ bare, on fresh operands, `steps` times; the timed steps themselves run uninstrum
 extrapolated from the step time (60 000 / batch steps for Fashion-MNIST) plus a measured
 evaluation pass over the 10 000 test images (what the in-place trainer does after each epoch;
 its training metrics are running means over the epoch's free phases). Wall and CPU (process)
-time are both given, with the load average, because the machine is shared: on a loaded
-machine wall time overstates what a step costs.
+time are both given, with the runnable-process count before and after (os.getloadavg):
+on contended cores wall time overstates what a step costs.
 Memory: the process's peak resident set (ru_maxrss, dataset included) and the peak of
 Python/numpy allocations during 20 traced steps (tracemalloc).
 """
@@ -23,9 +23,8 @@ import tracemalloc
 
 import numpy as np
 
-from aeqprop_circuits.experiments.inplace import ep_step
 from aeqprop_circuits.experiments.presets import DRN_PRESETS as PRESETS
-from aeqprop_circuits.learning.algorithms import get_algorithm
+from aeqprop_circuits.learning.algorithms import ep_step, get_algorithm
 from aeqprop_circuits.systems import kernels
 from aeqprop_circuits.systems.base import Phase
 from aeqprop_circuits.systems.drn import signed as signed_module
@@ -158,7 +157,7 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_traced_step_mb": traced_peak / 2**20,
         "theta_mb": system.n_parameters * system.dtype.itemsize / 2**20,
-        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "runnable": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
     }
 
@@ -177,7 +176,7 @@ def format_report(r: dict) -> str:
         f"({r['s_per_epoch_cpu']:.1f} s CPU)",
         f"  memory:  peak RSS {r['peak_rss_mb']:.0f} MB (dataset included), peak allocations in a step "
         f"{r['peak_traced_step_mb']:.2f} MB, theta {r['theta_mb']:.2f} MB",
-        f"  machine: load average {r['load_average'][0]} -> {r['load_average'][1]} (2 cores shared), "
+        f"  machine: {os.cpu_count()} cores, runnable processes {r['runnable'][0]} -> {r['runnable'][1]}, "
         f"OPENBLAS_NUM_THREADS={r['blas_threads']}",
     ]
     return "\n".join(lines)

@@ -304,7 +304,7 @@ class Traces:
 
 def simulate(runs: list[Run], grid_points: int = 201, rounds: int = 50, relax_rounds: int = 50,
              record_every: int = 10, progress: bool = True) -> Traces:
-    try:  # tiny matrices: a multithreaded BLAS only spins on a shared machine
+    try:  # tiny matrices: a multithreaded BLAS only spins on them
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover
         return _simulate(runs, grid_points, rounds, relax_rounds, record_every, progress)

@@ -39,7 +39,16 @@ from scipy.linalg import blas
 
 from aeqprop_circuits.circuit.elements import CURRENT_SOURCE, NUDGE
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
-from aeqprop_circuits.systems.base import Phase, PhysicalSystem
+from aeqprop_circuits.systems.base import (
+    ExactLossGradient,
+    FusedContrastStep,
+    InPlaceDescent,
+    InPlaceMomentum,
+    ParameterGroups,
+    Phase,
+    PhysicalSystem,
+    TrainingState,
+)
 from aeqprop_circuits.systems.kernels import gemm_into
 
 
@@ -74,7 +83,8 @@ class SignedDRNState:
         return self.layers
 
 
-class SignedDRNSystem(PhysicalSystem):
+class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlaceDescent, FusedContrastStep,
+                      InPlaceMomentum, TrainingState):
     """DRN `sizes = [n_inputs, hidden..., n_outputs]` (data counts; the inputs are doubled) of the universal-DRN code.
 
     input_gain: sources at +-input_gain x (the universal-DRN script's Fashion-MNIST gain is 300).
@@ -165,6 +175,16 @@ class SignedDRNSystem(PhysicalSystem):
             out[where] = rates[f"w{k + 1}"]
         out[self.n_weights:] = rates.get("b", rates[f"w{len(self._slices)}"])
         return out
+
+    in_place = True  # every instance has the in-place kernels (InPlaceDescent)
+
+    def training_state(self) -> dict[str, np.ndarray]:
+        """The SGD velocity of the in-place descent, when momentum has made one (checkpointed with theta)."""
+        return {} if self._velocity is None else {"velocity": self._velocity.copy()}
+
+    def restore_training_state(self, saved: dict[str, np.ndarray]) -> None:
+        velocity = saved.get("velocity")
+        self._velocity = None if velocity is None else np.asarray(velocity, dtype=self.dtype).copy()
 
     def in_place_rates(self, learning_rate) -> list | None:
         """Per-block step sizes [w1, ..., wL, b] for `descend`, or None when a block's rates differ."""
@@ -273,10 +293,6 @@ class SignedDRNSystem(PhysicalSystem):
 
     def outputs(self, state: SignedDRNState) -> np.ndarray:
         return state.layers[-1].astype(np.float64)
-
-    def cost(self, state: SignedDRNState, target: np.ndarray) -> np.ndarray:
-        diff = self.outputs(state) - target
-        return 0.5 * (diff * diff).sum(axis=1)
 
     def _energy(self, V, v_in, phase: Phase) -> np.ndarray:
         layers = [v_in.astype(np.float64), *(layer.astype(np.float64) for layer in V)]

@@ -43,7 +43,16 @@ from numpy import matmul
 from aeqprop_circuits.circuit.circuit import DEFAULT_GMIN, THERMAL_VOLTAGE
 from aeqprop_circuits.circuit.elements import JUNCTION, NUDGE, RESISTOR
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
-from aeqprop_circuits.systems.base import Phase, PhysicalSystem
+from aeqprop_circuits.systems.base import (
+    ExactLossGradient,
+    FusedContrastStep,
+    InPlaceDescent,
+    InPlaceMomentum,
+    ParameterGroups,
+    Phase,
+    PhysicalSystem,
+    TrainingState,
+)
 from aeqprop_circuits.systems.kernels import clip, gemm_into
 
 
@@ -121,7 +130,8 @@ class DRNState:
         return self.layers
 
 
-class DRNSystem(PhysicalSystem):
+class DRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlaceDescent, FusedContrastStep, InPlaceMomentum,
+                TrainingState):
     """A deep resistive network `sizes = [n_inputs, hidden..., n_outputs]` (data counts; inputs doubled).
 
     diodes:      "ideal" (clipping, closed-form block update) or "shockley" (Is, n; block Newton).
@@ -802,6 +812,16 @@ class DRNSystem(PhysicalSystem):
         return grad
 
     # --- training fast path -----------------------------------------------------------------
+    in_place = True  # every instance has the in-place kernels (InPlaceDescent)
+
+    def training_state(self) -> dict[str, np.ndarray]:
+        """The SGD velocity of the in-place descent, when momentum has made one (checkpointed with theta)."""
+        return {} if self._velocity is None else {"velocity": self._velocity.copy()}
+
+    def restore_training_state(self, saved: dict[str, np.ndarray]) -> None:
+        velocity = saved.get("velocity")
+        self._velocity = None if velocity is None else np.asarray(velocity, dtype=self.dtype).copy()
+
     def in_place_rates(self, learning_rate) -> list | None:
         """What `descend` takes for runs/inplace.py: per-block step sizes, or None if not constant per block."""
         return self.block_steps(learning_rate)
