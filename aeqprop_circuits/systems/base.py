@@ -248,3 +248,17 @@ class TrainingState(Protocol):
     def training_state(self) -> dict[str, np.ndarray]: ...
 
     def restore_training_state(self, saved: dict[str, np.ndarray]) -> None: ...
+
+
+class VelocityCheckpoint(TrainingState):
+    """The training state of an in-place descent with momentum: its velocity (None until momentum makes one)."""
+
+    _velocity: np.ndarray | None
+    dtype: np.dtype
+
+    def training_state(self) -> dict[str, np.ndarray]:
+        return {} if self._velocity is None else {"velocity": self._velocity.copy()}
+
+    def restore_training_state(self, saved: dict[str, np.ndarray]) -> None:
+        velocity = saved.get("velocity")
+        self._velocity = None if velocity is None else np.asarray(velocity, dtype=self.dtype).copy()

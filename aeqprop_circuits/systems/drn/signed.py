@@ -47,7 +47,7 @@ from aeqprop_circuits.systems.base import (
     ParameterGroups,
     Phase,
     PhysicalSystem,
-    TrainingState,
+    VelocityCheckpoint,
 )
 from aeqprop_circuits.systems.kernels import gemm_into
 
@@ -84,7 +84,7 @@ class SignedDRNState:
 
 
 class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlaceDescent, FusedContrastStep,
-                      InPlaceMomentum, TrainingState):
+                      InPlaceMomentum, VelocityCheckpoint):
     """DRN `sizes = [n_inputs, hidden..., n_outputs]` (data counts; the inputs are doubled) of the universal-DRN code.
 
     input_gain: sources at +-input_gain x (the universal-DRN script's Fashion-MNIST gain is 300).
@@ -177,14 +177,6 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         return out
 
     in_place = True  # every instance has the in-place kernels (InPlaceDescent)
-
-    def training_state(self) -> dict[str, np.ndarray]:
-        """The SGD velocity of the in-place descent, when momentum has made one (checkpointed with theta)."""
-        return {} if self._velocity is None else {"velocity": self._velocity.copy()}
-
-    def restore_training_state(self, saved: dict[str, np.ndarray]) -> None:
-        velocity = saved.get("velocity")
-        self._velocity = None if velocity is None else np.asarray(velocity, dtype=self.dtype).copy()
 
     def in_place_rates(self, learning_rate) -> list | None:
         """Per-block step sizes [w1, ..., wL, b] for `descend`, or None when a block's rates differ."""

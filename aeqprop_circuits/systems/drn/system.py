@@ -51,7 +51,7 @@ from aeqprop_circuits.systems.base import (
     ParameterGroups,
     Phase,
     PhysicalSystem,
-    TrainingState,
+    VelocityCheckpoint,
 )
 from aeqprop_circuits.systems.kernels import clip, gemm_into
 
@@ -131,7 +131,7 @@ class DRNState:
 
 
 class DRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlaceDescent, FusedContrastStep, InPlaceMomentum,
-                TrainingState):
+                VelocityCheckpoint):
     """A deep resistive network `sizes = [n_inputs, hidden..., n_outputs]` (data counts; inputs doubled).
 
     diodes:      "ideal" (clipping, closed-form block update) or "shockley" (Is, n; block Newton).
@@ -813,14 +813,6 @@ class DRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlaceDesce
 
     # --- training fast path -----------------------------------------------------------------
     in_place = True  # every instance has the in-place kernels (InPlaceDescent)
-
-    def training_state(self) -> dict[str, np.ndarray]:
-        """The SGD velocity of the in-place descent, when momentum has made one (checkpointed with theta)."""
-        return {} if self._velocity is None else {"velocity": self._velocity.copy()}
-
-    def restore_training_state(self, saved: dict[str, np.ndarray]) -> None:
-        velocity = saved.get("velocity")
-        self._velocity = None if velocity is None else np.asarray(velocity, dtype=self.dtype).copy()
 
     def in_place_rates(self, learning_rate) -> list | None:
         """What `descend` takes for runs/inplace.py: per-block step sizes, or None if not constant per block."""
