@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from aeqprop_circuits.errors import AeqpropError
 from aeqprop_circuits.experiments.rundir import read_metrics
@@ -36,6 +37,17 @@ def _read_metrics(run_dir: str) -> dict[str, np.ndarray]:
     return {key: np.array([row[key] for row in rows]) for key in rows[0]}
 
 
+def _run_title(run_dir: str) -> str:
+    """'NAME: RULE on DATA' from the run's config (the directory name alone where it has none)."""
+    name = os.path.basename(os.path.normpath(run_dir))
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return name
+    return f"{name}: {config.get('algorithm', '?')} on {config.get('data', '?')}"
+
+
 def plot_metrics(run_dir: str) -> str:
     plt = _pyplot()
     m = _read_metrics(run_dir)
@@ -50,6 +62,8 @@ def plot_metrics(run_dir: str) -> str:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    fig.suptitle(_run_title(run_dir))
     path = os.path.join(run_dir, "metrics.png")
     _save(plt, fig, path)
     return path
