@@ -302,7 +302,8 @@ def test_layered_blocks_energy_and_gradient_are_the_circuits(tmp_path_factory, n
 @EXAMPLES
 def test_layered_newton_objective_is_the_co_content_with_the_hidden_layer_eliminated(n_in, n_hidden, n_out, bias,
                                                                                       kind, seed):
-    """F(o) - F(o') = E(h(o), o) - E(h(o'), o'), and dF/do is the outputs' KCL residual at (h(o), o)."""
+    """F(o) - F(o') = E(h(o), o) - E(h(o'), o'), dF/do is the outputs' KCL residual at (h(o), o), and h(o)
+    minimises E over the hidden layer: its KCL holds, except where an ideal diode holds a node at its bound."""
     rng = np.random.default_rng(seed)
     circuit, structure, sources, g, B = _layered_case(n_in, [n_hidden], n_out, bias, False, rng, None)
     beta, target, _ = nudge_of(kind, rng, B, n_out)
@@ -316,8 +317,12 @@ def test_layered_newton_objective_is_the_co_content_with_the_hidden_layer_elimin
         z = free_vector(problem, objective.layers(h, o), structure.layers)
         values.append(value)
         energies.append(problem.energy(z))
-        reference = by_layer(problem.gradient(z), problem, structure.layers)[1][:, objective.cols]
-        assert_close([gradient], [reference], "output gradient")
+        hidden, reference = by_layer(problem.gradient(z), problem, structure.layers)
+        assert_close([gradient], [reference[:, objective.cols]], "output gradient")
+        hidden, scale = hidden[:, objective.rows], np.abs(objective.Dh * h).max()
+        at_low, at_high = h <= objective.lo_h, h >= objective.hi_h
+        assert np.all(np.abs(hidden[~(at_low | at_high)]) <= RTOL * scale), "hidden KCL"
+        assert np.all(hidden[at_high] <= RTOL * scale) and np.all(hidden[at_low] >= -RTOL * scale), "hidden bounds"
     scale = np.abs(energies).max()
     assert np.abs((values[0] - values[1]) - (energies[0] - energies[1])).max() <= RTOL * scale
 
