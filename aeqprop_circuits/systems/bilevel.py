@@ -6,8 +6,8 @@ The lower level learns each task: its parameters phi (a circuit's log-conductanc
 
 with f_task the task's support loss and the proximal "complex synapse" term pulling phi to a
 prior omega. The upper level is the query loss L_out(phi) = C(readout, y) = 1/2 |readout - y|^2
-at the task's query points. The meta-parameters theta are omega, and with `learn_strength`
-also the per-parameter strengths lambda.
+at the task's query points (or the lower level's own, `QueryLoss`). The meta-parameters theta
+are omega, and with `learn_strength` also the per-parameter strengths lambda.
 
 `BilevelSystem` is that problem as a PhysicalSystem, one level up: a batch is a batch of tasks
 (`Phase.inputs` the task rows, `Phase.target` the query targets), and settling a phase of
@@ -76,6 +76,15 @@ class TaskModel(Protocol):
     def query(self, phi: np.ndarray, tasks: np.ndarray, target: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray | None]:
         """Readouts (T, n_outputs) and, given targets, the gradient in phi of 1/2 |readout - target|^2 (T, P)."""
+
+
+@runtime_checkable
+class QueryLoss(Protocol):
+    """A lower level with its own query loss (e.g. cross-entropy) in place of 1/2 |readout - target|^2;
+    its `query` then returns that loss's gradient in phi."""
+
+    def query_loss(self, readout: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """L_out per task (T,) for readouts and targets (T, n_outputs)."""
 
 
 @runtime_checkable
@@ -197,6 +206,7 @@ class BilevelSystem(PhysicalSystem, ExactLossGradient):
             self._lambda = np.maximum(self._lambda, self.strength_floor)
         self.inner = inner or InnerSolve()
         self.check = check
+        self._query_loss = model.query_loss if isinstance(model, QueryLoss) else _squared_error
         self.n_inputs, self.n_outputs = int(model.n_inputs), int(model.n_outputs)
         bounds = model.bounds()
         self._bounds = None if bounds is None else tuple(np.asarray(b, dtype=np.float64) for b in bounds)
@@ -281,7 +291,7 @@ class BilevelSystem(PhysicalSystem, ExactLossGradient):
         if phase.beta != 0.0:
             target = np.atleast_2d(phase.target)
             readout, pull = self.model.query(phi, tasks, target)
-            value = value + phase.beta * _squared_error(readout, target)
+            value = value + phase.beta * self._query_loss(readout, target)
             gradient = gradient + phase.beta * pull
         return value, gradient
 
@@ -327,7 +337,7 @@ class BilevelSystem(PhysicalSystem, ExactLossGradient):
         readout, pull = self.model.query(phi, tasks, target)
         full = inner
         if phase.beta != 0.0:
-            energy = energy + phase.beta * _squared_error(readout, target)
+            energy = energy + phase.beta * self._query_loss(readout, target)
             full = inner + phase.beta * pull
         active = self._active(phi)
         if self._bounds is not None:
