@@ -165,7 +165,13 @@ class ParameterDynamics(Protocol):
 
 @runtime_checkable
 class ConductanceUnits(Protocol):
-    """A circuit system in normalised units: theta = g / g0, so g0 (siemens) turns its numbers back into units."""
+    """A circuit system in normalised units: theta = g / g0, so g0 (siemens) turns its numbers back into units.
+
+    Its outputs and targets are potentials in volts, its costs and energies (co-content / g0)
+    in V², what a settle's callback receives included. A system without it is dimensionless
+    (Hopfield networks). A run records g0 in config.json (null without it), which is how the
+    plots of a run directory choose their units.
+    """
 
     g0: float
 

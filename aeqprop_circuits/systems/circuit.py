@@ -98,6 +98,8 @@ class CircuitSystem(PhysicalSystem, ExactLossGradient):
         circuit, sources, nudge = self._setting(phase)
         warm = start is not None and start.circuit is circuit and len(start.free) == len(sources)
         x0 = start.free if warm else None
+        if callback is not None:  # the solvers report the co-content (W); the system's energy is co-content / g0
+            callback = _scaled(callback, 1.0 / self.g0)
         try:
             result = self._solve(circuit, sources, nudge, x0, callback)
         except CircuitError as err:
@@ -194,3 +196,8 @@ class _Equilibrium:
     @property
     def free(self):
         return self.result.free
+
+
+def _scaled(callback, factor: float):
+    """A settle's callback that receives the solver's energy times `factor` (and returns what it returns)."""
+    return lambda energy: callback(energy * factor)
