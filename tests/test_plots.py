@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import shutil
 
 import pytest
 from click.testing import CliRunner
 
 from aeqprop_circuits.cli.main import main
+from aeqprop_circuits.experiments import plots
 from aeqprop_circuits.experiments.session import run_training
 
 
@@ -36,11 +39,12 @@ def test_compare_tabulates_each_runs_test_error_per_epoch(runs, tmp_path):
     result = CliRunner().invoke(main, ["compare", *runs, "--label", "centred", "--label", "positive", "--out", png])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "| epoch | centred | positive |"
+    assert lines[0] == "Test error (%) per epoch:"  # the metric and its unit
+    assert lines[2] == "| epoch | centred | positive |"
     with open(os.path.join(runs[1], "metrics.csv")) as f:
         third = {int(row["epoch"]): row for row in csv.DictReader(f)}[3]
-    assert lines[2].startswith("| 0 | ")  # the untrained networks
-    assert lines[5] == f"| 3 |  | {100 * float(third['test_error']):.2f} |"  # c-ep ran 2 epochs: empty cell
+    assert lines[4].startswith("| 0 | ")  # the untrained networks
+    assert lines[7] == f"| 3 |  | {100 * float(third['test_error']):.2f} |"  # c-ep ran 2 epochs: empty cell
     assert os.path.getsize(png) > 1000
 
 
@@ -76,3 +80,64 @@ def test_plot_and_compare_name_what_is_not_a_run(tmp_path):
     for command in (["plot", str(tmp_path)], ["compare", str(tmp_path)]):
         result = CliRunner().invoke(main, command)
         assert result.exit_code != 0 and "run directory" in result.output and "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def regression_run(tmp_path_factory):
+    """A circuit without diodes (one linear solve per phase) trained on the 1-D regression task."""
+    return run_training("netlists/linear_regression.cir", None, True, {
+        "data": "regression", "epochs": 1, "max_train": 20, "trace_every": 0,
+        "out": str(tmp_path_factory.mktemp("regression") / "run")}, echo=lambda *a: None)
+
+
+def test_a_one_iteration_solve_has_no_relaxation_plot_and_a_regression_run_has_its_panel(regression_run):
+    setup = plots._trained(regression_run)
+    assert plots.relaxation_trace(setup.system, setup.data.x_test[:8]).size == 1  # one linear solve
+    assert plots.plot_relaxation(regression_run, setup) is None
+    assert not os.path.exists(os.path.join(regression_run, "relaxation.png"))
+    path = plots.plot_regression(regression_run, setup)
+    assert path == os.path.join(regression_run, "regression.png") and os.path.getsize(path) > 1000
+
+
+def test_the_classification_runs_have_no_regression_panel(runs):
+    assert plots.plot_regression(runs[0]) is None
+
+
+def _drawn(monkeypatch) -> list:
+    """The figures `plots` saves, kept open for inspection."""
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda plt, fig, path: figures.append(fig))
+    return figures
+
+
+def test_compare_names_its_metric_and_unit_on_the_axis(runs, regression_run, tmp_path, monkeypatch):
+    figures = _drawn(monkeypatch)
+    plots.compare_runs(runs, out=str(tmp_path / "a.png"))
+    table, _ = plots.compare_runs([regression_run], out=str(tmp_path / "b.png"))
+    assert [f.axes[0].get_ylabel() for f in figures] == ["test error (%)", "test loss (V²)"]
+    assert table.splitlines()[0] == "Test loss (V²) per epoch:"
+
+
+def test_a_system_without_conductance_units_is_dimensionless(regression_run, tmp_path, monkeypatch):
+    dimensionless = str(tmp_path / "dimensionless")
+    shutil.copytree(regression_run, dimensionless)
+    with open(os.path.join(dimensionless, "config.json")) as f:
+        config = json.load(f)
+    with open(os.path.join(dimensionless, "config.json"), "w") as f:
+        json.dump({**config, "g0": None}, f)  # what a Hopfield network's run records
+    figures = _drawn(monkeypatch)
+    plots.plot_metrics(dimensionless)
+    plots.compare_runs([regression_run, dimensionless], ["circuit", "hopfield"], out=str(tmp_path / "c.png"))
+    assert figures[0].axes[0].get_ylabel() == "loss (dimensionless)"
+    legend = [t.get_text() for t in figures[1].axes[0].get_legend().get_texts()]
+    assert legend[0] == "circuit [V²]" and legend[1].startswith("hopfield [dimensionless]")
+    assert plots.run_units({}).loss_label("loss") == "loss"  # a config that records no g0: no unit claimed
+
+
+def test_compare_keeps_identical_runs_visible(runs, tmp_path, monkeypatch):
+    figures = _drawn(monkeypatch)
+    plots.compare_runs([runs[0], runs[1], runs[0]], ["first", "second", "again"], out=str(tmp_path / "d.png"))
+    ax = figures[0].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["first", "second", "again (identical to first)"]
+    lines = ax.get_lines()
+    assert lines[0].get_linestyle() != lines[2].get_linestyle() and lines[0].get_marker() != lines[2].get_marker()
