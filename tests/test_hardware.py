@@ -11,6 +11,7 @@ method of any hardware; on a nonlinear law EP's error grows with gamma and Aeqpr
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -65,6 +66,31 @@ def test_a_perturbed_hardware_is_deterministic_per_seed(regression):
     assert not np.allclose(first.predict(x), other.predict(x))
     factors = device_factors(model.circuit, 0.1, 4)["resistors"]
     assert 0.05 < np.std(np.log(factors)) < 0.15  # a spread of sigma, as the seed drew it
+
+
+def _devices(hardware) -> list[np.ndarray]:
+    """Every element value a seed draws: conductances, junctions, input map, programming gains."""
+    circuit = hardware.circuit
+    return [circuit.resistors.conductance, circuit.diodes.saturation_current, circuit.diodes.emission,
+            circuit.learning.input_map, hardware.gain]
+
+
+SEEDED_SPICE = pytest.param(HardwareSpec("spice", 0.1, 4), marks=pytest.mark.skipif(
+    not ngspice_available(), reason="ngspice not installed"))
+
+
+@pytest.mark.parametrize("spec", [HardwareSpec("nonlinear", 0.1, 4, 0.5), HardwareSpec("diode", 0.1, 4),
+                                  SEEDED_SPICE], ids=lambda s: s.kind)
+def test_every_hardware_kind_is_deterministic_per_seed(regression, spec):
+    model, x, _ = regression
+    if spec.kind == "diode":  # a circuit with ideal diodes to realise as junctions
+        model, x = load_system(XOR), np.array([[1.0, -1.0], [1.0, 1.0]])
+    first, again, other = (build_hardware(model, replace(spec, seed=seed)) for seed in (4, 4, 5))
+    assert all(np.array_equal(a, b) for a, b in zip(_devices(first), _devices(again)))
+    assert np.array_equal(first.predict(x), again.predict(x))
+    assert not np.allclose(first.predict(x), other.predict(x))
+    if spec.kind == "diode":  # the junctions drawn too
+        assert not np.array_equal(first.circuit.diodes.saturation_current, other.circuit.diodes.saturation_current)
 
 
 @pytest.mark.parametrize("kind", ["mismatch", "nonlinear", "diode"])
@@ -161,6 +187,17 @@ def test_at_sigma_zero_every_method_equals_its_unperturbed_run(training):
     run = train(REGRESSION, hardware="mismatch", training=training, **settings)
     rows = run.metrics if training != "fine-tune" else run.metrics[:1]
     for row, reference in zip(rows, plain.metrics if training != "fine-tune" else plain.metrics[-1:]):
+        assert row["hardware_test_loss"] == row["test_loss"] == reference["test_loss"]
+
+
+@pytest.mark.parametrize("controller", ["oracle", "proportional"])
+def test_at_sigma_zero_aeqprop_in_situ_equals_its_unperturbed_run(controller):
+    settings = dict(data="regression:fourier", algorithm="aeqprop-centered", controller=controller, beta=1.0,
+                    epsilon=0.05, epochs=1, max_train=20, trace_every=0)
+    plain = train(REGRESSION, **settings)
+    run = train(REGRESSION, hardware="mismatch", hardware_seed=3, **settings)
+    assert len(run.metrics) == len(plain.metrics) == 2
+    for row, reference in zip(run.metrics, plain.metrics):
         assert row["hardware_test_loss"] == row["test_loss"] == reference["test_loss"]
 
 
