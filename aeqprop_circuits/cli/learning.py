@@ -45,7 +45,7 @@ def setting(key: str, *names, **options):
 @setting("batch_size", type=int)
 @setting("seed", type=int)
 @setting("solver", type=click.Choice(SOLVER_NAMES))
-@setting("controller", type=click.Choice(["oracle", "proportional"]))
+@setting("controller", type=click.Choice(["oracle", "proportional", "integral"]))
 @setting("relax_rounds", type=int, shown_default="1; 20 under a preset that does not set it")
 @setting("points", type=int)
 @setting("target_amplitude", type=float, shown_default="0.5 V for netlists, 1 under a preset")
@@ -108,7 +108,8 @@ def plot(run_dir):
               help="End the --last window at this epoch, to compare runs of different lengths at one stage.")
 @user_errors
 def compare(run_dirs, labels, out, last, upto):
-    """Test error per epoch of several runs: a Markdown table on stdout and a PNG."""
+    """Test error (%) per epoch of several runs, or test loss in the runs' units for regression: a Markdown table
+    on stdout and a PNG. Runs with the same curve are marked "(identical to X)" in the legend."""
     from aeqprop_circuits.experiments.plots import compare_runs
 
     table, path = compare_runs(list(run_dirs), list(labels) or None, out, last, upto)
