@@ -101,6 +101,27 @@ DRN_PRESETS: dict[str, dict] = {
         "trace_every": 0,
         "paper_test_error": {"c-ep": 10.38},  # the script's expected result (train error 6.14 %)
     },
+    "drn-xl": {
+        "source": f"{_PAPER_CODE} (DRN-XL: architecture, batch, iterations, lr, no momentum) on the circuit and "
+                  f"Fashion-MNIST recipe of {_UNIVERSAL_CODE} (beta, augmentation, targets), input gain scaled",
+        "model": "drn:1568-32768-10",  # paper: [(2, 28, 28), (32768,), (10,)], 51.7 M conductances
+        "model_options": {
+            "circuit": "signed",  # as drn-1h-universal
+            "input_gain": 500.0,  # universal-DRN Fashion-MNIST gain 300 x (DRN-XL 800 / DRN-1H 480 in fast-drn)
+            "iterations": 4, "dtype": "float32",  # paper: 4 block iterations per phase (inference and training)
+            "warm_start": True,
+        },
+        "data": "fmnist",
+        "augment": "hflip",  # universal-DRN code on Fashion-MNIST
+        "algorithm": "c-ep",  # paper: centered EP
+        "beta": 0.5,  # universal-DRN Fashion-MNIST nudging
+        "lr": 0.006,  # paper (DRN-XL): SGD at 0.006 for every block, batch 4, no momentum
+        "batch_size": 4,  # paper: batch_size = 4
+        "epochs": 100,  # paper: num_epochs = 100 for DRN-XL
+        "lr_decay": 0.99,  # paper: ExponentialLR(0.99) per epoch
+        "target_amplitude": 1.0,  # one-hot targets
+        "trace_every": 0,
+    },
     "drn-2h": {
         "source": f"{_PAPER_CODE} (DRN-2H); beta, lr, input_gain, amplitude as drn-1h (not tuned for 2 hidden layers)",
         "model": "drn:1568-1024-1024-10",  # paper: [(2, 28, 28), (1024,), (1024,), (10,)]

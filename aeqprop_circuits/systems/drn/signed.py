@@ -60,6 +60,27 @@ def _axpy(x: np.ndarray, y: np.ndarray, alpha: float) -> None:
         y[...] = out.reshape(y.shape)
 
 
+_PANEL_BYTES = 1 << 19  # a weight panel that stays in a core's L2 cache while it is updated, clipped and summed
+
+
+def _panels(fan_in: int, fan_out: int, itemsize: int) -> list:
+    """Row slices of a (fan_in, fan_out) block, each ~_PANEL_BYTES (one slice when the block is that small)."""
+    rows = max(1, _PANEL_BYTES // (fan_out * itemsize))
+    return [slice(start, min(start + rows, fan_in)) for start in range(0, fan_in, rows)]
+
+
+def _drive(v: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """v @ W; for a block larger than the last-level cache, summed over panels of W's rows (one BLAS call
+    for the whole block is slower at a few rows of v: the output stays in cache, each panel is read once)."""
+    if W.nbytes <= 32 * _PANEL_BYTES:
+        return matmul(v, W)
+    panels = _panels(*W.shape, W.itemsize)
+    out = matmul(v[:, panels[0]], W[panels[0]])
+    for where in panels[1:]:
+        out += matmul(v[:, where], W[where])
+    return out
+
+
 @dataclass(eq=False)
 class SignedDRNState:
     """Potentials of the free layers (hidden..., outputs), each (B, width), and of the input layer."""
@@ -123,7 +144,8 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         self._drive = None  # (inputs array, version, input potentials, their current into layer 1)
         self._resting = None  # the last training step's free layers (warm start)
         self.momentum, self._velocity = 0.0, None  # SGD momentum of `descend`, set by the trainer
-        self.parameters = self._initial(seed, init_gain)
+        self._theta = self._initial(seed, init_gain)
+        self._bind()
 
     @classmethod
     def from_spec(cls, spec: str, seed: int = 0, **options) -> SignedDRNSystem:
@@ -133,10 +155,16 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         return cls(parse_drn_spec(spec), seed=seed, **options)
 
     def _initial(self, seed: int, gain: float) -> np.ndarray:
+        """theta in the system's dtype, drawn a few rows of a block at a time (the same values as one draw per
+        block): no float64 copy of theta, so building DRN-XL's 52 M conductances peaks near theta's own size."""
         rng = np.random.default_rng(seed)
-        theta = np.zeros(self.n_parameters)
+        theta = np.zeros(self.n_parameters, dtype=self.dtype)
         for (fan_in, fan_out), where in zip(self._shapes, self._slices):
-            theta[where] = np.maximum(rng.uniform(-1, 1, (fan_in, fan_out)) * gain / np.sqrt(fan_in), 0).ravel()
+            block = theta[where].reshape(fan_in, fan_out)
+            rows = max(1, (1 << 20) // fan_out)
+            for start in range(0, fan_in, rows):
+                draw = rng.uniform(-1, 1, (min(rows, fan_in - start), fan_out))
+                block[start:start + len(draw)] = np.maximum(draw * gain / np.sqrt(fan_in), 0)
         return theta
 
     # --- parameters -------------------------------------------------------------------------
@@ -205,7 +233,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             return cached[2], cached[3]
         x = np.asarray(inputs, dtype=self.dtype) * self.dtype.type(self.input_gain)
         v_in = np.concatenate([x, -x], axis=1)
-        drive = matmul(v_in, self.weights[0]) + self.biases[0]
+        drive = _drive(v_in, self.weights[0]) + self.biases[0]
         self._drive = (inputs, self._version, v_in, drive)
         return v_in, drive
 
@@ -380,7 +408,12 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         return np.concatenate([*(b.ravel() for b in blocks), np.concatenate(lam, axis=1).mean(axis=0)])
 
     def descend(self, terms, steps) -> None:
-        """theta <- theta - step * sum_k c_k dE/dtheta(s_k) (through the velocity with momentum), conductances >= 0."""
+        """theta <- theta - step * sum_k c_k dE/dtheta(s_k) (through the velocity with momentum), conductances >= 0.
+
+        A weight block is updated a panel of rows at a time (~0.5 MB, cache-resident): the rank-k update,
+        the clip at 0 and the panel's column and row sums (the new conductance sums, cached for the next
+        settle) in one pass over the block's memory instead of three.
+        """
         terms = [(float(c), s) for c, s in terms if c != 0.0]
         if not terms:
             return
@@ -389,15 +422,24 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         dt = self.dtype.type
         if self.momentum and self._velocity is None:
             self._velocity = np.zeros_like(self._theta)
+        columns, rows = [], []
         for k, (W, (left, right), step) in enumerate(zip(self.weights, pairs, steps)):
-            if self.momentum:  # velocity <- momentum velocity + gradient; W <- W - step velocity
-                velocity = self._velocity[self._slices[k]].reshape(W.shape)
-                velocity *= dt(self.momentum)
-                gemm_into(velocity, left, right, 1.0)
-                _axpy(velocity, W, -step)
-            else:
-                gemm_into(W, left, right, -step)
-            np.copyto(W, 0, where=W < 0)
+            velocity = self._velocity[self._slices[k]].reshape(W.shape) if self.momentum else None
+            column, row = np.zeros(W.shape[1], dtype=self.dtype), np.empty(W.shape[0], dtype=self.dtype)
+            for where in _panels(*W.shape, W.itemsize):
+                panel = W[where]
+                if self.momentum:  # velocity <- momentum velocity + gradient; W <- W - step velocity
+                    moving = velocity[where]
+                    moving *= dt(self.momentum)
+                    gemm_into(moving, left[:, where], right, 1.0)
+                    _axpy(moving, panel, -step)
+                else:
+                    gemm_into(panel, left[:, where], right, -step)
+                np.maximum(panel, 0, out=panel)  # in place, no boolean mask
+                column += panel.sum(axis=0)
+                row[where] = panel.sum(axis=1)
+            columns.append(column)
+            rows.append(row)
         if self.momentum:
             velocity = self._velocity[self.n_weights:]
             velocity *= dt(self.momentum)
@@ -405,6 +447,8 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             bias = velocity
         self._theta[self.n_weights:] -= dt(steps[-1]) * bias
         self._version += 1
+        sums = [columns[k] + rows[k + 1] if k + 1 < len(columns) else columns[k] for k in range(len(columns))]
+        self._cache = (self._version, sums)
 
     def contrast_step(self, x: np.ndarray, target: np.ndarray, terms, rates) -> SignedDRNState:
         """A nudge-contrast step (runs/inplace.py), its free phase warm-started from the previous step's."""
