@@ -381,3 +381,70 @@ def test_lower_level_learning_in_situ_gives_the_meta_gradient():
     phi = np.tile(setups["c-ep"].system.model.initial, (2, 1))
     support = {rule: setup.system.model.support(phi, x)[1] for rule, setup in setups.items()}
     assert relative(support["aeqprop-centered"], support["exact-gradient"]) < 1e-3
+
+
+# --- regularisation learning: per-synapse strengths of a softmax classifier (Table 1's setting) -------
+@pytest.fixture(scope="module")
+def regularisation():
+    """A 3-class softmax classifier on 4 inputs, 6 training and 30 validation points, lambda = exp(theta) varied."""
+    from aeqprop_circuits.systems.regularisation import RegularisationSystem, SoftmaxTask
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0.0, 1.0, (3, 4))
+    y_train, y_val = np.arange(6) % 3, rng.integers(0, 3, 30)
+    model = SoftmaxTask(centres[y_train] + rng.normal(0, 1, (6, 4)), y_train,
+                        centres[y_val] + rng.normal(0, 1, (30, 4)), y_val, 3)
+    system = RegularisationSystem(model, strength=np.exp(rng.normal(-2.0, 0.5, model.size)),
+                                  inner=InnerSolve(tolerance=1e-12))
+    return system, np.zeros((1, 1)), model.target()
+
+
+def test_regularisation_lower_level_is_strongly_convex_and_its_meta_gradient_matches_finite_differences(
+        regularisation):
+    system, x, y = regularisation
+    free = system.settle(Phase(x))
+    assert np.linalg.eigvalsh(system.inner_hessian(free))[0, 0] >= 0.99 * system.strength.min()
+    exact = system.loss_gradient(free, y)
+    theta, h = system.parameters, 1e-4
+    differences = []
+    for k in range(len(theta)):
+        step = np.zeros_like(theta)
+        step[k] = h
+        losses = []
+        for sign in (1, -1):
+            system.parameters = theta + sign * step
+            losses.append(system.cost(system.settle(Phase(x)), y)[0])
+        differences.append((losses[0] - losses[1]) / (2 * h))
+    system.parameters = theta
+    assert relative(exact, np.array(differences)) < 1e-3
+
+
+def test_regularisation_cml_approaches_the_exact_meta_gradient_as_beta_falls(regularisation):
+    system, x, y = regularisation
+    exact = system.loss_gradient(system.settle(Phase(x)), y)
+    betas = [1e-2, 1e-3, 1e-4]
+    errors = [relative(estimate(system, "p-ep", x, y, beta=beta), exact) for beta in betas]
+    assert errors[-1] < 1e-3 and slope(betas, errors) == pytest.approx(1.0, abs=0.1)
+    assert relative(estimate(system, "implicit-cg", x, y, iterations=100), exact) < 1e-8
+
+
+def test_regularisation_cml_is_local_and_t1t2_drops_the_inverse_hessian(regularisation):
+    system, x, y = regularisation
+    beta, free = 1e-3, system.settle(Phase(x))
+    nudged = system.settle(Phase(x, beta, y), start=free)
+    cml = estimate(system, "p-ep", x, y, beta=beta)
+    lam = system.strength
+    assert np.allclose(cml, lam * (nudged.phi[0] ** 2 - free.phi[0] ** 2) / (2 * beta), rtol=1e-9)  # App. B
+    v = system.outer_gradient(free, y)[0]
+    assert np.allclose(estimate(system, "t1t2", x, y, alpha=0.5), -lam * free.phi[0] * 0.5 * v, rtol=1e-12)
+    assert not estimate(system, "reptile", x, y).any()  # no prior to move
+
+
+def test_regularisation_run_refuses_bad_settings():
+    from aeqprop_circuits.errors import AeqpropError
+    from aeqprop_circuits.experiments.regularisation import RegularisationConfig
+
+    with pytest.raises(AeqpropError, match="estimator"):
+        RegularisationConfig(estimator="fomaml")
+    with pytest.raises(AeqpropError, match="split"):
+        RegularisationConfig(samples=10, split=1.0)
