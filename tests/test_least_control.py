@@ -1,16 +1,20 @@
 """Least-control learning: the update is the gradient of the control cost, the output controller's two limits."""
 
+import inspect
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from aeqprop_circuits.circuit.builder import deep_resistive_network
 from aeqprop_circuits.cli.main import main
+from aeqprop_circuits.learning import least_control as learning_least_control
 from aeqprop_circuits.learning.algorithms import get_algorithm
+from aeqprop_circuits.learning.least_control import observe_and_inject
 from aeqprop_circuits.netlist import parse_netlist
 from aeqprop_circuits.systems.base import Phase
 from aeqprop_circuits.systems.circuit import CircuitSystem
-from aeqprop_circuits.systems.least_control import control_gradient, least_control
+from aeqprop_circuits.systems.least_control import InjectionHandle, control_gradient, least_control
 
 CIRCUITS = {"shockley": lambda: deep_resistive_network([3, 5, 2], seed=3, ideal=False),
             "ideal-diodes": lambda: parse_netlist("netlists/xor.cir"),
@@ -126,3 +130,68 @@ def test_train_command_takes_the_least_control_rules(tmp_path, algorithm):
                                        "--epochs", "1", "--quiet", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize("measure", ["current", "voltage"])
+@pytest.mark.parametrize("name", sorted(CIRCUITS))
+def test_integral_controller_finds_the_oracles_least_control(name, measure):
+    """Observing the outputs and injecting currents, the feedback controller settles on the oracle's psi*,
+    so the update is the oracle's."""
+    system = CircuitSystem(CIRCUITS[name]())
+    x, y = batch(system)
+    oracle = least_control(system, x, y, start=system.settle(Phase(x)).result.free, measure=measure)
+    handle = InjectionHandle(system, x)
+    found = observe_and_inject(handle, y, measure)
+    assert found.unsettled == 0
+    assert np.allclose(found.control, oracle.control, rtol=1e-6, atol=1e-8 * np.abs(oracle.control).max())
+    assert np.allclose(control_gradient(system, found), control_gradient(system, oracle), rtol=1e-6,
+                       atol=1e-8 * np.abs(control_gradient(system, oracle)).max())
+    rule = "lcp" if measure == "voltage" else "lcp-current"
+    assert np.allclose(get_algorithm(rule, controller="integral").estimate(system, x, y).gradient,
+                       control_gradient(system, oracle), rtol=1e-6, atol=1e-8 * np.abs(oracle.control).max())
+
+
+def test_integral_controller_reaches_the_circuit_only_through_its_handle():
+    system = CircuitSystem(CIRCUITS["linear"]())
+    handle = InjectionHandle(system, batch(system)[0])
+    public = {name for name in dir(handle) if not name.startswith("_")}
+    assert public == {"batch", "channels", "controlled", "node_conductance", "nodes", "relax", "relaxations"}
+    for loop in (learning_least_control.observe_and_inject, learning_least_control._integrate):
+        body = inspect.getsource(loop).split('"""')[-1]
+        for forbidden in ("energy", "gradient", "hessian", "settle", "system", "problem", "least_control("):
+            assert forbidden not in body, (loop.__name__, forbidden)
+
+
+def test_learning_with_the_integral_controller_never_calls_the_energy(monkeypatch):
+    """Steps of lcp with the integral controller on XOR: no energy, energy gradient or loss of the system is
+    read, nor the model-based least-control solver; the control cost still falls."""
+    system = CircuitSystem(parse_netlist("netlists/xor.cir"))
+    x = np.array([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
+    y = np.array([[-0.2], [0.2], [0.2], [-0.2]])
+    before = control_cost(system, x, y, "voltage")
+
+    def refuse(name):
+        def method(*args, **kwargs):
+            raise AssertionError(f"the integral controller's loop called {name}")
+        return method
+
+    for name in ("energy", "energy_gradient", "loss_gradient", "cost"):
+        monkeypatch.setattr(system, name, refuse(name))
+    monkeypatch.setattr(learning_least_control, "least_control", refuse("least_control"))
+    rule, (low, high) = get_algorithm("lcp", controller="integral"), system.parameter_bounds()
+    for _ in range(2):
+        system.parameters = np.clip(system.parameters - 2.0 * rule.estimate(system, x, y).gradient, low, high)
+    monkeypatch.undo()
+    assert control_cost(system, x, y, "voltage") < before
+
+
+def test_train_command_takes_the_integral_least_control_controller(tmp_path):
+    run = ["train", "netlists/xor.cir", "--data", "xor", "--epochs", "1", "--quiet"]
+    result = CliRunner().invoke(main, [*run, "--algorithm", "lcp", "--controller", "integral",
+                                       "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert '"controller": "integral"' in (tmp_path / "run" / "config.json").read_text()
+    result = CliRunner().invoke(main, [*run, "--algorithm", "c-ep", "--controller", "integral",
+                                       "--out", str(tmp_path / "bad")])
+    assert result.exit_code != 0 and "least-control controller" in result.output
+    assert "Traceback" not in result.output

@@ -26,7 +26,7 @@ from aeqprop_circuits.solvers import SOLVER_NAMES
 from aeqprop_circuits.systems.hardware import HARDWARE_KINDS
 from aeqprop_circuits.systems.models import check_model_options, model_kind
 
-CONTROLLERS = ("oracle", "proportional")
+CONTROLLERS = ("oracle", "proportional", "integral")
 AUGMENTS = ("none", "hflip")
 SCHEDULES = ("exponential", "cosine")
 TASKS = ("classification", "regression")
@@ -60,7 +60,10 @@ class TrainConfig:
                                                                         "{\"iterations\": 15} for tbp"))
     solver: str = field(default="auto", metadata=_doc("the solver settling circuit phases"))
     controller: str = field(default="oracle", metadata=_doc("Aeqprop homeostasis: oracle (uses dE/dtheta) or "
-                                                            "proportional (agnostic)"))
+                                                            "proportional (agnostic); least control (lcp, "
+                                                            "lcp-current, lcp-output): oracle (solves with the "
+                                                            "circuit's model) or integral (observes the outputs, "
+                                                            "injects currents)"))
     seed: int = field(default=0, metadata=_doc("seed of the data split, batch order, initial parameters"))
     beta: float = field(default=0.2, metadata=_doc("nudge strength (normalised units)", low=0.0, open_low=True))
     epsilon: Any = field(default=10.0, metadata=_doc("Aeqprop's knob coupling: its step is epsilon * beta times "
@@ -128,6 +131,9 @@ class TrainConfig:
                 isinstance(self.normalize, (list, tuple)) and len(self.normalize) == 2
                 and all(_is_number(v) for v in self.normalize) and self.normalize[1] > 0):
             raise ConfigError(f"normalize: expected [mean, std] with std > 0, got {self.normalize!r}")
+        if self.controller == "integral" and not self.algorithm.startswith("lcp"):
+            raise ConfigError(f"controller integral is a least-control controller (lcp, lcp-current, lcp-output); "
+                              f"{self.algorithm} takes oracle or proportional (Aeqprop)")
         if self.momentum and self.is_aeqprop:
             raise ConfigError("momentum applies to the EP, CL, CpL, exact-gradient and backprop rules; an Aeqprop "
                               "step is the parameters' own relaxation")

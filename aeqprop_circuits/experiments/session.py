@@ -97,6 +97,8 @@ def prepare(config: TrainConfig, model_path: str | None = None, progress: bool =
     if config.is_aeqprop:
         options = {"epsilon": per_parameter(system, config.epsilon, "epsilon"), "controller": config.controller,
                    "relax_rounds": config.relax_rounds}
+    elif config.algorithm.startswith("lcp"):
+        options = {"controller": config.controller}
     elif config.algorithm == "multi-point-ep":
         options = {"points": config.points}
     rule = get_algorithm(config.algorithm, beta=config.beta, **options, **config.algorithm_options)

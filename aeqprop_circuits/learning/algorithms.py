@@ -329,7 +329,7 @@ def get_algorithm(name: str, beta: float = 0.1, epsilon=0.1, controller: str = "
     if name in IMPLICIT_TABLE:  # meta-gradient baselines for bilevel systems (learning/bilevel.py)
         return Implicit(name, **options)
     if name in LEAST_CONTROL_RULES:  # least-control learning (learning/least_control.py)
-        return least_control_rule(name, beta, **options)
+        return least_control_rule(name, beta, controller=controller, **options)
     if options:
         raise AeqpropError(f"{name} takes no options {sorted(options)}")
     if name in EP_TABLE:

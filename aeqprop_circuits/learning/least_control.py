@@ -25,7 +25,21 @@ lcp: the same with the control measured in volts, each node's current over its t
 (psi_i / G_i: how far the controller pulls the node from the average of its neighbours, the
 circuit's analogue of the unit leak of the paper's neurons). H is then invariant to the scale of
 the conductances and the update stays local: dV_k (d_a / G_a - d_b / G_b) - d_a^2 / G_a - d_b^2 / G_b
-with d = psi / G. A controller that only observes the outputs and injects is not built yet.
+with d = psi / G.
+
+Controllers of lcp / lcp-current: "oracle" solves for psi* with the circuit's model
+(systems/least_control.py); "integral" only observes the outputs and injects currents into the
+free nodes (`InjectionHandle`), as the least-control principle's feedback controller does:
+psi = Q u, with u integrating the output error. Its fixed point (outputs at the target, psi in
+the span of Q) is the least control when the columns of Q span D^-1 S^T, S the outputs'
+sensitivity to the injected currents and D the measure's metric (1, or 1/G_i^2 for volts): the
+condition of a minimum of 1/2 psi^T D psi under outputs(psi) = y. The controller measures S
+itself: it injects a small probe current into each node in turn and watches the outputs
+(central differences); it then sets Q = D^-1 S^T and steps u by the loop's observed gain
+(S Q)^-1 times the error, relaxing the physics each round until the outputs sit at the
+target, and measures S again at the new state until psi stops moving. On a linear network one
+calibration gives the least control; on a nonlinear one the repeated calibrations converge to
+it (a stationary point of the same problem). It never reads the co-content or its derivatives.
 """
 
 from __future__ import annotations
@@ -35,9 +49,16 @@ import numpy as np
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
 from aeqprop_circuits.learning.estimate import Estimate
 from aeqprop_circuits.systems.base import Phase, PhysicalSystem
-from aeqprop_circuits.systems.least_control import MEASURES, control_gradient, least_control
+from aeqprop_circuits.systems.least_control import (
+    MEASURES,
+    Controlled,
+    InjectionHandle,
+    control_gradient,
+    least_control,
+)
 
 OUTPUT_CONTROLLERS = ("oracle", "integral")
+CONTROLLERS = ("oracle", "integral")  # of lcp and lcp-current
 
 
 class OutputControl:
@@ -116,10 +137,19 @@ class LeastControl:
 
     rate, betas, contrastive = None, (0.0, 0.0), False
 
-    def __init__(self, measure: str = "voltage", max_iterations: int = 60):
+    def __init__(self, measure: str = "voltage", max_iterations: int = 60, controller: str = "oracle",
+                 rounds: int = 50, probe: float = 1e-3, tolerance: float = 1e-9, calibrations: int = 8):
         if measure not in MEASURES:
             raise AeqpropError(f"lcp: measure '{measure}': expected one of {', '.join(MEASURES)}")
-        self.measure, self.max_iterations = measure, max_iterations
+        if controller not in CONTROLLERS:
+            raise AeqpropError(f"lcp: controller '{controller}': expected one of {', '.join(CONTROLLERS)}")
+        if not probe > 0 or not tolerance > 0 or not rounds >= 1 or not calibrations >= 1:
+            raise AeqpropError(f"lcp: probe and tolerance must be positive, rounds and calibrations at least 1, "
+                               f"got probe={probe}, tolerance={tolerance}, rounds={rounds}, "
+                               f"calibrations={calibrations}")
+        self.measure, self.max_iterations, self.controller = measure, max_iterations, controller
+        self.rounds, self.probe, self.tolerance = int(rounds), float(probe), float(tolerance)
+        self.calibrations = int(calibrations)
         self.name = "lcp" if measure == "voltage" else "lcp-current"
 
     def with_rate(self, rate) -> LeastControl:
@@ -136,10 +166,71 @@ class LeastControl:
                                f"{type(system).__name__} is not one (use lcp-output)")
         inputs, target = np.atleast_2d(inputs), np.atleast_2d(target)
         free = system.settle(Phase(inputs))
-        controlled = least_control(system, inputs, target, start=free.result.free,
-                                   max_iterations=self.max_iterations, measure=self.measure)
-        return Estimate(control_gradient(system, controlled), system.outputs(free), free,
-                        extras={"control_cost": float(controlled.cost.mean())})
+        if self.controller == "oracle":
+            controlled = least_control(system, inputs, target, start=free.result.free,
+                                       max_iterations=self.max_iterations, measure=self.measure)
+        else:
+            controlled = observe_and_inject(InjectionHandle(system, inputs), target, self.measure, self.rounds,
+                                            self.probe, self.tolerance, self.calibrations)
+        extras = {"control_cost": float(controlled.cost.mean())}
+        if self.controller == "integral":
+            extras["unsettled"] = controlled.unsettled
+        return Estimate(control_gradient(system, controlled), system.outputs(free), free, extras=extras)
+
+
+def observe_and_inject(handle: InjectionHandle, target: np.ndarray, measure: str = "voltage", rounds: int = 50,
+                       probe: float = 1e-3, tolerance: float = 1e-9, calibrations: int = 8) -> Controlled:
+    """The integral feedback controller of the least control (module docstring), through `handle` alone.
+
+    It injects, relaxes and reads the outputs (and each node its own conductance, for the measure
+    in volts). probe: the calibration current (normalised, g0 V); rounds: integral steps per
+    calibration; tolerance: on the output error and on psi's change between calibrations,
+    relative to the target's and psi's size. Where ideal diodes switch between calibrations, a
+    sample's control can alternate between two that both hold its outputs: the controller keeps
+    the cheaper (it knows the currents it injects). Returns the controlled state, `iterations`
+    the calibrations run, `unsettled` the samples whose control still moved at the last one.
+    """
+    target = np.atleast_2d(target)
+    n = handle.channels
+    metric = np.ones(n) if measure == "current" else handle.node_conductance() ** -2.0  # D, diagonal
+    psi = np.zeros((handle.batch, n))
+    best, best_cost = psi.copy(), np.full(handle.batch, np.inf)
+    probes = probe * np.eye(n)[:, None, :]  # (n, 1, n): one probe per node
+    scale = 1.0 + np.abs(target).max()
+    for calibration in range(1, calibrations + 1):
+        handle.relax(psi)  # the state the calibration linearises around
+        sensitivity = (handle.relax(psi + probes) - handle.relax(psi - probes)) / (2.0 * probe)  # (n, B, m)
+        S = sensitivity.transpose(1, 2, 0)  # (B, m, n): d outputs / d psi
+        Q = S.transpose(0, 2, 1) / metric[:, None]  # (B, n, m): the feedback wiring D^-1 S^T
+        gain = np.linalg.pinv(S @ Q, rcond=1e-10)  # the loop's inverse gain (B, m, m)
+        u = (gain @ (S @ psi[:, :, None]))[..., 0]  # psi's component in the span of Q
+        control = _integrate(handle, target, Q, gain, u, rounds, tolerance * scale)
+        cost = 0.5 * (control * control * metric).sum(axis=1)
+        better = cost < best_cost
+        best[better], best_cost[better] = control[better], cost[better]
+        moving = np.abs(control - psi).max(axis=1) > tolerance * (1.0 + np.abs(control).max(axis=1))
+        psi = control
+        if calibration > 1 and not moving.any():
+            break
+    handle.relax(best)
+    return handle.controlled(best, target, measure, calibration, int(moving.sum()))
+
+
+def _integrate(handle: InjectionHandle, target, Q, gain, u, rounds: int, tolerance: float) -> np.ndarray:
+    """u += step (S Q)^-1 (y - outputs), psi = Q u, the physics relaxed each round, until the error vanishes."""
+    step, size = 1.0, np.inf
+    for _ in range(rounds):
+        control = (Q @ u[:, :, None])[..., 0]
+        error = target - handle.relax(control)
+        previous, size = size, np.abs(error).max()
+        if size <= tolerance:
+            return control
+        if size > previous:
+            step *= 0.5
+        u = u + step * (gain @ error[:, :, None])[..., 0]
+    raise DivergenceError(f"lcp: the integral controller did not bring the outputs to the target in {rounds} "
+                          f"rounds (error {size:.3g} V); the target may be out of the circuit's reach (algorithm "
+                          "options rounds, probe)")
 
 
 LEAST_CONTROL_RULES = ("lcp-output", "lcp", "lcp-current")

@@ -28,14 +28,17 @@ least control for that active set, a local solution of a combinatorial problem.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from aeqprop_circuits.circuit.energy import Nudge, Problem
+from aeqprop_circuits.circuit.circuit import Circuit, Sources
+from aeqprop_circuits.circuit.energy import Nudge, Problem, structure
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
+from aeqprop_circuits.solvers import solve
 from aeqprop_circuits.solvers.coordinate import box_bounds
 
 MEASURES = ("current", "voltage")
@@ -59,6 +62,7 @@ class Controlled:
     free: np.ndarray
     measure: str = "current"
     weight: np.ndarray | None = None  # per free node: 1, or g0 / G_i (normalised units)
+    unsettled: int = 0  # an observing controller's samples whose control still moved at its last calibration
 
 
 def least_control(system, inputs: np.ndarray, target: np.ndarray, start: np.ndarray | None = None,
@@ -156,3 +160,97 @@ def control_gradient(system, controlled: Controlled) -> np.ndarray:
     pull = np.asarray((Mr @ (displacement * controlled.weight).T).T)  # d_a / G_a - d_b / G_b
     load = np.asarray((abs(Mr) @ (displacement ** 2 * controlled.weight).T).T)  # d_a^2 / G_a + d_b^2 / G_b
     return (dv * pull - load).mean(axis=0)
+
+
+_INSTRUMENTED: weakref.WeakKeyDictionary[Circuit, tuple[Circuit, np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def instrumented(circuit: Circuit) -> tuple[Circuit, np.ndarray]:
+    """The circuit with a current source from ground into every free (super)node, and those nodes.
+
+    The sources are the actuators of an observe-and-inject controller; they come last, after the
+    netlist's, driven by no data column. Built once per circuit object.
+    """
+    cached = _INSTRUMENTED.get(circuit)
+    if cached is not None:
+        return cached
+    topology, _ = structure(circuit)
+    free_of_node = topology.free_of_node
+    nodes = np.array([np.flatnonzero(free_of_node == j)[0] for j in range(topology.n_free)], dtype=np.int64)
+    src, n = circuit.sources, len(nodes)
+    sources = Sources(src.names + tuple(f"iinject{k}" for k in range(n)),
+                      np.vstack([src.nodes, np.column_stack([np.zeros(n, dtype=np.int64), nodes])]),
+                      np.concatenate([src.value, np.zeros(n)]), np.concatenate([src.is_voltage, np.zeros(n, bool)]))
+    learning = circuit.learning
+    in_map = np.vstack([learning.input_map, np.zeros((n, learning.input_map.shape[1]))])
+    built = replace(circuit, sources=sources, learning=replace(learning, input_map=in_map), layers=None), nodes
+    _INSTRUMENTED[circuit] = built
+    return built
+
+
+class InjectionHandle:
+    """All an observe-and-inject controller may do with a circuit and one batch of inputs.
+
+    It injects currents psi (normalised: amperes / g0) into the free nodes through current
+    sources, lets the physics relax, and reads the outputs; each node also knows its own total
+    conductance (a local quantity, for the control measured in volts). Nothing here reads the
+    co-content, its gradient or its Hessian: the physics' own relaxation is the only solver.
+    `controlled` reads the last relaxed state for the local update.
+    """
+
+    def __init__(self, system, inputs: np.ndarray):
+        self._system = system
+        self._circuit, self.nodes = instrumented(system.circuit)
+        self._inputs = np.atleast_2d(inputs)
+        self._base = system.circuit.source_values(self._inputs)
+        self._last = None  # the last relaxed state of the batch itself (no leading axes)
+        self.relaxations = 0
+
+    @property
+    def channels(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def batch(self) -> int:
+        return len(self._inputs)
+
+    def node_conductance(self) -> np.ndarray:
+        """Each free node's total resistor conductance, in g0 (n,)."""
+        problem = Problem(self._system.circuit, self._base[:1], self._system.conductance)
+        total = problem.Mr.multiply(problem.Mr).T @ problem.g
+        if problem.has_diodes:  # their gmin, as in the oracle's measure
+            total = total + problem.Md.multiply(problem.Md).T @ np.broadcast_to(problem.gmin, problem.Md.shape[0])
+        return np.asarray(total).ravel() / self._system.g0
+
+    def relax(self, psi: np.ndarray) -> np.ndarray:
+        """Inject psi (..., B, n) and let the circuit settle; its outputs (..., B, n_outputs)."""
+        psi = np.asarray(psi, dtype=np.float64)
+        lead, B = psi.shape[:-2], self.batch
+        copies = int(np.prod(lead, dtype=np.int64))
+        sources = np.hstack([np.tile(self._base, (copies, 1)), psi.reshape(-1, self.channels) * self._system.g0])
+        x0 = None if self._last is None else np.tile(self._last.free, (copies, 1))
+        system = self._system
+        method = "auto" if system.solver == "layered" else system.solver
+        result = solve(self._circuit, sources=sources, conductance=system.conductance, method=method, x0=x0,
+                       **system.solver_options)
+        if not result.success:
+            raise DivergenceError(f"the circuit did not settle under the controller's currents: {result.message}")
+        self.relaxations += copies
+        if not lead:
+            self._last = result
+        outs = system.circuit.learning.outputs
+        V = result.potentials
+        return (V[:, outs[:, 0]] - V[:, outs[:, 1]]).reshape(*lead, B, -1)
+
+    def controlled(self, psi: np.ndarray, target: np.ndarray, measure: str, iterations: int,
+                   unsettled: int = 0) -> Controlled:
+        """The last relaxed state, under the control psi (B, n), as a `Controlled` for `control_gradient`."""
+        system = self._system
+        problem = Problem(system.circuit, self._base, system.conductance, Nudge(0.0, np.atleast_2d(target)))
+        weight = _weights(problem, measure) * system.g0  # 1 (x g0) or g0 / G_i
+        scaled = psi * (weight if measure == "voltage" else 1.0)
+        low, high = box_bounds(problem)
+        z = self._last.free
+        held = (z <= low) | (z >= high)
+        return Controlled(self._last.potentials, psi, held, 0.5 * (scaled * scaled).sum(axis=1), iterations,
+                          problem, z, measure, weight, unsettled)
