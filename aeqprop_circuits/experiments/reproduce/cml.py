@@ -15,6 +15,9 @@ Studies (each writes its records to `summary.json` as it goes, and its figures):
 - least-control: the Iris and Wine netlists trained with c-ep, lcp and lcp-output for each seed
   (final test accuracy); the control cost H and the loss per epoch of Iris under lcp-current and
   lcp, and of XOR (a separable task) under lcp.
+- table1: the CML paper's Table 1 setting on Fashion-MNIST (experiments/regularisation.py): per-synapse
+  L2 strengths of a softmax classifier learnt from few training images on a validation set, with cml,
+  t1t2 and implicit-cg for each seed; validation and test accuracy and loss, mean and spread.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from aeqprop_circuits.learning.algorithms import get_algorithm
 from aeqprop_circuits.systems.base import Phase
 from aeqprop_circuits.systems.bilevel import BilevelSystem, InnerSolve, QuadraticTasks
 
-STUDIES = ("quadratic", "fewshot", "least-control")
+STUDIES = ("quadratic", "fewshot", "least-control", "table1")
 # least-control traces: (netlist, data, rule, what H measures, training settings)
 TRACES = (("iris.cir", "iris", "lcp-current", "current", {"lr": 0.1}), ("iris.cir", "iris", "lcp", "voltage", {}),
           ("xor.cir", "xor", "lcp", "voltage", {"epochs": 200, "target_amplitude": 0.2, "lr_decay": 1.0}))
@@ -243,4 +246,8 @@ def reproduce(directory: str, studies=STUDIES, seeds: int = 5, estimators=FEWSHO
         files += fewshot_study(directory, records, seeds=seeds, estimators=estimators, log=log, **settings)
     if "least-control" in studies:
         files += least_control_study(directory, records, seeds=seeds, log=log)
+    if "table1" in studies:
+        from aeqprop_circuits.experiments.regularisation import table1_study
+
+        files += table1_study(directory, records, seeds=seeds, log=log)
     return {"records": records.rows, "files": [records.path, *files]}
