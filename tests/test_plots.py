@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -141,3 +142,17 @@ def test_compare_keeps_identical_runs_visible(runs, tmp_path, monkeypatch):
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["first", "second", "again (identical to first)"]
     lines = ax.get_lines()
     assert lines[0].get_linestyle() != lines[2].get_linestyle() and lines[0].get_marker() != lines[2].get_marker()
+
+
+def test_coinciding_variants_of_a_reproduction_figure_stay_visible():
+    plt = plots._pyplot()
+    fig, ax = plt.subplots()
+    curves = np.exp(-np.linspace(0, 3, 50))[None, :] * np.array([[1.0], [2.0], [0.5]])
+    for index, name in enumerate(("SGD", "Aeqprop (optimistic)")):  # the same runs: the same median and band
+        plots.median_band(ax, np.arange(50), curves, color=f"C{index}", label=name, index=index, of=2)
+    medians = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert [line.get_label() for line in medians] == ["SGD", "Aeqprop (optimistic)"]
+    assert medians[0].get_markevery() != medians[1].get_markevery()  # markers set at offsets of their own
+    assert medians[0].get_marker() != medians[1].get_marker()
+    assert max(c.get_zorder() for c in ax.collections) < min(line.get_zorder() for line in medians)
+    plt.close(fig)

@@ -75,6 +75,30 @@ def _save(plt, fig, path: str) -> None:
     plt.close(fig)
 
 
+def median_band(ax, x, curves: np.ndarray, *, color, label: str, index: int = 0, of: int = 1, linestyle: str = "-",
+                marker: str | None = None, band: bool = True, markers: int = 8):
+    """The median over the rows of `curves` (runs x points) with its min-max band, legible where several overlap.
+
+    Bands are light (alpha 0.1) with an outline in their colour and drawn under every median;
+    the median of variant `index` (of `of` in the panel) has its own line style and markers set
+    at an offset of its own, so that variants with the same curve still show each other's
+    markers. NaN (a diverged run's later points) is left out of the statistics.
+    """
+    import warnings
+
+    with warnings.catch_warnings():  # a point where every run has diverged
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(curves, axis=0)
+        low, high = np.nanmin(curves, axis=0), np.nanmax(curves, axis=0)
+    if band:
+        ax.fill_between(x, low, high, color=color, alpha=0.1, lw=0, zorder=1)
+        for edge in (low, high):
+            ax.plot(x, edge, color=color, lw=0.5, alpha=0.5, zorder=2)
+    step = max(1, len(x) // markers)
+    ax.plot(x, median, color=color, lw=1.3, linestyle=linestyle, marker=marker or MARKERS[index % len(MARKERS)],
+            ms=4, markevery=(index * step // max(of, 1), step), label=label, zorder=3 + index)
+
+
 def _read_metrics(run_dir: str) -> dict[str, np.ndarray]:
     path = os.path.join(run_dir, "metrics.csv")
     if not os.path.exists(path):

@@ -439,21 +439,20 @@ def save_traces(traces: Traces, path: str) -> str:
 
 COLORS = {"sgd": "black", "aeqprop-optimistic": "tab:blue", "aeqprop-pessimistic": "tab:red",
           "aeqprop-centered": "tab:green"}
-LABELS = {"sgd": "SGD (lr εβ, clipped)", "aeqprop-optimistic": "Aeqprop", "aeqprop-pessimistic": "Pessimistic",
-          "aeqprop-centered": "Centered"}
+LABELS = {"sgd": "SGD (lr εβ, clipped)", "aeqprop-optimistic": "Aeqprop (optimistic)",
+          "aeqprop-pessimistic": "Pessimistic", "aeqprop-centered": "Centered"}
 STYLES = {None: "-", "proportional": "-", "oracle": ":"}
+MARKERS = {"sgd": "o", "aeqprop-optimistic": "s", "aeqprop-pessimistic": "^", "aeqprop-centered": "D"}
 
 
 def plot(traces: Traces, path: str) -> str:
     """Grid loss vs samples, one panel per (epsilon, beta) as the paper's Fig. 2; median over seeds with a
-    min-max band (proportional controller), dotted: oracle controller (median only)."""
-    import warnings
+    min-max band (proportional controller), dotted: oracle controller (median only). Each method has its
+    own colour and markers, set at an offset of its own, and every band lies under every median, so
+    methods with coinciding curves stay visible."""
+    from aeqprop_circuits.experiments.plots import _pyplot, median_band
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     runs = traces.runs
     panels = _panels(runs)
     cols = min(3, len(panels))
@@ -461,33 +460,28 @@ def plot(traces: Traces, path: str) -> str:
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.3 * cols, 3.3 * rows_n), squeeze=False, sharex=True)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
+    variants = [(method, controller) for method in METHODS for controller in (None, *CONTROLLERS)]
     for index, (epsilon, beta) in enumerate(panels):
         row, col = divmod(index, cols)
         ax = axes[row, col]
-        for method in METHODS:
-            for controller in (None, *CONTROLLERS):
-                rows = [i for i, r in enumerate(runs) if r.method == method and r.controller == controller
-                        and r.epsilon == epsilon and r.beta == beta]
-                if not rows:
-                    continue
-                curves = traces.loss[rows]
-                n_div = int(np.sum(traces.diverged_at[rows] >= 0))
-                label = LABELS[method] + (f" ({controller})" if controller == "oracle" else "")
-                label += f" ({n_div}/{len(rows)} diverged)" if n_div else ""
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    median = np.nanmedian(curves, axis=0)
-                    low, high = np.nanmin(curves, axis=0), np.nanmax(curves, axis=0)
-                ax.plot(traces.steps, median, STYLES[controller], color=COLORS[method], lw=1.2, label=label)
-                if controller != "oracle":
-                    ax.fill_between(traces.steps, low, high, color=COLORS[method], alpha=0.15, lw=0)
+        for k, (method, controller) in enumerate(variants):
+            rows = [i for i, r in enumerate(runs) if r.method == method and r.controller == controller
+                    and r.epsilon == epsilon and r.beta == beta]
+            if not rows:
+                continue
+            n_div = int(np.sum(traces.diverged_at[rows] >= 0))
+            label = LABELS[method] + (f" ({controller})" if controller == "oracle" else "")
+            label += f" ({n_div}/{len(rows)} diverged)" if n_div else ""
+            median_band(ax, traces.steps, traces.loss[rows], color=COLORS[method], label=label, index=k,
+                        of=len(variants), linestyle=STYLES[controller], marker=MARKERS[method],
+                        band=controller != "oracle")
         ax.set_yscale("log")
         ax.set_title(f"ε = {epsilon}, β = {beta} (lr εβ = {epsilon * beta:g})", fontsize=10)
         if row == rows_n - 1:
             ax.set_xlabel("samples")
         if col == 0:
             ax.set_ylabel("MSE on grid (V²)")
-        ax.legend(fontsize=6, loc="lower left")
+        ax.legend(fontsize=6, loc="lower left", framealpha=0.85)
     seeds = len({r.seed for r in runs})
     fig.suptitle("Linear regression on a resistive circuit (21 Fourier input pairs, differential output, "
                  f"bounded conductances); median, min-max over {seeds} seeds", fontsize=10)

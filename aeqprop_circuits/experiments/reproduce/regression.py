@@ -273,19 +273,19 @@ def save_traces(traces: Traces, directory: str) -> list[str]:
 
 COLORS = {"sgd": "black", "aeqprop-optimistic": "tab:blue", "aeqprop-pessimistic": "tab:red",
           "aeqprop-centered": "tab:green"}
-LABELS = {"sgd": "SGD (lr εβ)", "aeqprop-optimistic": "Aeqprop", "aeqprop-pessimistic": "Pessimistic Aeqprop",
-          "aeqprop-centered": "Centered Aeqprop"}
+LABELS = {"sgd": "SGD (lr εβ)", "aeqprop-optimistic": "Aeqprop (optimistic)",
+          "aeqprop-pessimistic": "Pessimistic Aeqprop", "aeqprop-centered": "Centered Aeqprop"}
+LINESTYLES = {"sgd": "-", "aeqprop-optimistic": "--", "aeqprop-pessimistic": "-.", "aeqprop-centered": ":"}
 
 
 def plot_figure(traces: Traces, number: int, path: str) -> str:
     """Loss vs samples, log scale, one panel per (epsilon, beta): rows beta, columns epsilon
     (as the paper's Figs. 2 and 3); median over seeds with a min-max band; a diverged run's
-    curve stops at its divergence (marked x)."""
-    import matplotlib
+    curve stops at its divergence (marked x). Each variant has its own colour, line style and
+    offset markers, and every band lies under every median, so coinciding variants stay visible."""
+    from aeqprop_circuits.experiments.plots import _pyplot, median_band
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     runs = [(i, r) for i, r in enumerate(traces.runs) if r.figure == number]
     epsilons = sorted({r.epsilon for _, r in runs}, reverse=True)
     betas = sorted({r.beta for _, r in runs}, reverse=True)
@@ -294,7 +294,7 @@ def plot_figure(traces: Traces, number: int, path: str) -> str:
     for row, beta in enumerate(betas):
         for col, epsilon in enumerate(epsilons):
             ax = axes[row, col]
-            for method in METHODS:
+            for index, method in enumerate(METHODS):
                 rows = [i for i, r in runs if r.method == method and r.epsilon == epsilon and r.beta == beta]
                 if not rows:
                     continue
@@ -303,25 +303,21 @@ def plot_figure(traces: Traces, number: int, path: str) -> str:
                 for k, i in enumerate(rows):  # nothing is drawn after a divergence
                     if traces.diverged_at[i] >= 0:
                         curves[k, traces.diverged_at[i]:] = np.nan
-                steps = np.arange(T + 1)
                 n_div = int(np.sum(traces.diverged_at[rows] >= 0))
-                label = LABELS[method] + (f" ({n_div}/{len(rows)} diverged)" if n_div else "")
-                with np.errstate(all="ignore"), _quiet():
-                    median = np.nanmedian(curves, axis=0)
-                    low, high = np.nanmin(curves, axis=0), np.nanmax(curves, axis=0)
-                ax.plot(steps, median, color=COLORS[method], lw=1.2, label=label)
-                ax.fill_between(steps, low, high, color=COLORS[method], alpha=0.2, lw=0)
+                label = LABELS[method] + (f" ({n_div}/{len(rows)} diverged, ×)" if n_div else "")
+                median_band(ax, np.arange(T + 1), curves, color=COLORS[method], label=label, index=index,
+                            of=len(METHODS), linestyle=LINESTYLES[method])
                 for i in rows:
                     if traces.diverged_at[i] >= 0:
                         at = traces.diverged_at[i]
-                        ax.plot([at - 1], [traces.loss[i, at - 1]], "x", color=COLORS[method], ms=6)
+                        ax.plot([at - 1], [traces.loss[i, at - 1]], "x", color=COLORS[method], ms=6, zorder=10)
             ax.set_yscale("log")
             ax.set_title(f"ε = {epsilon}, β = {beta}", fontsize=10)
             if row == len(betas) - 1:
                 ax.set_xlabel("samples")
             if col == 0:
-                ax.set_ylabel("MSE on grid")
-            ax.legend(fontsize=7, loc="upper right")
+                ax.set_ylabel("MSE on grid (dimensionless)")
+            ax.legend(fontsize=7, loc="upper right", framealpha=0.85)
     extra = ", |s|² added to E" if FIGURES.get(number) and FIGURES[number].state_penalty else ""
     seeds = len({r.seed for _, r in runs})
     fig.suptitle(f"Figure {number}: linear regression, median and min-max over {seeds} seeds{extra}",
@@ -330,20 +326,6 @@ def plot_figure(traces: Traces, number: int, path: str) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-class _quiet:
-    """Silence numpy's all-NaN slice warnings (a step where every seed has diverged)."""
-
-    def __enter__(self):
-        import warnings
-
-        self._catch = warnings.catch_warnings()
-        self._catch.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._catch.__exit__(*exc)
 
 
 def reproduce(out: str, figures=(2, 3), seeds: int = 5, samples: int | None = None, grid_points: int = 501,
