@@ -28,3 +28,22 @@ def test_iteration_cost_covers_dense_and_pooled_convolutional_networks():
         rows.append({"network": spec, "precision": net.precision, "batch": 2, **iteration_cost(net, 2, repeats=1)})
     assert all(r["iteration_ms"] > 0 and r["products_ms"] > 0 for r in rows)
     assert format_iteration_cost(rows).count("\n| ") == 2
+
+
+def test_bench_train_reports_the_step_against_its_floor_of_necessary_products():
+    from aeqprop_circuits.bench.drn import _floor_products, bench_train, format_report
+    from aeqprop_circuits.learning.algorithms import get_algorithm
+    from aeqprop_circuits.systems.models import load_system
+
+    system = load_system("drn:8-5-6-3", circuit="signed", iterations=4)
+    floor = _floor_products(system, get_algorithm("c-ep", beta=0.5), batch=2)
+    kinds = [kind for kind, *_ in floor]
+    # the drive once; free and stacked nudged phases x 4 sweeps x (1 + 2 + 1) products; a rank-k update per block
+    assert kinds == ["drive"] + ["matmul"] * 2 * 4 * 4 + ["gemm"] * 3
+    assert [shapes[1][0] for kind, shapes, *_ in floor if kind == "gemm"] == [2 + 2, 2 * 2 + 2, 2 * 2 + 2]
+    assert {shapes[0][0] for kind, shapes, *_ in floor if kind == "matmul"} == {2, 4}  # B and the 2 nudged phases
+
+    report = bench_train("drn:8-5-6-3", "drn-xl", steps=5, warmup=2, eval_samples=8)
+    assert report["floor_calls_per_step"] == len(floor) and report["ms_per_step_floor"] > 0
+    assert report["step_over_floor_cpu"] > 0 and report["velocity_mb"] == 0.0
+    assert "step / floor" in format_report(report)

@@ -4,14 +4,21 @@ Times `steps` training steps (after a warm-up) of the in-place loop the trainer 
 (for one hidden layer, DRNSystem.contrast_step's fused step). The report says how much of a
 step is BLAS: one more step runs with the DRN modules' `matmul` and `gemm_into` recording
 the products it makes (their shapes, layouts and dtype), and those products are then timed
-bare, on fresh operands, `steps` times; the timed steps themselves run uninstrumented. An epoch is
+bare, on fresh operands, `steps` times; the timed steps themselves run uninstrumented, in five
+rounds interleaved with the products' and the floor's rounds (below). An epoch is
 extrapolated from the step time (60 000 / batch steps for Fashion-MNIST) plus a measured
 evaluation pass over the 10 000 test images (what the in-place trainer does after each epoch;
 its training metrics are running means over the epoch's free phases). Wall and CPU (process)
 time are both given, with the runnable-process count before and after (os.getloadavg):
 on contended cores wall time overstates what a step costs.
-Memory: the process's peak resident set (ru_maxrss, dataset included) and the peak of
-Python/numpy allocations during 20 traced steps (tracemalloc).
+The floor is what a step cannot do without, timed bare in the same run, `steps` times: the
+input drive x W1 once per batch (shared by every phase of the step), the relaxations' products
+(each phase's block sweeps; the nudged phases stacked into one batch), and one rank-k update per
+weight block (k = the contrast's rows). The report gives step / floor: how far the step is from
+its necessary matrix products and weight traffic.
+Memory: the process's peak resident set (ru_maxrss, dataset included), the peak of Python/numpy
+allocations while the system is built and during 20 traced steps (tracemalloc), against theta
+(and the momentum's velocity, when the preset sets one).
 """
 
 from __future__ import annotations
@@ -80,8 +87,10 @@ def _recorded_products(step) -> list[tuple]:
     return products
 
 
-def _time_products(products: list[tuple], repeats: int, seed: int) -> float:
-    """Seconds for `repeats` runs of the bare products, on fresh operands of the recorded shapes and layouts."""
+def _product_calls(products: list[tuple], seed: int) -> list:
+    """Calls running the bare products on fresh operands of the recorded shapes and layouts (each run once). A
+    "drive" is x W computed as the signed DRN computes its input drive (one BLAS call, or a sum over
+    cache-sized row panels of a block larger than the cache)."""
     rng = np.random.default_rng(seed)
 
     def operand(shape, fortran, dtype):
@@ -91,18 +100,51 @@ def _time_products(products: list[tuple], repeats: int, seed: int) -> float:
     calls = []
     for kind, shapes, layouts, dtype in products:
         arrays = [operand(shape, fortran, dtype) for shape, fortran in zip(shapes, layouts)]
-        if kind == "matmul":
+        if kind == "drive":
+            calls.append(lambda a=arrays[0], b=arrays[1]: signed_module._drive(a, b))
+        elif kind == "matmul":
             calls.append(lambda a=arrays[0], b=arrays[1]: np.matmul(a, b))
         elif kind == "matmul into":
             out = np.empty(np.matmul(*arrays).shape, dtype)
             calls.append(lambda a=arrays[0], b=arrays[1], out=out: np.matmul(a, b, out=out))
         else:
             calls.append(lambda w=arrays[0], left=arrays[1], right=arrays[2]: kernels.gemm_into(w, left, right, 1e-3))
-    began = time.perf_counter()
+    for call in calls:  # operands paged in, BLAS buffers allocated
+        call()
+    return calls
+
+
+def _time_calls(calls: list, repeats: int) -> tuple[float, float]:
+    """Wall and CPU seconds of `repeats` runs of the calls."""
+    began, cpu = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         for call in calls:
             call()
-    return time.perf_counter() - began
+    return time.perf_counter() - began, time.process_time() - cpu
+
+
+def _floor_products(system, rule, batch: int) -> list[tuple]:
+    """The products a training step needs, in `_recorded_products`' form: the input drive once, each phase's
+    relaxation products (nudged phases stacked), one rank-k update per weight block."""
+    used = [(m, w) for m, w in zip(rule.multipliers, rule.weights) if w != 0.0]
+    nudges, terms = sum(m != 0.0 for m, _ in used), len(used)
+    widths, dtype, sweeps = system.widths, system.dtype, system.iterations or 1
+    products = [("drive", ((batch, widths[0]), (widths[0], widths[1])), (False, False), dtype)]
+    for rows in [batch] + ([nudges * batch] if nudges else []):
+        for _ in range(sweeps):
+            for k in range(1, len(widths) - 1):  # free layer k (1-based width index): its neighbours' currents
+                if k > 1:
+                    products.append(("matmul", ((rows, widths[k - 1]), (widths[k - 1], widths[k])), (False, False),
+                                     dtype))
+                if k + 1 < len(widths):
+                    products.append(("matmul", ((rows, widths[k + 1]), (widths[k + 1], widths[k])), (False, True),
+                                     dtype))
+            products.append(("matmul", ((rows, widths[-2]), (widths[-2], widths[-1])), (False, False), dtype))
+    for k in range(len(widths) - 1):
+        rank = (batch if k == 0 else terms * batch) + 2  # the input block's rows are shared by the phases
+        products.append(("gemm", ((widths[k], widths[k + 1]), (rank, widths[k]), (rank, widths[k + 1])),
+                         (False, False, False), dtype))
+    return products
 
 
 def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algorithm: str = "c-ep",
@@ -113,33 +155,53 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
     if preset and not model:
         model = settings["model"]
     batch = batch or settings["batch_size"]
+    tracemalloc.start()
     system = load_system(model, seed=seed, **options)
+    build_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    system.momentum = float(settings.get("momentum", 0.0))  # as the trainer sets it
     rule = get_algorithm(algorithm, beta=settings["beta"])
-    lr = system.in_place_rates(system.per_parameter(settings["lr"]))  # per-block rates of the preset
-    count = (steps + warmup + 21) * batch
+    rates = settings["lr"] if np.isscalar(settings["lr"]) else system.per_parameter(settings["lr"])
+    lr = system.in_place_rates(rates)  # per-block rates of the preset
+    count = (steps + warmup + 22) * batch
     x, y, source = _data(system.n_inputs, system.n_outputs, max(count, eval_samples), seed)
-    load_before = os.getloadavg()[0]
-    for i in range(warmup):
+    batches = iter(range(count // batch))
+
+    def step():
+        i = next(batches)
         ep_step(system, rule, x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch], lr)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for i in range(warmup, warmup + steps):
-        ep_step(system, rule, x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch], lr)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+
+    for _ in range(warmup):
+        step()
+    tracemalloc.start()
+    for _ in range(20):
+        step()
+    traced_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the bench's own operands
     fused = any(plan is not None for plan in getattr(system, "_plans", {}).values())  # DRNSystem.contrast_step
-    i = warmup + steps
-    products = _recorded_products(lambda: ep_step(system, rule, x[i * batch:(i + 1) * batch],
-                                                  y[i * batch:(i + 1) * batch], lr))
-    gemm_seconds, gemm_calls = _time_products(products, steps, seed), len(products) * steps
+    products = _recorded_products(step)
+    floor = _floor_products(system, rule, batch)
+    recorded_calls, floor_calls = _product_calls(products, seed), _product_calls(floor, seed + 1)
+    # Steps, their recorded products and the floor in interleaved rounds, so that a change in the machine's
+    # load falls on all three alike.
+    rounds = [len(part) for part in np.array_split(np.arange(steps), min(5, steps))]
+    load_before = os.getloadavg()[0]
+    wall = cpu = gemm_seconds = floor_seconds = floor_cpu = 0.0
+    for n in rounds:
+        began, began_cpu = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            step()
+        wall, cpu = wall + time.perf_counter() - began, cpu + time.process_time() - began_cpu
+        gemm_seconds += _time_calls(recorded_calls, n)[0]
+        floor_wall, floor_cpu_seconds = _time_calls(floor_calls, n)
+        floor_seconds, floor_cpu = floor_seconds + floor_wall, floor_cpu + floor_cpu_seconds
+    gemm_calls = len(products) * steps
     # Evaluation: free phases over batches of 512, as runs.trainer.evaluate does.
     e_wall, e_cpu = time.perf_counter(), time.process_time()
     for start in range(0, eval_samples, 512):
         system.outputs(system.settle(Phase(x[start:start + 512])))
     e_wall, e_cpu = time.perf_counter() - e_wall, time.process_time() - e_cpu
-    tracemalloc.start()
-    for i in range(warmup + steps + 1, warmup + steps + 21):
-        ep_step(system, rule, x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch], lr)
-    traced_peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
     steps_per_epoch = TRAIN_SIZE // batch
     evaluation = TEST_SIZE / eval_samples
     return {
@@ -149,14 +211,20 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
         "ms_per_step_wall": 1e3 * wall / steps, "ms_per_step_cpu": 1e3 * cpu / steps,
         "ms_per_step_matmul": 1e3 * gemm_seconds / steps, "matmul_calls_per_step": gemm_calls / steps,
         "matmul_share": gemm_seconds / wall,
+        "ms_per_step_floor": 1e3 * floor_seconds / steps, "ms_per_step_floor_cpu": 1e3 * floor_cpu / steps,
+        "floor_calls_per_step": len(floor), "step_over_floor": wall / floor_seconds,
+        "step_over_floor_cpu": cpu / floor_cpu,
         "s_per_epoch_training_wall": wall / steps * steps_per_epoch,
         "s_per_epoch_training_cpu": cpu / steps * steps_per_epoch,
         "s_per_epoch_evaluation_wall": e_wall * evaluation, "s_per_epoch_evaluation_cpu": e_cpu * evaluation,
         "s_per_epoch_wall": (wall / steps * steps_per_epoch) + e_wall * evaluation,
         "s_per_epoch_cpu": (cpu / steps * steps_per_epoch) + e_cpu * evaluation,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss,
         "peak_traced_step_mb": traced_peak / 2**20,
+        "peak_traced_build_mb": build_peak / 2**20,
         "theta_mb": system.n_parameters * system.dtype.itemsize / 2**20,
+        "momentum": system.momentum,
+        "velocity_mb": system.n_parameters * system.dtype.itemsize / 2**20 if system.momentum else 0.0,
         "runnable": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
     }
@@ -170,12 +238,17 @@ def format_report(r: dict) -> str:
         f"  step:    {r['ms_per_step_wall']:.3f} ms wall, {r['ms_per_step_cpu']:.3f} ms CPU; matrix products "
         f"{r['ms_per_step_matmul']:.3f} ms ({r['matmul_calls_per_step']:.0f} calls, "
         f"{100 * r['matmul_share']:.0f}% of the step)",
+        f"  floor:   {r['ms_per_step_floor']:.3f} ms wall, {r['ms_per_step_floor_cpu']:.3f} ms CPU "
+        f"({r['floor_calls_per_step']} products: input drive once, relaxations, one rank-k update per block); "
+        f"step / floor {r['step_over_floor']:.2f}x wall, {r['step_over_floor_cpu']:.2f}x CPU",
         f"  epoch:   training {r['s_per_epoch_training_wall']:.1f} s wall ({r['s_per_epoch_training_cpu']:.1f} s CPU)"
         f" + evaluation of the 10k test images {r['s_per_epoch_evaluation_wall']:.1f} s wall "
         f"({r['s_per_epoch_evaluation_cpu']:.1f} s CPU) = {r['s_per_epoch_wall']:.1f} s wall "
         f"({r['s_per_epoch_cpu']:.1f} s CPU)",
         f"  memory:  peak RSS {r['peak_rss_mb']:.0f} MB (dataset included), peak allocations in a step "
-        f"{r['peak_traced_step_mb']:.2f} MB, theta {r['theta_mb']:.2f} MB",
+        f"{r['peak_traced_step_mb']:.2f} MB, theta {r['theta_mb']:.2f} MB"
+        + (f" + velocity {r['velocity_mb']:.2f} MB" if r["velocity_mb"] else "")
+        + f", building it {r['peak_traced_build_mb']:.2f} MB at peak",
         f"  machine: {os.cpu_count()} cores, runnable processes {r['runnable'][0]} -> {r['runnable'][1]}, "
         f"OPENBLAS_NUM_THREADS={r['blas_threads']}",
     ]
