@@ -91,7 +91,8 @@ def train(model, model_option, resume, quiet, settings, **given):
 @click.argument("run_dir")
 @user_errors
 def plot(run_dir):
-    """Write PNG plots of a run: metrics per epoch, Lyapunov trace, a relaxation's energy."""
+    """Write PNG plots of a run in its units: metrics per epoch, Lyapunov trace, a relaxation's energy (where it
+    takes several iterations), prediction against target (regression runs)."""
     from aeqprop_circuits.experiments.plots import plot_run
 
     for path in plot_run(run_dir):
