@@ -11,6 +11,9 @@ evaluation pass over the 10 000 test images (what the in-place trainer does afte
 its training metrics are running means over the epoch's free phases). Wall and CPU (process)
 time are both given, with the runnable-process count before and after (os.getloadavg):
 on contended cores wall time overstates what a step costs.
+The traffic floor is the weight memory a step must move (the input block read once for the
+drive, every block read and written once by the update), timed as bare numpy passes over
+arrays of the weights' shapes in the same rounds; it gives the streaming bandwidth measured.
 The floor is what a step cannot do without, timed bare in the same run, `steps` times: the
 input drive x W1 once per batch (shared by every phase of the step), the relaxations' products
 (each phase's block sweeps; the nudged phases stacked into one batch), and one rank-k update per
@@ -147,6 +150,19 @@ def _floor_products(system, rule, batch: int) -> list[tuple]:
     return products
 
 
+def _traffic_calls(shapes: list[tuple], dtype) -> tuple[list, int]:
+    """The weight traffic a step cannot avoid, as bare numpy passes over weight-sized arrays: one read of the
+    input block (the drive) and one read-modify-write of every block (the update). Returns (calls, bytes)."""
+    blocks = [np.full(shape, 1e-3, dtype=dtype) for shape in shapes]
+    ones, one = np.ones(shapes[0][0], dtype=dtype), np.dtype(dtype).type(1.0)
+    read = np.empty(shapes[0][1], dtype=dtype)
+    calls = [lambda: np.matmul(ones, blocks[0], out=read)]
+    calls += [lambda block=block: np.multiply(block, one, out=block) for block in blocks]
+    for call in calls:
+        call()
+    return calls, blocks[0].nbytes + 2 * sum(block.nbytes for block in blocks)
+
+
 def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algorithm: str = "c-ep",
                 steps: int = 300, batch: int | None = None, seed: int = 0, eval_samples: int = 4096,
                 warmup: int = 20) -> dict:
@@ -183,11 +199,12 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
     products = _recorded_products(step)
     floor = _floor_products(system, rule, batch)
     recorded_calls, floor_calls = _product_calls(products, seed), _product_calls(floor, seed + 1)
+    traffic_calls, traffic_bytes = _traffic_calls([W.shape for W in system.weights], system.dtype)
     # Steps, their recorded products and the floor in interleaved rounds, so that a change in the machine's
     # load falls on all three alike.
     rounds = [len(part) for part in np.array_split(np.arange(steps), min(5, steps))]
     load_before = os.getloadavg()[0]
-    wall = cpu = gemm_seconds = floor_seconds = floor_cpu = 0.0
+    wall = cpu = gemm_seconds = floor_seconds = floor_cpu = traffic_seconds = traffic_cpu = 0.0
     for n in rounds:
         began, began_cpu = time.perf_counter(), time.process_time()
         for _ in range(n):
@@ -196,6 +213,8 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
         gemm_seconds += _time_calls(recorded_calls, n)[0]
         floor_wall, floor_cpu_seconds = _time_calls(floor_calls, n)
         floor_seconds, floor_cpu = floor_seconds + floor_wall, floor_cpu + floor_cpu_seconds
+        traffic_wall, traffic_cpu_seconds = _time_calls(traffic_calls, n)
+        traffic_seconds, traffic_cpu = traffic_seconds + traffic_wall, traffic_cpu + traffic_cpu_seconds
     gemm_calls = len(products) * steps
     # Evaluation: free phases over batches of 512, as runs.trainer.evaluate does.
     e_wall, e_cpu = time.perf_counter(), time.process_time()
@@ -214,6 +233,8 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
         "ms_per_step_floor": 1e3 * floor_seconds / steps, "ms_per_step_floor_cpu": 1e3 * floor_cpu / steps,
         "floor_calls_per_step": len(floor), "step_over_floor": wall / floor_seconds,
         "step_over_floor_cpu": cpu / floor_cpu,
+        "ms_per_step_traffic": 1e3 * traffic_seconds / steps, "ms_per_step_traffic_cpu": 1e3 * traffic_cpu / steps,
+        "traffic_mb_per_step": traffic_bytes / 1e6, "stream_gb_per_s": traffic_bytes * steps / traffic_seconds / 1e9,
         "s_per_epoch_training_wall": wall / steps * steps_per_epoch,
         "s_per_epoch_training_cpu": cpu / steps * steps_per_epoch,
         "s_per_epoch_evaluation_wall": e_wall * evaluation, "s_per_epoch_evaluation_cpu": e_cpu * evaluation,
@@ -241,6 +262,9 @@ def format_report(r: dict) -> str:
         f"  floor:   {r['ms_per_step_floor']:.3f} ms wall, {r['ms_per_step_floor_cpu']:.3f} ms CPU "
         f"({r['floor_calls_per_step']} products: input drive once, relaxations, one rank-k update per block); "
         f"step / floor {r['step_over_floor']:.2f}x wall, {r['step_over_floor_cpu']:.2f}x CPU",
+        f"  traffic: {r['ms_per_step_traffic']:.3f} ms wall, {r['ms_per_step_traffic_cpu']:.3f} ms CPU to stream the "
+        f"weights a step must move ({r['traffic_mb_per_step']:.1f} MB: the input block read, every block read "
+        f"and written) at {r['stream_gb_per_s']:.1f} GB/s",
         f"  epoch:   training {r['s_per_epoch_training_wall']:.1f} s wall ({r['s_per_epoch_training_cpu']:.1f} s CPU)"
         f" + evaluation of the 10k test images {r['s_per_epoch_evaluation_wall']:.1f} s wall "
         f"({r['s_per_epoch_evaluation_cpu']:.1f} s CPU) = {r['s_per_epoch_wall']:.1f} s wall "
