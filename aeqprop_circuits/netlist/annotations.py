@@ -134,8 +134,7 @@ def learning(annotations: list[Annotation], flat: Flattener) -> tuple[Learning, 
                 matched = [k for k in learnable if regex.match(flat.r_names[k])]
                 if not matched:
                     raise error(f"learn: pattern '{tok.text}' matches no resistor", tok.pos)
-                for k in matched:
-                    ranges[k] = (low, high, tok.pos)
+                ranges.update(dict.fromkeys(matched, (low, high, tok.pos)))
         elif note.keyword == "g0":
             if len(note.items) != 1:
                 raise error("g0: expected one conductance value in siemens", note.pos)
