@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from aeqprop_circuits.netlist.lexer import Line, Notes, Pos, Token, check_parens, error, number, tokenize
+from aeqprop_circuits.netlist.lexer import Line, Notes, Pos, Run, Token, check_parens, error, number, tokenize
 
 ELEMENT_KINDS = {"r": "resistor", "d": "diode", "v": "voltage source", "i": "current source",
                  "x": "subcircuit instance"}
@@ -50,7 +50,7 @@ class Scope:
     ports: list[Token] = field(default_factory=list)
     defaults: list[Token] = field(default_factory=list)  # key=value tokens of `params:`
     params: list[list[Token]] = field(default_factory=list)  # each a .param card's tokens
-    elements: list[list[Token]] = field(default_factory=list)
+    elements: list[list[Token] | Run] = field(default_factory=list)  # a Run only at the top level
     models: dict[str, list[Token]] = field(default_factory=dict)
     spice_models: dict[str, list[Token]] = field(default_factory=dict)  # other types, for ngspice (top level)
     subckts: dict[str, Scope] = field(default_factory=dict)
@@ -132,7 +132,7 @@ class Structure:
     ngspice (netlist/parser.py, `spice=True`) instead of refused.
     """
 
-    def __init__(self, title: str, lines: list[Line], file: str, notes: Notes, spice: bool = False):
+    def __init__(self, title: str, lines: list[Line | Run], file: str, notes: Notes, spice: bool = False):
         self.title = title
         self.file = file
         self.notes = notes
@@ -143,7 +143,15 @@ class Structure:
         self.temperature: tuple[float, Token] | None = None
         self.nominal: tuple[float, Token] | None = None  # TNOM
         scope = self.top
-        for line in lines:
+        pending = list(reversed(lines))
+        while pending:
+            line = pending.pop()
+            if isinstance(line, Run):
+                if scope is self.top:  # flattened in one batch (parser.py)
+                    scope.elements.append(line)
+                else:  # inside a .subckt: line by line
+                    pending.extend(reversed(line.lines()))
+                continue
             if line.annotation:
                 annotation = scan_annotation(line)
                 if scope is not self.top:

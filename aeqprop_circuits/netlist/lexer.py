@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from aeqprop_circuits.errors import NetlistError
 from aeqprop_circuits.netlist.values import ExpressionError, decimal_to_float, evaluate, parse_literal, split_literal
 
@@ -105,7 +107,88 @@ def _first_word(text: str) -> str:
     return words[0].lower() if words else ""
 
 
-def read_lines(text: str, file: str, top: bool, notes: Notes) -> tuple[str | None, list[Line]]:
+# ------------------------------------------------------------------ plain resistor lines in batches
+
+# A plain resistor line, `Rname n+ n- value` with an optional trailing comment: what the full path
+# reads as exactly four words, an element name starting with R, two valid node names and a
+# literal number (its letters are checked against the suffixes and units in `Run`). Anything
+# else (other whitespace, quotes, braces, parentheses, '=', continuation lines) goes the full way.
+_WORD = r"[A-Za-z0-9_.:#\-\[\]<>!%&/|@^~?]"
+_PLAIN_R = (r"[ \t]*([rR]" + _WORD + r"*)[ \t]+(" + _WORD + r"+)[ \t]+(" + _WORD + r"+)[ \t]+"
+            r"([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?([a-zA-Z]*)"
+            r"[ \t]*(?:;[^\n]*|(?<=[ \t])\$[^\n]*)?\r*")
+# One match per physical line (`^...$` in multi-line mode): a plain line's fields, or empty groups.
+_LINES = re.compile(r"^(?:" + _PLAIN_R + r"|[^\n]*)$", re.M | re.A)
+BATCH = True  # read runs of plain resistor lines in batches (`Run`); False: every line the full way
+
+
+class Run:
+    """Consecutive plain resistor lines of one file, read in one batch instead of line by line.
+
+    Holds what the full path would read from them (lower-cased names and nodes, the value's
+    parts) and the physical lines themselves: `lines()` gives back the very `Line`s the full
+    path makes, for whatever the batch path does not take on (a duplicate name, a bad value, a
+    run inside a .subckt), so that errors and results are the full path's.
+    """
+
+    annotation = False
+
+    def __init__(self, file: str, first: int, raw: list[str], fields: list[tuple[str, ...]]):
+        self.file, self.first, self.raw = file, first, raw  # first: line number of raw[0]
+        self.fields = fields  # per line: name, n+, n-, sign, integer, fraction, exponent, letters
+        self.names = [f[0].lower() for f in fields]
+        self.r_start = 0  # index of its first resistor in the flat resistor list, once added
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def lines(self) -> list[Line]:
+        return [Line(strip_comment(raw), [(0, Pos(self.file, self.first + k, 1))]) for k, raw in enumerate(self.raw)]
+
+    def line(self, k: int) -> Line:
+        return Line(strip_comment(self.raw[k]), [(0, Pos(self.file, self.first + k, 1))])
+
+    def head(self, k: int) -> Token:
+        """The name token of line k, as the full path makes it (for error positions)."""
+        return tokenize(self.line(k))[0]
+
+    def head_of(self, name: str) -> Token:
+        return self.head(self.names.index(name))
+
+
+def _skipped(stripped: str, raw: str) -> bool:
+    """Whether read_lines passes over this physical line without starting or ending a logical line."""
+    return not stripped or stripped.startswith("*") or not strip_comment(raw).strip()
+
+
+def _runs(text: str, physical: list[str], start: int) -> dict[int, tuple[int, list]]:
+    """Plain resistor runs by the physical index they start at: (number of lines, fields per line).
+
+    A run's last line is left out when a continuation line ('+', after skipped lines) follows it.
+    """
+    fields = _LINES.findall(text)
+    if len(fields) != len(physical):  # pragma: no cover - one match per line, by construction
+        return {}
+    plain = np.array([bool(f[0]) for f in fields])
+    plain[:start] = False
+    edges = np.flatnonzero(np.diff(np.r_[0, plain.view(np.int8), 0]))
+    found: dict[int, tuple[int, list]] = {}
+    for first, stop in zip(edges[::2].tolist(), edges[1::2].tolist()):
+        after = stop
+        while after < len(physical):
+            raw = physical[after].rstrip("\r")
+            stripped = raw.lstrip()
+            if not _skipped(stripped, raw):
+                if stripped.startswith("+"):
+                    stop -= 1
+                break
+            after += 1
+        if stop > first:
+            found[first] = (stop - first, fields[first:stop])
+    return found
+
+
+def read_lines(text: str, file: str, top: bool, notes: Notes) -> tuple[str | None, list[Line | Run]]:
     """Title (top-level file only) and logical lines of one file (no include splicing yet)."""
     physical = text.split("\n")
     title = None
@@ -116,10 +199,19 @@ def read_lines(text: str, file: str, top: bool, notes: Notes) -> tuple[str | Non
         if title.startswith("*@"):
             notes.add(Pos(file, 1, 1), "the first line of a netlist is its title, so this '*@' annotation is "
                                        "not read: put a title line first")
-    lines: list[Line] = []
+    runs = _runs(text, physical, start) if BATCH else {}
+    lines: list[Line | Run] = []
     current: Line | None = None
     control: Pos | None = None  # inside a .control block opened here
-    for index in range(start, len(physical)):
+    index = start - 1
+    while index + 1 < len(physical):
+        index += 1
+        if index in runs and control is None:
+            count, fields = runs[index]
+            lines.append(Run(file, index + 1, physical[index:index + count], fields))
+            current = None  # no continuation line follows a run (`_runs`)
+            index += count - 1
+            continue
         raw = physical[index].rstrip("\r")
         stripped = raw.lstrip()
         if not stripped:
@@ -173,7 +265,7 @@ class Reader:
 
     def __init__(self, notes: Notes):
         self.title = ""
-        self.lines: list[Line] = []
+        self.lines: list[Line | Run] = []
         self.notes = notes
 
     def read(self, text: str, file: str, directory: Path, stack: tuple[str, ...], top: bool) -> None:
@@ -181,6 +273,9 @@ class Reader:
         if top:
             self.title = title or ""
         for line in lines:
+            if isinstance(line, Run):
+                self.lines.append(line)
+                continue
             words = line.text.split()
             if not line.annotation and words and words[0].lower() in (".include", ".inc"):
                 self.include(line, words[0], directory, stack)

@@ -47,6 +47,7 @@ from aeqprop_circuits.circuit.circuit import (
 )
 from aeqprop_circuits.errors import NetlistError
 from aeqprop_circuits.netlist.annotations import learning
+from aeqprop_circuits.netlist.batch import flatten_top, node_pairs
 from aeqprop_circuits.netlist.cards import Structure
 from aeqprop_circuits.netlist.expansion import Flattener
 from aeqprop_circuits.netlist.lexer import Line, Notes, Pos, Reader, Token, decode, error, number
@@ -100,8 +101,7 @@ def _compile(structure: Structure, max_elements: int) -> Circuit:
     temperature = structure.temperature[0] if structure.temperature else NOMINAL_CELSIUS
     nominal = structure.nominal[0] if structure.nominal else NOMINAL_CELSIUS
     flat = Flattener(structure, ideal, order, temperature, nominal)
-    flat.check_size(structure.top, max_elements)
-    flat.expand(structure.top, "", {}, {}, (structure.top,))
+    flatten_top(flat, structure.top, max_elements)
     if not (flat.r_names or flat.d_names or flat.i_names or flat.s_names):
         title = structure.title
         hint = ""
@@ -119,7 +119,7 @@ def _compile(structure: Structure, max_elements: int) -> Circuit:
 
     circuit_learning, output_pos = learning(structure.annotations, flat)
     gmin = number(structure.gmin, {}, "a conductance", ".options gmin") if structure.gmin else DEFAULT_GMIN
-    resistors = Resistors(tuple(flat.r_names), np.array(flat.r_nodes, dtype=np.int64).reshape(-1, 2),
+    resistors = Resistors(tuple(flat.r_names), node_pairs(flat.r_nodes),
                           np.array(flat.r_g, dtype=np.float64))
     diodes = Diodes(tuple(flat.d_names), np.array(flat.d_nodes, dtype=np.int64).reshape(-1, 2),
                     np.array(flat.d_is, dtype=np.float64), np.array(flat.d_n, dtype=np.float64),
