@@ -33,7 +33,14 @@ from aeqprop_circuits.errors import DivergenceError
 from aeqprop_circuits.learning.algorithms import InPlaceStep, Rule
 from aeqprop_circuits.learning.lyapunov import step_trace
 from aeqprop_circuits.learning.optim import Schedule, constant, cosine, exponential, project, sgd
-from aeqprop_circuits.systems.base import EpochEnd, InPlaceMomentum, Phase, PhysicalSystem, TrainingState
+from aeqprop_circuits.systems.base import (
+    ConductanceUnits,
+    EpochEnd,
+    InPlaceMomentum,
+    Phase,
+    PhysicalSystem,
+    TrainingState,
+)
 
 
 class Recorder(Protocol):
@@ -317,7 +324,7 @@ def train(system: PhysicalSystem, data: Dataset, rule: Rule, recorder: Recorder,
                "test_accuracy": accuracy, "test_error": 1 - accuracy if data.n_classes else math.nan,
                "seconds": 0.0, "train_seconds": 0.0, "train_cpu_seconds": 0.0, "lyapunov_increases": 0}
         recorder.epoch(row, _checkpoint(0, system, steps))
-        log(_describe(row, data))
+        log(_describe(row, data, system))
     for epoch in range(start_epoch + 1, loop.epochs + 1):
         tally, augment = _Tally(), augmenter(data, loop, epoch)
         for index in epoch_batches(len(x_all), epoch, loop):
@@ -347,7 +354,7 @@ def train(system: PhysicalSystem, data: Dataset, rule: Rule, recorder: Recorder,
             system.end_epoch()
         row = tally.row(epoch, data, evaluate(system, data, *test_split(data, loop), loop))
         recorder.epoch(row, _checkpoint(epoch, system, steps))
-        log(_describe(row, data))
+        log(_describe(row, data, system))
     return row
 
 
@@ -364,11 +371,12 @@ def _checkpoint(epoch: int, system: PhysicalSystem, steps) -> dict[str, np.ndarr
     return saved
 
 
-def _describe(row: dict, data: Dataset) -> str:
+def _describe(row: dict, data: Dataset, system: PhysicalSystem) -> str:
+    unit = " V²" if isinstance(system, ConductanceUnits) else ""  # a circuit's cost is in V², a network's has none
     text = f"epoch {row['epoch']}: "
     if row["epoch"]:
-        text += f"train loss {row['train_loss']:.4f}, "
-    text += f"test loss {row['test_loss']:.4f}"
+        text += f"train loss {row['train_loss']:.4f}{unit}, "
+    text += f"test loss {row['test_loss']:.4f}{unit}"
     if data.n_classes:
         text += f", test accuracy {row['test_accuracy']:.3f}"
     return text + (f" ({row['seconds']:.1f} s)" if row["epoch"] else "")
