@@ -2,6 +2,8 @@
 other algorithms on other data structures: `coordinate` (sparse block coordinate descent through
 `Problem`) and `qp` (an interior-point QP)."""
 
+import re
+
 import numpy as np
 import pytest
 from circuits import make_circuit
@@ -9,7 +11,9 @@ from circuits import make_circuit
 from aeqprop_circuits.circuit.builder import deep_resistive_network
 from aeqprop_circuits.circuit.energy import Nudge
 from aeqprop_circuits.errors import CircuitError, SolverError
+from aeqprop_circuits.netlist import parse_text, write_netlist
 from aeqprop_circuits.solvers import solve
+from aeqprop_circuits.solvers.layered import layered_structure
 
 
 @pytest.mark.parametrize("sizes", [[6, 5, 3], [8, 6, 4, 2]])
@@ -119,3 +123,43 @@ def test_copies_of_a_layered_circuit_are_solved_by_the_generic_path_under_auto()
     assert result.success and result.solver != "layered"
     alone = solve(single)
     assert np.allclose(result.energy.sum(), 3 * alone.energy.sum(), rtol=1e-9)
+
+
+def _shuffled(text: str, rng) -> tuple[str, dict]:
+    """The netlist with its element lines in random order, some resistors turned round, the node order
+    annotation dropped and every node renamed: as a hand-written or exported netlist may come."""
+    lines = text.splitlines()
+    nodes = sorted({w for line in lines if line[:1] in "rdv" for w in line.split()[1:3]} - {"0"})
+    names = dict(zip(nodes, (f"n{k}_{rng.integers(1000)}" for k in rng.permutation(len(nodes)))))
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(nodes, key=len, reverse=True))) + r")\b")
+
+    def rename(line: str) -> str:
+        head, _, rest = line.partition(" ")
+        if line.startswith("*@"):
+            return pattern.sub(lambda m: names[m.group()], line)
+        words = rest.split()
+        if head[:1] == "r" and rng.random() < 0.5:
+            words[0], words[1] = words[1], words[0]
+        return " ".join([head, *(names.get(w, w) for w in words)])
+
+    header = [lines[0]] + [rename(x) for x in lines[1:] if x.startswith("*@") and not x.startswith("*@ nodes")]
+    elements = [rename(x) for x in lines[1:] if x[:1] in "rdv"]
+    tail = [x for x in lines[1:] if x.startswith(".")]
+    order = rng.permutation(len(elements))
+    return "\n".join(header + [elements[k] for k in order] + tail) + "\n", names
+
+
+@pytest.mark.parametrize("sizes, seed", [([5, 4, 3], 0), ([4, 6, 2], 1), ([4, 3, 3, 2], 2)])
+def test_shuffled_renamed_netlists_get_the_layered_path_and_the_same_answer(sizes, seed):
+    circuit = deep_resistive_network(sizes, seed=seed)
+    rng = np.random.default_rng(seed)
+    text, names = _shuffled(write_netlist(circuit), rng)
+    other = parse_text(text)
+    assert layered_structure(other) is not None
+    x = rng.uniform(-1, 1, (3, sizes[0]))
+    ours, theirs = solve(circuit, x), solve(other, x)
+    assert ours.solver == theirs.solver == "layered" and theirs.success
+    where = [other.node_names.index(names.get(name, name)) for name in circuit.node_names]
+    np.testing.assert_allclose(theirs.potentials[:, where], ours.potentials, atol=1e-12)
+    reference = solve(other, x, method="qp")
+    np.testing.assert_allclose(theirs.potentials, reference.potentials, atol=1e-9)

@@ -113,8 +113,7 @@ def bench_one(hidden: int, *, seed: int = 0, batch: int = 64, repeats: int = 5, 
         row["layered_vs_coordinate_dv"] = _max_dv(fast, slow)
 
     # The matrix-vector floor: every conductance block times a vector, once.
-    blocks = [circuit.resistors.conductance[b.start:b.stop].reshape(len(b.rows), len(b.cols))
-              for b in _structure(circuit).blocks]
+    blocks = [b.weights(circuit.resistors.conductance) for b in _structure(circuit).blocks]
     vectors = [np.ones((1, len(W))) for W in blocks]
     row["matvec_floor_s"], _ = _best(lambda: [v @ W for v, W in zip(vectors, blocks)], repeats * 4)
     row["layered_per_iteration_s"] = row["layered_s"] / max(fast.iterations, 1)

@@ -54,8 +54,11 @@ class Block:
     cols: np.ndarray
     start: int
     stop: int
+    order: np.ndarray | None = None  # resistor indices in row-major order, when not start:stop
 
     def weights(self, g: np.ndarray) -> np.ndarray:
+        if self.order is not None:
+            return g[self.order].reshape(len(self.rows), len(self.cols))
         return g[self.start:self.stop].reshape(len(self.rows), len(self.cols))
 
 
@@ -145,16 +148,11 @@ def _find_structure(circuit: Circuit) -> LayeredStructure | None:
     ga, gb = group[pairs[:, 0]], group[pairs[:, 1]]
     if ((ga >= 0) & (gb >= 0) & (np.abs(ga - gb) != 1)).any():
         return None  # a resistor inside a layer or skipping one
-    # Runs of resistors with the same pair of groups, each checked to be a full row-major grid.
-    change = np.flatnonzero((np.diff(ga) != 0) | (np.diff(gb) != 0)) + 1
-    blocks = []
-    for start, stop in zip(np.r_[0, change], np.r_[change, len(pairs)]):
-        if ga[start] == -1 and gb[start] == -1:
-            continue  # between fixed nodes: no effect on the free potentials
-        block = _grid(pairs[start:stop], start, ga[start], gb[start], position)
-        if block is None:
-            return None
-        blocks.append(block)
+    blocks = _blocks_in_place(pairs, ga, gb, position)
+    if blocks is None:
+        blocks = _blocks_sorted(pairs, group, position)
+    if blocks is None:
+        return None
 
     ideal = circuit.ideal_diodes
     gx_a, gx_b = group[ideal.nodes[:, 0]], group[ideal.nodes[:, 1]]
@@ -173,6 +171,46 @@ def _find_structure(circuit: Circuit) -> LayeredStructure | None:
     fixed_map = topo.Q[fixed_nodes].tocsr()
     return LayeredStructure(fixed_nodes, fixed_map, layers, free, tuple(blocks), tuple(bounds),
                             tuple(bounded))
+
+
+def _blocks_in_place(pairs, ga, gb, position) -> list[Block] | None:
+    """Blocks as the builder and its written netlists lay resistors out: runs with the same pair of
+    groups, each a full row-major grid (the weights are then views of the conductance vector)."""
+    change = np.flatnonzero((np.diff(ga) != 0) | (np.diff(gb) != 0)) + 1
+    blocks = []
+    for start, stop in zip(np.r_[0, change], np.r_[change, len(pairs)]):
+        if ga[start] == -1 and gb[start] == -1:
+            continue  # between fixed nodes: no effect on the free potentials
+        block = _grid(pairs[start:stop], start, ga[start], gb[start], position)
+        if block is None:
+            return None
+        blocks.append(block)
+    return blocks
+
+
+def _blocks_sorted(pairs, group, position) -> list[Block] | None:
+    """Blocks of resistors in any order and orientation (a hand-written or exported netlist): each
+    resistor turned fixed side or earlier layer first, sorted by (groups, row, column), and each
+    pair of groups checked to be a full grid with one resistor per node pair."""
+    swap = group[pairs[:, 1]] < group[pairs[:, 0]]
+    first = np.where(swap, pairs[:, 1], pairs[:, 0])
+    second = np.where(swap, pairs[:, 0], pairs[:, 1])
+    ga, gb, pa, pb = group[first], group[second], position[first], position[second]
+    order = np.lexsort((pb, pa, gb, ga))
+    ga, gb, pa, pb = ga[order], gb[order], pa[order], pb[order]
+    change = np.flatnonzero((np.diff(ga) != 0) | (np.diff(gb) != 0)) + 1
+    blocks = []
+    for start, stop in zip(np.r_[0, change], np.r_[change, len(order)]):
+        if ga[start] == -1 and gb[start] == -1:
+            continue
+        rows, cols = np.unique(pa[start:stop]), np.unique(pb[start:stop])
+        if stop - start != len(rows) * len(cols) or not (
+                np.array_equal(pa[start:stop], np.repeat(rows, len(cols)))
+                and np.array_equal(pb[start:stop], np.tile(cols, len(rows)))):
+            return None
+        blocks.append(Block(int(ga[start]), rows, int(gb[start]), cols, int(start), int(stop),
+                            order[start:stop]))
+    return blocks
 
 
 def _grid(pairs: np.ndarray, start: int, a: int, b: int, position: np.ndarray) -> Block | None:
