@@ -10,12 +10,12 @@ from aeqprop_circuits.systems.drn.signed import SignedDRNSystem
 
 
 def _trained(momentum, dtype, steps=3):
-    system = SignedDRNSystem([6, 8, 4, 3], seed=2, input_gain=3.0, iterations=4, dtype=dtype)
+    system = SignedDRNSystem([40, 8, 4, 3], seed=2, input_gain=0.5, iterations=4, dtype=dtype)
     system.momentum = momentum
     rng = np.random.default_rng(0)
-    x = rng.uniform(0.0, 1.0, (steps * 2, 6)).astype(dtype)
+    x = rng.uniform(0.0, 1.0, (steps * 2, 40)).astype(dtype)
     y = np.eye(3, dtype=dtype)[rng.integers(0, 3, steps * 2)]
-    rule = get_algorithm("c-ep", beta=0.5)
+    rule = get_algorithm("c-ep", beta=0.2)
     for i in range(steps):
         ep_step(system, rule, x[2 * i:2 * i + 2], y[2 * i:2 * i + 2], 0.05)
     return system, system.settle(Phase(x[:2])).layers[-1]
@@ -25,8 +25,11 @@ def _trained(momentum, dtype, steps=3):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_panelled_update_and_drive_match_whole_blocks(monkeypatch, momentum, dtype):
     whole, outputs = _trained(momentum, dtype)
-    monkeypatch.setattr(signed, "_PANEL_BYTES", 8)  # panels of one to two rows, and a panelled drive
+    monkeypatch.setattr(signed, "_PANEL_BYTES", 64)  # panels of one or two rows; the drive of 2 rows panelled
+    products = []
+    monkeypatch.setattr(signed, "matmul", lambda a, b: products.append(a.shape) or np.matmul(a, b))
     panelled, panelled_outputs = _trained(momentum, dtype)
+    assert (2, 64 // (8 * np.dtype(dtype).itemsize)) in products  # the drive of a training step, by panels
     tol = 1e-12 if dtype == "float64" else 1e-5
     np.testing.assert_allclose(panelled.parameters, whole.parameters, rtol=tol, atol=tol)
     np.testing.assert_allclose(panelled_outputs, outputs, rtol=tol, atol=tol)

@@ -70,9 +70,9 @@ def _panels(fan_in: int, fan_out: int, itemsize: int) -> list:
 
 
 def _drive(v: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """v @ W; for a block larger than the last-level cache, summed over panels of W's rows (one BLAS call
-    for the whole block is slower at a few rows of v: the output stays in cache, each panel is read once)."""
-    if W.nbytes <= 32 * _PANEL_BYTES:
+    """v @ W; for a block larger than the last-level cache and a few rows of v, summed over panels of W's rows
+    (one BLAS call for the whole block is slower there: the output stays in cache, each panel is read once)."""
+    if W.nbytes <= 32 * _PANEL_BYTES or len(v) * W.shape[1] * W.itemsize > 2 * _PANEL_BYTES:
         return matmul(v, W)
     panels = _panels(*W.shape, W.itemsize)
     out = matmul(v[:, panels[0]], W[panels[0]])
