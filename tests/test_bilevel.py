@@ -492,7 +492,8 @@ def test_k_in_situ_steps_from_the_prior_adapt_an_unseen_copy(mismatched):
     from aeqprop_circuits.systems.mismatch_tasks import MismatchedCopies
 
     base, _, y = mismatched
-    copies = MismatchedCopies(base.model, 0.05, (base.support_x, base.support_y), base.query_x, measure=in_situ(0.01))
+    copies = MismatchedCopies(base.model, 0.05, (base.support_x, base.support_y), base.query_x,
+                              measure=in_situ("c-ep", 0.01))
     system = BilevelSystem(copies, prior=copies.initial, strength=1e-3, inner=InnerSolve("gd", 3, rate=2.0),
                            check=False)
     task = np.array([[11.0]])
@@ -501,3 +502,21 @@ def test_k_in_situ_steps_from_the_prior_adapt_an_unseen_copy(mismatched):
     assert after[0] < 0.9 * before[0]
     gradient = get_algorithm("fomaml").estimate(system, task, y[8:].T).gradient
     assert gradient.shape == (copies.size,) and np.all(np.isfinite(gradient)) and np.abs(gradient).max() > 0
+
+
+def test_meta_train_takes_the_mismatched_copies_family(tmp_path):
+    import re
+
+    run = ["meta", "train", "netlists/regression_fourier.cir", "--tasks", "mismatched-copies", "--model-epochs", "0",
+           "--estimator", "fomaml", "--inner", "gd", "--inner-steps", "2", "--inner-rate", "2", "--shots", "5",
+           "--queries", "5", "--train-tasks", "2", "--test-tasks", "1", "--epochs", "1", "--meta-batch", "2",
+           "--strength", "0.001"]
+    result = CliRunner().invoke(main, [*run, "--mismatch", "0.05", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert {"query_mse_before", "query_mse_after", "query_mse_nominal", "query_mse_unadapted"} <= set(summary)
+    assert summary["query_mse_unadapted"] > 0
+    for option, value, message in (("--mismatch", "0", "mismatch"), ("--queries", "2000", "shots \\+ queries")):
+        bad = CliRunner().invoke(main, [*run, option, value, "--out", str(tmp_path / "bad")])
+        assert bad.exit_code != 0 and "Traceback" not in bad.output
+        assert re.search(message, bad.output), bad.output

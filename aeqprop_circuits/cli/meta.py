@@ -39,8 +39,14 @@ def meta():
 
 @meta.command("train")
 @click.argument("netlist", required=False)
-@setting("tasks", "Task family: sinusoid (5-shot regression of A sin(pi z + p), A and p random per task).",
-         type=click.Choice(["sinusoid"]))
+@setting("tasks", "Task family: sinusoid (5-shot regression of A sin(pi z + p), A and p random per task) or "
+                  "mismatched-copies (copies of the netlist with device mismatch, each learning --data; "
+                  "--shots and --queries points of its training split).",
+         type=click.Choice(["sinusoid", "mismatched-copies"]))
+@setting("mismatch", "mismatched-copies: relative spread sigma of the copies' element values.", type=float)
+@setting("data", "mismatched-copies: the data set the copies learn.", type=str)
+@setting("model_epochs", "mismatched-copies: exact-gradient epochs of the netlist on --data before the copies "
+                         "(0: its values as written).", type=int)
 @setting("estimator", "Meta-gradient estimator: " + ESTIMATOR_HELP + ".", type=click.Choice(ESTIMATOR_NAMES))
 @setting("seed", "Seed of the tasks and their order.", type=int)
 @setting("beta", "CML nudge of the query loss.", type=float)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from aeqprop_circuits.learning.algorithms import Rule, get_algorithm
 from aeqprop_circuits.learning.bilevel import ESTIMATORS
 from aeqprop_circuits.systems.bilevel import INNER_METHODS, BilevelSystem, CircuitTasks, InnerSolve
 
-TASK_FAMILIES = ("sinusoid",)
+TASK_FAMILIES = ("sinusoid", "mismatched-copies")  # the second: experiments/mismatch_meta.py
 # how the circuit copies measure their support gradients: exactly, or in situ by an EP or Aeqprop rule
 INNER_RULES = ("exact-gradient", "p-ep", "n-ep", "c-ep", "aeqprop-optimistic", "aeqprop-pessimistic",
                "aeqprop-centered")
@@ -82,6 +82,9 @@ class MetaConfig:
     iterations: int | None = None  # implicit-cg, implicit-neumann
     alpha: float | None = None  # implicit-neumann, t1t2 (default 1 / largest curvature)
     solver: str = "auto"
+    mismatch: float = 0.05  # mismatched-copies: sigma of the copies' element values
+    data: str = "regression:fourier"  # mismatched-copies: the data set the copies learn
+    model_epochs: int = 20  # mismatched-copies: exact-gradient epochs of the model first (0: the netlist as is)
     trace_every: int = 0
     out: str | None = None
 
@@ -109,6 +112,10 @@ class MetaConfig:
             raise MetaConfigError(f"strength_floor: expected a number in (0, strength], got {floor!r}")
         if not 0 <= self.momentum < 1:
             raise MetaConfigError(f"momentum: expected a number in [0, 1), got {self.momentum!r}")
+        if not (isinstance(self.mismatch, (int, float)) and 0 < self.mismatch <= 1):
+            raise MetaConfigError(f"mismatch: expected a relative spread in (0, 1], got {self.mismatch!r}")
+        if not (isinstance(self.model_epochs, int) and self.model_epochs >= 0):
+            raise MetaConfigError(f"model_epochs: expected an integer >= 0, got {self.model_epochs!r}")
         if self.alpha is not None and not self.alpha > 0:
             raise MetaConfigError(f"alpha: expected a positive number, got {self.alpha!r}")
         if not (isinstance(self.seed, int) and self.seed >= 0) or self.trace_every < 0:
@@ -135,6 +142,7 @@ class MetaSetup:
     system: BilevelSystem
     rule: Rule
     options: TrainOptions
+    facts: dict = field(default_factory=dict)  # written to summary.json
 
 
 def task_features(n_inputs: int):
@@ -168,6 +176,10 @@ def prepare(config: MetaConfig) -> MetaSetup:
 
     if not os.path.isfile(config.model):
         raise MetaConfigError(f"{config.model}: no such netlist file")
+    if config.tasks == "mismatched-copies":
+        from aeqprop_circuits.experiments.mismatch_meta import prepare_copies
+
+        return prepare_copies(config)
     circuit = load_circuit(config.model)
     data, layout = sinusoid_tasks(config.train_tasks, config.test_tasks, config.shots, config.queries, config.seed)
     measure = None
@@ -240,7 +252,7 @@ def meta_train(config: MetaConfig | None = None, echo=print, resume: str | None 
     summary = {"estimator": config.estimator, "seed": config.seed, "query_mse_before": float(before.mean()),
                "query_mse_after": float(after.mean()), "seconds": round(seconds, 2),
                "query_mse_after_std": float(after.std()), "query_mse_zero": float((setup.data.y_test ** 2).mean()),
-               "test_tasks": config.test_tasks, "meta_steps": config.epochs * -(-config.train_tasks //
+               **setup.facts, "test_tasks": config.test_tasks, "meta_steps": config.epochs * -(-config.train_tasks //
                                                                                  config.meta_batch)}
     atomic_write(run.file("summary.json"), json.dumps(summary, indent=2) + "\n")
     echo(f"held-out query MSE after adaptation, after meta-training: {after.mean():.5f} ({seconds:.0f} s)")
@@ -274,6 +286,8 @@ def plot_meta_run(path: str, setup: MetaSetup | None = None) -> list[str]:
         checkpoint = run.latest_checkpoint()
         if checkpoint is not None:
             setup.system.parameters = checkpoint["parameters"]
+    if setup.layout is None:  # tasks that are not sinusoids (mismatched copies): no curves to draw
+        return files
     from aeqprop_circuits.systems.base import Phase
 
     count = min(4, len(setup.data.x_test))

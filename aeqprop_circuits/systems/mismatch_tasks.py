@@ -37,6 +37,7 @@ class MismatchedCopies:
         if not mismatch > 0:
             raise AeqpropError(f"mismatched copies: mismatch must be positive, got {mismatch}")
         self.model, self.mismatch, self.measure = model, float(mismatch), measure
+        self.g0 = model.g0
         self.support_x, self.support_y = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in support)
         self.query_x = np.atleast_2d(np.asarray(query, dtype=np.float64))
         low, high = model.parameter_bounds()
