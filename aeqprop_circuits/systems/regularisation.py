@@ -21,9 +21,12 @@ the model, and a task row is one value (0) naming the one task. `RegularisationS
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
+from aeqprop_circuits.systems.base import Phase
 from aeqprop_circuits.systems.bilevel import BilevelSystem, InnerSolve
 
 
@@ -114,10 +117,25 @@ class RegularisationSystem(BilevelSystem):
     lambda_k phi_k (the App. B rule with the chain rule of the exponential).
     """
 
-    def __init__(self, model, strength=1e-2, *, inner: InnerSolve | None = None, check: bool = True):
+    def __init__(self, model, strength=1e-2, *, inner: InnerSolve | None = None, check: bool = True,
+                 warm: bool = True):
         super().__init__(model, prior=0.0, strength=strength, inner=inner, check=check)
         if not (self._lambda > 0).all():
             raise AeqpropError("regularisation learning: the strengths are exp(theta), so they must start > 0")
+        self.warm = warm
+        self._previous = None  # the latest free solution
+
+    def settle(self, phase: Phase, start=None, callback=None):
+        """As a bilevel system's, but with `warm` a free phase starts from the latest free solution (the lower
+        level keeps its weights between meta-steps). L_in is strongly convex: the start changes the time to
+        the solution, not the solution."""
+        if start is None and self.warm and phase.beta == 0.0 and self._previous is not None and \
+                self._previous.phi.shape[0] == len(phase.inputs):
+            start = replace(self._previous, phase=phase)
+        state = super().settle(phase, start, callback)
+        if phase.beta == 0.0:
+            self._previous = state
+        return state
 
     @property
     def parameters(self) -> np.ndarray:
