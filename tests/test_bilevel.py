@@ -520,3 +520,23 @@ def test_meta_train_takes_the_mismatched_copies_family(tmp_path):
         bad = CliRunner().invoke(main, [*run, option, value, "--out", str(tmp_path / "bad")])
         assert bad.exit_code != 0 and "Traceback" not in bad.output
         assert re.search(message, bad.output), bad.output
+
+
+def test_regularisation_run_lowers_the_validation_loss_and_fills_the_table():
+    from aeqprop_circuits.experiments.regularisation import RegularisationConfig, regularisation_run, table1_table
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(0.0, 1.0, (3, 5))
+    y_pool, y_test = rng.integers(0, 3, 60), rng.integers(0, 3, 40)
+    arrays = (centres[y_pool] + rng.normal(0, 1, (60, 5)), y_pool, centres[y_test] + rng.normal(0, 1, (40, 5)),
+              y_test, 3)
+    rows = [{"study": "table1", **regularisation_run(RegularisationConfig(estimator=name, samples=50, split=0.1,
+                                                                          meta_steps=15, beta=1e-4), arrays)}
+            for name in ("cml", "t1t2")]
+    for row in rows:
+        assert row["n_train"] == 5 and row["n_val"] == 45
+        assert row["val_loss"] < row["before_val_loss"]
+        assert row["val_loss_trace"][0] == pytest.approx(row["before_val_loss"], rel=1e-6)
+    assert rows[0]["before_test_accuracy"] == rows[1]["before_test_accuracy"]  # the same split and initial strengths
+    table = table1_table(rows).splitlines()
+    assert [line.split(" | ")[3] for line in table[2:]] == ["initial λ", "cml", "t1t2"]
