@@ -63,6 +63,7 @@ def test_cli_writes_summary_figures_traces_and_never_overwrites(tmp_path):
         assert traces["loss"].shape == (4, 3, 3, 1, 4)
         assert traces["lyapunov_after"].shape == (4, 3, 3, 1, 3)
     second = runner.invoke(reproduce, ["regression", "--figure", "2", "--samples", "2", "--seeds", "1",
-                                       "--grid", "21", "--quiet", "--out", out])
+                                       "--grid", "21", "--out", out])
     assert second.exit_code == 0, second.output
+    assert "sample/s" not in second.output  # without a terminal, no progress bar even without --quiet
     assert os.path.exists(out + "-2") and len(json.load(open(os.path.join(out, "summary.json")))) == 36

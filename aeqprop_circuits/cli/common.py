@@ -15,6 +15,11 @@ from aeqprop_circuits.netlist.parser import NetlistWarning
 EXIT_DIVERGED = 3
 
 
+def progress_bar(quiet: bool) -> bool:
+    """A progress bar only on a terminal: redirected to a log, it would write a line per refresh."""
+    return not quiet and sys.stderr.isatty()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """Package warnings as one line on stderr: 'Warning: file:line: ...' for a netlist's, 'Warning: ...' else."""
     where = f"{filename}:{lineno}: " if issubclass(category, NetlistWarning) else ""

@@ -6,6 +6,7 @@ import os
 
 import click
 
+from aeqprop_circuits.cli.common import progress_bar
 from aeqprop_circuits.experiments.rundir import fresh_directory
 
 
@@ -43,7 +44,7 @@ def regression(samples, seeds, figures, grid_points, controller, knob_dynamics, 
         raise click.ClickException(f"--out {out}: {err}") from None
     try:
         result = run_study(directory, figures=figures, seeds=seeds, samples=samples, grid_points=grid_points,
-                           controller=controller, progress=not quiet, knob_dynamics=knob_dynamics)
+                           controller=controller, progress=progress_bar(quiet), knob_dynamics=knob_dynamics)
     except AeqpropError as err:
         raise click.ClickException(str(err)) from None
     _report(result, directory)
@@ -81,5 +82,5 @@ def circuit(samples, seeds, grid_points, controllers, out, quiet):
     except OSError as err:
         raise click.ClickException(f"--out {out}: {err}") from None
     result = run_study(directory, seeds=seeds, samples=samples, grid_points=grid_points,
-                       controllers=tuple(controllers) or CONTROLLERS, progress=not quiet)
+                       controllers=tuple(controllers) or CONTROLLERS, progress=progress_bar(quiet))
     _report(result, directory)

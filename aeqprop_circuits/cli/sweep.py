@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from aeqprop_circuits.cli.common import user_errors
+from aeqprop_circuits.cli.common import progress_bar, user_errors
 
 EXIT_POINTS_FAILED = 4
 
@@ -72,7 +72,7 @@ def sweep(spec_file, scheduler, workers, out, retries, processes, list_only, qui
         client = start_client(scheduler, workers or min(len(todo), os.cpu_count() or 1), processes=processes)
         cluster = None if scheduler else client.cluster
         try:
-            records.update(run_points(todo, out, client, retries=retries, progress=not quiet))
+            records.update(run_points(todo, out, client, retries=retries, progress=progress_bar(quiet)))
         finally:
             client.close()
             if cluster is not None:
