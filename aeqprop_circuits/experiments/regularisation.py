@@ -176,7 +176,31 @@ def table1_study(directory: str, records, seeds: int = 5, estimators=TABLE1_ESTI
     path = os.path.join(directory, "table1.md")
     atomic_write(path, table + "\n")
     log(table)
-    return [path]
+    return [path, plot_table1(records.rows, os.path.join(directory, "cml-table1.png"))]
+
+
+def plot_table1(rows, path: str) -> str:
+    """The validation loss against the meta-step per setting and estimator: mean over seeds, and the spread."""
+    from aeqprop_circuits.experiments.plots import _pyplot, _save
+
+    plt = _pyplot()
+    runs = [r for r in rows if r.get("study") == "table1"]
+    settings = list(dict.fromkeys((r["samples"], r["split"]) for r in runs))
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.5 * len(settings), 3.6), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        cut = [r for r in runs if (r["samples"], r["split"]) == setting]
+        for estimator in dict.fromkeys(r["estimator"] for r in cut):
+            traces = np.array([r["val_loss_trace"] for r in cut if r["estimator"] == estimator])
+            steps = np.arange(1, traces.shape[1] + 1)
+            line, = ax.plot(steps, traces.mean(axis=0), label=f"{estimator} ({len(traces)} seeds)")
+            ax.fill_between(steps, traces.min(axis=0), traces.max(axis=0), color=line.get_color(), alpha=0.2)
+        ax.set(xlabel="meta-step (Adam on log λ)", ylabel="validation cross-entropy", yscale="log",
+               title=f"{cut[0]['n_train']} training, {cut[0]['n_val']} validation images")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Regularisation learning on Fashion-MNIST (softmax classifier, per-synapse λ)", fontsize=10)
+    _save(plt, fig, path)
+    return path
 
 
 def table1_table(rows) -> str:
