@@ -95,9 +95,10 @@ def test_layered_refuses_circuits_it_does_not_serve_and_says_why():
     with pytest.raises(SolverError, match="method 'layered' does not apply: the circuit is not a layered network"):
         solve(triangle, method="layered")  # c and a both join b: no consecutive layers
     assert solve(triangle).solver == "coordinate"
-    shockley = deep_resistive_network([4, 3, 2], seed=0, ideal=False)
-    with pytest.raises(SolverError, match="exponential diodes"):
-        solve(shockley, np.zeros((1, 4)), method="layered")
+    deep_shockley = deep_resistive_network([4, 3, 3, 2], seed=0, ideal=False)
+    with pytest.raises(SolverError, match="with Shockley diodes it serves networks of one hidden layer"):
+        solve(deep_shockley, np.zeros((1, 4)), method="layered")
+    assert solve(deep_shockley, np.zeros((1, 4))).solver == "newton"
 
 
 def test_layered_reports_non_finite_inputs_without_solving():

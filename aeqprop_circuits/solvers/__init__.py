@@ -3,7 +3,8 @@
 `METHODS` maps each name to a function of one shape,
 (circuit, sources, conductance, nudge, *, x0, callback, **options) -> SolveResult:
 
-- `layered`: dense blocks for layered networks of resistors and ideal diodes (solvers/layered.py);
+- `layered`: dense blocks for layered networks of resistors and ideal diodes (solvers/layered.py), or
+  of resistors and Shockley diodes with one hidden layer (block Newton, solvers/shockley.py);
 - `newton`, `coordinate`, `qp`: solvers of the co-content `Problem` (damped Newton for smooth
   circuits, exact block coordinate descent for box-type ideal-diode networks, a convex QP for
   any ideal-diode network);
@@ -103,28 +104,31 @@ def auto(circuit: Circuit, sources, conductance=None, nudge: Nudge | None = None
 
 
 def _layered_applies(circuit: Circuit, nudge: Nudge | None) -> bool:
-    """Whether `auto` tries the dense layered path: networks of resistors and ideal diodes.
+    """Whether `auto` tries the dense layered path: networks of resistors and ideal diodes, or of
+    resistors and Shockley diodes.
 
     Builder networks carry their layers; for netlists they are inferred and checked (once per
     circuit), and circuits that do not fit go the generic way (`layered` returns None).
     """
-    return len(circuit.diodes.names) == 0 and (circuit.layers is not None or bool(len(circuit.ideal_diodes.names)))
+    diodes, ideal = len(circuit.diodes.names), len(circuit.ideal_diodes.names)
+    return not (diodes and ideal) and (circuit.layers is not None or bool(ideal) or bool(diodes))
 
 
 def run_layered(circuit: Circuit, sources, conductance=None, nudge: Nudge | None = None, *, x0=None, callback=None,
                 **options) -> SolveResult:
     """The dense layered path; SolverError where the circuit or the nudge is not one it serves."""
-    if len(circuit.diodes.names):
-        raise SolverError("method 'layered' serves networks of resistors and ideal diodes; this circuit has "
-                          "exponential diodes (use newton)")
     bad = _non_finite(sources, nudge, x0)
     if bad:
         return failed_result(Problem(circuit, sources, conductance, nudge), bad, "layered")
     result = layered(circuit, sources, conductance, nudge, x0=x0, callback=callback, **options)
     if result is None:
-        if layered_structure(circuit) is None:
+        structure = layered_structure(circuit)
+        if structure is None:
             why = ("the circuit is not a layered network (resistors only between consecutive layers, in full "
-                   "blocks; ideal diodes only from layer nodes to fixed potentials; no current sources)")
+                   "blocks; ideal or Shockley diodes, not both, only from layer nodes to fixed potentials; no "
+                   "current sources)")
+        elif structure.junctions is not None:
+            why = "with Shockley diodes it serves networks of one hidden layer"
         else:
             why = ("it takes a nudge only on a network of one hidden layer whose outputs are free nodes of "
                    "the output layer")

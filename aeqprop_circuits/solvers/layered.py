@@ -38,6 +38,7 @@ from aeqprop_circuits.circuit.elements import NUDGE
 from aeqprop_circuits.circuit.energy import Nudge, Problem, structure
 from aeqprop_circuits.errors import CircuitError
 from aeqprop_circuits.solvers.result import SolveResult
+from aeqprop_circuits.solvers.shockley import Junctions, ShockleyNewton, junction_terms
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +73,7 @@ class LayeredStructure:
     # bounds from ideal diodes to fixed nodes: (layer, position, fixed position, is_upper)
     bounds: tuple[tuple[int, np.ndarray, np.ndarray, bool], ...]
     bounded: tuple[bool, ...]  # per layer: has any ideal-diode bound
+    junctions: Junctions | None = None  # Shockley diodes from layer nodes to fixed nodes (solvers/shockley.py)
 
 
 # Per circuit object, for as long as it lives: its dense-block view (None: not layered).
@@ -92,6 +94,7 @@ def infer_layers(circuit: Circuit) -> tuple[np.ndarray, ...] | None:
 
     The output nodes are the last layer; each earlier layer is the free nodes joined by a
     resistor to the next one and not yet placed. None when some free node is never reached.
+    A netlist that names no outputs is tried as two layers (`_two_layers`).
     `_find_structure` then checks the candidate strictly (resistors only between consecutive
     layers, full row-major blocks), so a wrong guess only means the generic solvers run.
     """
@@ -99,11 +102,11 @@ def infer_layers(circuit: Circuit) -> tuple[np.ndarray, ...] | None:
     free = topo.free_of_node >= 0
     outputs = np.unique(circuit.learning.outputs)
     outputs = outputs[free[outputs]]
-    if len(outputs) == 0:
-        return None
     pairs = circuit.resistors.nodes
     both = free[pairs[:, 0]] & free[pairs[:, 1]]
     a, b = pairs[both, 0], pairs[both, 1]
+    if len(outputs) == 0:
+        return _two_layers(free, a, b)
     placed = np.zeros(circuit.n_nodes, dtype=bool)
     placed[outputs] = True
     layers, current = [outputs], outputs
@@ -122,8 +125,32 @@ def infer_layers(circuit: Circuit) -> tuple[np.ndarray, ...] | None:
     return tuple(reversed(layers))
 
 
+def _two_layers(free: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """Layers of a netlist that names no outputs: the free nodes split by the parity of their distance
+    (over resistors between free nodes) from the first one, the smaller side last. None unless that
+    reaches every free node."""
+    nodes = np.flatnonzero(free)
+    if len(nodes) < 2:
+        return None
+    side = np.full(len(free), -1)
+    side[nodes[0]] = 0
+    current = nodes[:1]
+    while len(current):
+        mark = np.zeros(len(free), dtype=bool)
+        mark[current] = True
+        neighbours = np.unique(np.concatenate([b[mark[a]], a[mark[b]]]))
+        neighbours = neighbours[side[neighbours] < 0]
+        side[neighbours] = 1 - side[current[0]]
+        current = neighbours
+    if (side[nodes] < 0).any():
+        return None
+    even, odd = nodes[side[nodes] == 0], nodes[side[nodes] == 1]
+    return (even, odd) if len(even) >= len(odd) else (odd, even)
+
+
 def _find_structure(circuit: Circuit) -> LayeredStructure | None:
-    if len(circuit.diodes.names) or (~circuit.sources.is_voltage).any():
+    if (~circuit.sources.is_voltage).any() or (len(circuit.diodes.names) and len(circuit.ideal_diodes.names)) \
+            or not len(circuit.resistors.names):
         return None
     given = circuit.layers if circuit.layers is not None else infer_layers(circuit)
     if given is None:
@@ -168,9 +195,20 @@ def _find_structure(circuit: Circuit) -> LayeredStructure | None:
         if lower.any():
             bounds.append((k, position[ideal.nodes[lower, 1]], position[ideal.nodes[lower, 0]], False))
         bounded[k] = bool(upper.any() or lower.any())
+    junctions = None
+    if len(circuit.diodes.names):
+        d = circuit.diodes
+        ga_d, gb_d = group[d.nodes[:, 0]], group[d.nodes[:, 1]]
+        on_layer = np.where(ga_d >= 0, 0, 1)  # which terminal is on a layer: anode (0) or cathode (1)
+        if not (((ga_d >= 0) & (gb_d == -1)) | ((ga_d == -1) & (gb_d >= 0))).all():
+            return None  # a junction between two layer nodes, or between fixed nodes
+        rows = np.arange(len(d.names))
+        node, other = d.nodes[rows, on_layer], d.nodes[rows, 1 - on_layer]
+        junctions = Junctions(group[node], position[node], position[other], np.where(on_layer == 0, 1.0, -1.0),
+                              d.saturation_current, d.thermal_voltage, rows)
     fixed_map = topo.Q[fixed_nodes].tocsr()
     return LayeredStructure(fixed_nodes, fixed_map, layers, free, tuple(blocks), tuple(bounds),
-                            tuple(bounded))
+                            tuple(bounded), junctions)
 
 
 def _blocks_in_place(pairs, ga, gb, position) -> list[Block] | None:
@@ -224,6 +262,9 @@ def _grid(pairs: np.ndarray, start: int, a: int, b: int, position: np.ndarray) -
             or len(np.unique(cols)) != len(cols):
         return None
     return Block(int(a), position[rows], int(b), position[cols], start, start + len(pairs))
+
+
+SHOCKLEY_MAXITER = 200  # block Newton iterations at most (as `newton`); maxiter bounds the sweeps
 
 
 class _Unsupported(Exception):
@@ -329,6 +370,8 @@ def layered(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | Non
         return None
     n_layers = len(st.layers)
     newton_path = n_layers == 2 and not st.bounded[1]
+    if st.junctions is not None and n_layers != 2:
+        return None  # Shockley diodes: the block Newton of one hidden layer only
     if nudge is not None and float(nudge.conductance) != 0.0 and not newton_path:
         return None  # a nudge couples o+ and o- inside the output layer: not a block update
     s = np.atleast_2d(np.asarray(sources, dtype=np.float64))
@@ -344,7 +387,13 @@ def layered(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | Non
             raise CircuitError("conflicting constraints: ideal diodes hold a node both above and below")
 
     try:
-        if newton_path:
+        if st.junctions is not None:
+            objective = OutputObjective(blocks, circuit, st, nudge)
+            gmin = float(circuit.diodes.gmin)
+            h, o, iterations, success, message = ShockleyNewton(objective, st.junctions, blocks.fixed, gmin).solve(
+                vtol, min(maxiter, SHOCKLEY_MAXITER), callback)
+            V = objective.layers(h, o)
+        elif newton_path:
             V, iterations, success, message = _eliminate_and_newton(OutputObjective(blocks, circuit, st, nudge),
                                                                     B, vtol, maxiter, callback)
         else:
@@ -363,7 +412,12 @@ def layered(circuit: Circuit, sources: np.ndarray, conductance: np.ndarray | Non
     if lazy:
         potentials = full_potentials(V, blocks.fixed, st, circuit.n_nodes)
         energy = block_energy(V, blocks, st, g, nudge, circuit, potentials)
-        residual = _residual(V, blocks, block_gradient(V, blocks, st, nudge, circuit, potentials))
+        gradient = block_gradient(V, blocks, st, nudge, circuit, potentials)
+        if st.junctions is not None:
+            for k in range(n_layers):
+                content, current, _ = junction_terms(V, blocks.fixed, st.junctions, float(circuit.diodes.gmin), k)
+                energy, gradient[k] = energy + content, gradient[k] + current
+        residual = _residual(V, blocks, gradient)
         currents = LazyCurrents(problem, z)
     else:
         p = problem()
