@@ -8,8 +8,9 @@ differential outputs, random conductances and ideal diodes, and in one run times
   writer produces, with `.options reltol=1e-6 vntol=1e-9 abstol=1e-15`, split into loading
   (netlist parsing) and the `.op` itself; ideal diodes are written as exponential diodes of
   the circuit's `spice_model`, so this pair is compared only to the stand-in's accuracy;
-- the same DRN with exponential diodes (IS = 1e-14 A, N = 1), our `newton` against ngspice,
-  where both solve the same equations, for the 1e-9 V agreement;
+- the same DRN with exponential diodes (IS = 1e-14 A, N = 1), our `layered` (block Newton,
+  solvers/shockley.py) and `newton` against ngspice, where all solve the same equations, for the
+  1e-9 V agreement;
 - the time per iteration against a matrix-vector floor (the same conductance blocks times a
   vector), and a batch of 64 samples per sample.
 
@@ -132,6 +133,10 @@ def bench_one(hidden: int, *, seed: int = 0, batch: int = 64, repeats: int = 5, 
     smooth = deep_resistive_network([N_INPUTS, hidden, N_OUTPUTS], seed=seed, ideal=False)
     say(f"H={hidden}: newton (exponential diodes)")
     row["newton_s"], ours_smooth = _timed(smooth, one, "newton", max(1, repeats // 2))
+    say(f"H={hidden}: layered block Newton (exponential diodes)")
+    row["shockley_layered_s"], layered_smooth = _timed(smooth, one, "layered", repeats)
+    row["shockley_auto_solver"] = solve_name(smooth, one)
+    row["shockley_layered_vs_newton_dv"] = _max_dv(layered_smooth, ours_smooth)
     if ngspice:
         try:
             say(f"H={hidden}: ngspice .op, ideal diodes as exponential stand-ins")
@@ -141,7 +146,7 @@ def bench_one(hidden: int, *, seed: int = 0, batch: int = 64, repeats: int = 5, 
             say(f"H={hidden}: ngspice .op, exponential diodes")
             load, op, theirs = _spice_run(smooth, one, BENCHMARK_OPTIONS, spice_repeats)
             row.update(spice_exp_load_s=load, spice_exp_op_s=op, spice_exp_success=theirs.success,
-                       exp_dv=_max_dv(ours_smooth, theirs))
+                       exp_dv=_max_dv(ours_smooth, theirs), exp_layered_dv=_max_dv(layered_smooth, theirs))
             if hidden <= tight_max_hidden:
                 say(f"H={hidden}: ngspice .op, exponential diodes, tight options")
                 _, _, tight = _spice_run(smooth, one, {**TIGHT_OPTIONS}, 1)
@@ -149,6 +154,13 @@ def bench_one(hidden: int, *, seed: int = 0, batch: int = 64, repeats: int = 5, 
         except SolverError as error:
             row["spice_error"] = str(error)
     return row
+
+
+def solve_name(circuit, sources) -> str:
+    """The method `solve`'s default runs on `circuit`."""
+    from aeqprop_circuits.solvers import solve
+
+    return solve(circuit, sources=sources).solver
 
 
 def _structure(circuit):
@@ -201,14 +213,19 @@ def markdown(rows: list[dict]) -> str:
             f"| {_x(total / r['layered_s'])} | {_x(r.get('spice_op_s', np.nan) / r['layered_s'])} "
             f"| {_x(total / r.get('coordinate_s', np.nan))} | {_v(r.get('layered_vs_coordinate_dv'))} "
             f"| {_v(r.get('ideal_vs_standin_dv'))} |")
-    lines += ["", "### Exponential diodes (IS = 1e-14 A, N = 1): ours (newton) vs ngspice, same equations",
-              "", "| H | ngspice load + .op (s) | ours: newton (ms) | speed-up "
-              "| max abs dV, ngspice reltol=1e-6 vntol=1e-9 abstol=1e-15 (V) "
-              "| max abs dV, ngspice tight options (V) |", "|---|---|---|---|---|---|"]
+    lines += ["", "### Exponential diodes (IS = 1e-14 A, N = 1): ours vs ngspice, same equations",
+              "", "| H | ngspice load + .op (s) | ours: layered block Newton (ms) | ours: newton (ms) "
+              "| auto runs | speed-up / layered | speed-up / newton "
+              "| max abs dV layered / newton (V) | max abs dV layered, ngspice reltol=1e-6 vntol=1e-9 "
+              "abstol=1e-15 (V) | max abs dV newton, ngspice tight options (V) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         total = r.get("spice_exp_load_s", np.nan) + r.get("spice_exp_op_s", np.nan)
-        lines.append(f"| {r['hidden']} | {_s(total if np.isfinite(total) else None)} | {_ms(r['newton_s'])} "
-                     f"| {_x(total / r['newton_s'])} | {_v(r.get('exp_dv'))} | {_v(r.get('exp_tight_dv'))} |")
+        lines.append(f"| {r['hidden']} | {_s(total if np.isfinite(total) else None)} "
+                     f"| {_ms(r['shockley_layered_s'])} | {_ms(r['newton_s'])} | {r['shockley_auto_solver']} "
+                     f"| {_x(total / r['shockley_layered_s'])} | {_x(total / r['newton_s'])} "
+                     f"| {_v(r['shockley_layered_vs_newton_dv'])} | {_v(r.get('exp_layered_dv'))} "
+                     f"| {_v(r.get('exp_tight_dv'))} |")
     lines += ["", "### Iterations against the matrix-vector floor, and batches", "",
               "| H | layered: iterations | layered per iteration (ms) | coordinate: sweeps "
               "| coordinate per sweep (ms) | floor: blocks x vector (ms) | batch | layered per sample (ms) "
