@@ -161,12 +161,9 @@ def solve(netlist, solver, settings, as_json, max_elements):
     else:
         click.echo(f"{netlist}: {result.message} ({result.solver}, {result.iterations} iterations, "
                    f"KCL residual {result.residual:.2e} A, co-content {result.energy[0]:.6g} W)")
-        click.echo(f"{'node':>20s} {'volts':>16s}")
-        for name, v in nodes.items():
-            click.echo(f"{name:>20s} {v:16.9g}")
-        click.echo(f"{'element':>20s} {'amperes':>16s}")
-        for name, i in currents.items():
-            click.echo(f"{name:>20s} {i:16.9g}")
+        table = [f"{'node':>20s} {'volts':>16s}", *(f"{name:>20s} {v:16.9g}" for name, v in nodes.items()),
+                 f"{'element':>20s} {'amperes':>16s}", *(f"{name:>20s} {i:16.9g}" for name, i in currents.items())]
+        click.echo("\n".join(table))  # one write: a netlist may have 10^6 elements
     if not result.success:
         click.echo(f"Error: {result.message}", err=True)
         sys.exit(2)
