@@ -17,7 +17,7 @@ import numpy as np
 from aeqprop_circuits.netlist.cards import Scope
 from aeqprop_circuits.netlist.expansion import Flattener, instance_size
 from aeqprop_circuits.netlist.lexer import Pos, Run, Token, error, number, tokenize
-from aeqprop_circuits.netlist.values import ExpressionError, parse_literal, reciprocal
+from aeqprop_circuits.netlist.values import _EXACT, _ONE, ExpressionError, parse_literal, reciprocal
 
 _BIG = 2 ** 63
 _MAX_SCALE = 22  # 10**22 is the largest power of ten a double holds exactly
@@ -99,8 +99,22 @@ def conductances(fields: list[tuple[str, ...]]) -> list[float] | None:
     append = out.append
     powers = [10 ** k for k in range(_MAX_SCALE + 1)]
     for _, _, _, sign, whole, fraction, exponent, letters in fields:
+        if not (sign or exponent or letters) and len(whole) + len(fraction) <= 18 and len(fraction) <= _MAX_SCALE:
+            mantissa = int(whole + fraction) if whole or fraction else 0
+            if mantissa:  # the common case: digits and a point only (below 10^18 < 2^63)
+                append(powers[len(fraction)] / mantissa)
+                continue
         if sign == "-" or not (whole or fraction):
             return None
+        if not letters and sign != "-":  # parse_literal's value is then Decimal(text) itself
+            try:
+                g = float(_EXACT.divide(_ONE, Decimal(f"{sign}{whole}.{fraction}{'e' + exponent if exponent else ''}")))
+            except (ArithmeticError, ValueError):
+                return None
+            if not (0 < g < float("inf")):
+                return None
+            append(g)
+            continue
         power, scale = _letters(letters) if letters else (0, 1)
         if scale is None:
             return None
