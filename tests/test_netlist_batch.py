@@ -122,3 +122,12 @@ def test_a_written_drn_is_read_in_runs_and_equals_the_line_by_line_read():
     assert sum(len(run) for run in runs) == len(circuit.resistors.names)
     assert_same(text)
     np.testing.assert_array_equal(parse_text(text).resistors.conductance, circuit.resistors.conductance)
+
+
+def test_bench_netlist_file_times_the_cli_end_to_end(tmp_path):
+    from aeqprop_circuits.bench.solve import bench_netlist_file
+
+    path = tmp_path / "drn.cir"
+    path.write_text(write_netlist(deep_resistive_network([3, 2, 1], seed=0)))
+    row = bench_netlist_file(str(path), repeats=1, ngspice=False)
+    assert row["file"] == str(path) and row["ours_s"] > 0 and "ngspice_s" not in row

@@ -239,3 +239,58 @@ def markdown(rows: list[dict]) -> str:
     machine = platform.processor() or platform.machine()
     lines += ["", f"Machine: {machine}, Python {platform.python_version()}, numpy {np.__version__}."]
     return "\n".join(lines) + "\n"
+
+
+def bench_shockley(hidden: tuple[int, ...] = (100, 1024), *, seed: int = 0, repeats: int = 5,
+                   log: Callable[[str], None] | None = None) -> tuple[list[dict], str]:
+    """The exponential-diode DRN alone: our layered block Newton and newton against ngspice `.op`
+    (load + op, BENCHMARK_OPTIONS), one sample; rows and a markdown table."""
+    from aeqprop_circuits.solvers.spice import BENCHMARK_OPTIONS
+
+    say = log or (lambda message: None)
+    rows = []
+    for h in hidden:
+        smooth = deep_resistive_network([N_INPUTS, h, N_OUTPUTS], seed=seed, ideal=False)
+        one = smooth.source_values(np.random.default_rng(seed).uniform(-1.0, 1.0, (1, N_INPUTS)))
+        say(f"H={h}: layered, newton")
+        layered_s, fast = _timed(smooth, one, "layered", repeats)
+        newton_s, slow = _timed(smooth, one, "newton", max(1, repeats // 2))
+        say(f"H={h}: ngspice")
+        load, op, theirs = _spice_run(smooth, one, BENCHMARK_OPTIONS, 1)
+        rows.append({"hidden": h, "layered_s": layered_s, "layered_iterations": fast.iterations,
+                     "newton_s": newton_s, "newton_iterations": slow.iterations, "spice_s": load + op,
+                     "auto": solve_name(smooth, one), "layered_newton_dv": _max_dv(fast, slow),
+                     "layered_spice_dv": _max_dv(fast, theirs), "spice_success": theirs.success})
+    lines = ["| H | ngspice load + .op (s) | ours: layered (ms) | ours: newton (ms) | auto runs "
+             "| speed-up / layered | speed-up / newton | max abs dV layered / ngspice (V) "
+             "| max abs dV layered / newton (V) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['hidden']} | {_s(r['spice_s'])} | {_ms(r['layered_s'])} ({r['layered_iterations']} it.) "
+                     f"| {_ms(r['newton_s'])} ({r['newton_iterations']} it.) | {r['auto']} "
+                     f"| {_x(r['spice_s'] / r['layered_s'])} | {_x(r['spice_s'] / r['newton_s'])} "
+                     f"| {_v(r['layered_spice_dv'])} | {_v(r['layered_newton_dv'])} |")
+    return rows, "\n".join(lines) + "\n"
+
+
+def bench_netlist_file(path: str, *, repeats: int = 2, ngspice: bool = True) -> dict:
+    """`aeqprop solve PATH` and `ngspice -b PATH` end to end as processes, interleaved (ours, ngspice,
+    ours, ...): the best wall-clock seconds of each and their ratio."""
+    import subprocess
+    import sys
+
+    def run(command) -> float:
+        start = time.perf_counter()
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")
+        return time.perf_counter() - start
+
+    ours, theirs = [], []
+    for k in range(max(1, repeats)):
+        ours.append(run([sys.executable, "-m", "aeqprop_circuits", "solve", path]))
+        if ngspice and k == 0:
+            theirs.append(run(["ngspice", "-b", path]))
+    row = {"file": path, "ours_s": min(ours)}
+    if theirs:
+        row.update(ngspice_s=min(theirs), speedup=min(theirs) / min(ours))
+    return row
