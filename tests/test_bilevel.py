@@ -459,7 +459,7 @@ def mismatched():
     rng = np.random.default_rng(0)
     x = fourier_features(rng.uniform(-1, 1, (12, 1)), 10)
     y = 0.3 * np.sin(np.pi * x[:, 1:2])
-    return MismatchedCopies(model, 0.05, (x[:8], y[:8]), x[8:]), x, y
+    return MismatchedCopies(model, 0.05, (x[:6], y[:6]), x[8:], evaluation=x[6:10]), x, y
 
 
 def test_mismatched_copies_are_tasks_each_its_own_hardware(mismatched):
@@ -467,17 +467,19 @@ def test_mismatched_copies_are_tasks_each_its_own_hardware(mismatched):
 
     copies, x, y = mismatched
     assert isinstance(copies, TaskModel) and copies.n_outputs == 4
-    phi = np.tile(copies.initial, (2, 1))
-    readouts, _ = copies.query(phi, np.array([[1.0], [2.0]]))
+    phi = np.tile(copies.initial, (3, 1))
+    readouts, _ = copies.query(phi, np.array([[1.0, 0.0], [2.0, 0.0], [1.0, 1.0]]))
     model = copies.model.outputs(copies.model.settle(Phase(x[8:]))).ravel()
     assert not np.allclose(readouts[0], readouts[1]) and not np.allclose(readouts[0], model)
-    assert 1e-4 < np.abs(readouts - model).max() < 0.1  # a few percent off the design's balance
+    assert 1e-4 < np.abs(readouts[:2] - model).max() < 0.1  # a few percent off the design's balance
+    # query set 1: the same copy read at the evaluation points (x[6:10]), whose last two are query points
+    assert np.allclose(readouts[2, 2:], readouts[0, :2]) and not np.allclose(readouts[2, :2], readouts[0, :2])
 
 
 def test_mismatched_copies_support_gradient_is_the_copys_own(mismatched):
     """The exact support gradient in phi = log theta is the derivative of the copy's support loss."""
     copies, _, _ = mismatched
-    phi, task = copies.initial[None, :].copy(), np.array([[3.0]])
+    phi, task = copies.initial[None, :].copy(), np.array([[3.0, 0.0]])
     loss, gradient = copies.support(phi, task)
     for k in (0, 7, 30):
         h = 1e-6 * np.eye(copies.size)[k]
@@ -496,7 +498,7 @@ def test_k_in_situ_steps_from_the_prior_adapt_an_unseen_copy(mismatched):
                               measure=in_situ("c-ep", 0.01))
     system = BilevelSystem(copies, prior=copies.initial, strength=1e-3, inner=InnerSolve("gd", 3, rate=2.0),
                            check=False)
-    task = np.array([[11.0]])
+    task = np.array([[11.0, 0.0]])
     before = copies.support(copies.initial[None, :], task)[0]
     after = copies.support(system.settle(Phase(task)).phi, task)[0]
     assert after[0] < 0.9 * before[0]

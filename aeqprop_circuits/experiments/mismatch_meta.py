@@ -6,11 +6,12 @@ The netlist as designed (the model) is first trained with the exact gradient on 
 values off by a relative spread sigma (systems/hardware.py `mismatch`, one hardware seed per
 copy) are the tasks of a bilevel system (systems/mismatch_tasks.py). The lower level learns a
 copy on `shots` points of the data's training split (with `--inner gd --inner-steps K
---inner-rule c-ep`: K full-batch steps of in-situ EP from the prior), and the query points are
-the next `queries` training points. Training copies and held-out copies have disjoint hardware
-seeds. The run's `query_mse_before` is then the held-out copies' query MSE after the K steps
-from the model-trained parameters, and `query_mse_after` the same from the meta-learnt prior.
-summary.json also holds `query_mse_nominal` (the model on itself) and
+--inner-rule c-ep`: K full-batch steps of in-situ EP from the prior). The training copies are
+read at the next `queries` training points. Held-out copies have hardware seeds of their own
+and are read at the first `queries` points of the test split, which meta-training never sees.
+The run's `query_mse_before` is then the held-out copies' test-point MSE after the K steps from
+the model-trained parameters, and `query_mse_after` the same from the meta-learnt prior.
+summary.json also holds `query_mse_nominal` (the model itself at those test points) and
 `query_mse_unadapted` (the held-out copies at the model-trained parameters, no steps).
 """
 
@@ -60,9 +61,10 @@ def prepare_copies(config):
     if task.n_features != model.n_inputs:
         raise AeqpropError(f"mismatched-copies: {config.data} has {task.n_features} features but {config.model} has "
                            f"{model.n_inputs} inputs")
-    if config.shots + config.queries > len(task.x_train):
+    if config.shots + config.queries > len(task.x_train) or config.queries > len(task.x_test):
         raise AeqpropError(f"mismatched-copies: shots + queries = {config.shots + config.queries} exceed the "
-                           f"{len(task.x_train)} training points of {config.data}")
+                           f"{len(task.x_train)} training points of {config.data}, or queries = {config.queries} its "
+                           f"{len(task.x_test)} test points")
     y = task.targets(task.y_train, model.n_outputs, 0.5)
     xs, ys = task.x_train[:config.shots], y[:config.shots]
     xq, yq = task.x_train[config.shots:config.shots + config.queries], y[config.shots:config.shots + config.queries]
@@ -70,19 +72,21 @@ def prepare_copies(config):
     if config.inner_rule != "exact-gradient":
         options = {"epsilon": config.inner_epsilon} if config.inner_rule.startswith("aeqprop") else {}
         measure = in_situ(config.inner_rule, config.inner_beta, **options)
-    copies = MismatchedCopies(model, config.mismatch, (xs, ys), xq, measure=measure)
+    xe, ye = task.x_test[:config.queries], task.targets(task.y_test[:config.queries], model.n_outputs, 0.5)
+    copies = MismatchedCopies(model, config.mismatch, (xs, ys), xq, measure=measure, evaluation=xe)
     inner = InnerSolve(config.inner, config.inner_steps, config.nudged_steps, config.inner_rate,
                        config.inner_tolerance)
     system = BilevelSystem(copies, prior=copies.initial, strength=config.strength,
                            learn_strength=config.learn_strength, inner=inner, strength_floor=config.strength_floor)
     first = config.seed * SEED_STRIDE + 1
-    rows = np.arange(first, first + config.train_tasks + config.test_tasks, dtype=np.float64)[:, None]
-    targets = yq.ravel()
-    data = Dataset("mismatched-copies", rows[:config.train_tasks], np.tile(targets, (config.train_tasks, 1)),
-                   rows[config.train_tasks:], np.tile(targets, (config.test_tasks, 1)), 0)
+    seeds = np.arange(first, first + config.train_tasks + config.test_tasks, dtype=np.float64)
+    train_rows = np.column_stack([seeds[:config.train_tasks], np.zeros(config.train_tasks)])
+    test_rows = np.column_stack([seeds[config.train_tasks:], np.ones(config.test_tasks)])
+    data = Dataset("mismatched-copies", train_rows, np.tile(yq.ravel(), (config.train_tasks, 1)),
+                   test_rows, np.tile(ye.ravel(), (config.test_tasks, 1)), 0)
     held_out = np.tile(copies.initial, (config.test_tasks, 1))
-    facts = {"query_mse_nominal": float(((model.predict(xq) - yq) ** 2).mean()),
-             "query_mse_unadapted": float(((copies.query(held_out, data.x_test)[0] - targets) ** 2).mean())}
+    facts = {"query_mse_nominal": float(((model.predict(xe) - ye) ** 2).mean()),
+             "query_mse_unadapted": float(((copies.query(held_out, test_rows)[0] - data.y_test) ** 2).mean())}
     options = TrainOptions(epochs=config.epochs, batch_size=config.meta_batch, learning_rate=config.lr,
                            momentum=config.momentum, seed=config.seed, trace_every=config.trace_every,
                            eval_batch=config.test_tasks, progress=False)
