@@ -214,8 +214,8 @@ def _add_run(flat: Flattener, run: Run) -> bool:
         return False
     n = len(names)
     both = [""] * (2 * n)
-    both[0::2] = [f[1].lower() for f in run.fields]
-    both[1::2] = [f[2].lower() for f in run.fields]
+    both[0::2] = [f[1] for f in run.fields]
+    both[1::2] = [f[2] for f in run.fields]
     index = flat.node_index
     first_use: list[int] = []  # nodes whose position is the line that first uses them here
     for name in dict.fromkeys(both):

@@ -135,8 +135,8 @@ class Run:
 
     def __init__(self, file: str, first: int, raw: list[str], fields: list[tuple[str, ...]]):
         self.file, self.first, self.raw = file, first, raw  # first: line number of raw[0]
-        self.fields = fields  # per line: name, n+, n-, sign, integer, fraction, exponent, letters
-        self.names = [f[0].lower() for f in fields]
+        self.fields = fields  # per line, lower case: name, n+, n-, sign, integer, fraction, exponent, letters
+        self.names = [f[0] for f in fields]
         self.r_start = 0  # index of its first resistor in the flat resistor list, once added
 
     def __len__(self) -> int:
@@ -166,7 +166,10 @@ def _runs(text: str, physical: list[str], start: int) -> dict[int, tuple[int, li
 
     A run's last line is left out when a continuation line ('+', after skipped lines) follows it.
     """
-    fields = _LINES.findall(text)
+    # Names, nodes and suffixes are read in lower case, as SPICE reads them; the lines themselves keep
+    # their case for messages. (Only ASCII text is lowered whole: lower() maps some other letters to ASCII.)
+    ascii_text = text.isascii()
+    fields = _LINES.findall(text.lower() if ascii_text else text)
     if len(fields) != len(physical):  # pragma: no cover - one match per line, by construction
         return {}
     plain = np.array([bool(f[0]) for f in fields])
@@ -184,7 +187,8 @@ def _runs(text: str, physical: list[str], start: int) -> dict[int, tuple[int, li
                 break
             after += 1
         if stop > first:
-            found[first] = (stop - first, fields[first:stop])
+            run = fields[first:stop]
+            found[first] = (stop - first, run if ascii_text else [tuple(x.lower() for x in f) for f in run])
     return found
 
 
