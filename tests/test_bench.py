@@ -39,8 +39,8 @@ def test_bench_train_reports_the_step_against_its_floor_of_necessary_products():
     floor = _floor_products(system, get_algorithm("c-ep", beta=0.5), batch=2)
     kinds = [kind for kind, *_ in floor]
     # the drive once; free and stacked nudged phases x 4 sweeps x (1 + 2 + 1) products; a rank-k update per block
-    assert kinds == ["drive"] + ["matmul"] * 2 * 4 * 4 + ["gemm"] * 3
-    assert [shapes[1][0] for kind, shapes, *_ in floor if kind == "gemm"] == [2 + 2, 2 * 2 + 2, 2 * 2 + 2]
+    assert kinds == ["drive"] + ["matmul"] * 2 * 4 * 4 + ["update"] * 3
+    assert [shapes[1][0] for kind, shapes, *_ in floor if kind == "update"] == [2 + 2, 2 * 2 + 2, 2 * 2 + 2]
     assert {shapes[0][0] for kind, shapes, *_ in floor if kind == "matmul"} == {2, 4}  # B and the 2 nudged phases
 
     report = bench_train("drn:8-5-6-3", "drn-xl", steps=5, warmup=2, eval_samples=8)

@@ -92,8 +92,8 @@ def _recorded_products(step) -> list[tuple]:
 
 def _product_calls(products: list[tuple], seed: int) -> list:
     """Calls running the bare products on fresh operands of the recorded shapes and layouts (each run once). A
-    "drive" is x W computed as the signed DRN computes its input drive (one BLAS call, or a sum over
-    cache-sized row panels of a block larger than the cache)."""
+    "drive" is x W and an "update" W += left^T right computed as the signed DRN computes them (one BLAS call,
+    or by cache-sized panels of rows of a block larger than the cache)."""
     rng = np.random.default_rng(seed)
 
     def operand(shape, fortran, dtype):
@@ -110,11 +110,19 @@ def _product_calls(products: list[tuple], seed: int) -> list:
         elif kind == "matmul into":
             out = np.empty(np.matmul(*arrays).shape, dtype)
             calls.append(lambda a=arrays[0], b=arrays[1], out=out: np.matmul(a, b, out=out))
+        elif kind == "update":
+            calls.append(lambda w=arrays[0], left=arrays[1], right=arrays[2]: _update(w, left, right))
         else:
             calls.append(lambda w=arrays[0], left=arrays[1], right=arrays[2]: kernels.gemm_into(w, left, right, 1e-3))
     for call in calls:  # operands paged in, BLAS buffers allocated
         call()
     return calls
+
+
+def _update(weights: np.ndarray, left: np.ndarray, right: np.ndarray) -> None:
+    """weights += 1e-3 left^T right as the signed DRN's update makes it: by cache-sized panels of rows."""
+    for where in signed_module._panels(*weights.shape, weights.itemsize):
+        kernels.gemm_into(weights[where], left[:, where], right, 1e-3)
 
 
 def _time_calls(calls: list, repeats: int) -> tuple[float, float]:
@@ -145,7 +153,7 @@ def _floor_products(system, rule, batch: int) -> list[tuple]:
             products.append(("matmul", ((rows, widths[-2]), (widths[-2], widths[-1])), (False, False), dtype))
     for k in range(len(widths) - 1):
         rank = (batch if k == 0 else terms * batch) + 2  # the input block's rows are shared by the phases
-        products.append(("gemm", ((widths[k], widths[k + 1]), (rank, widths[k]), (rank, widths[k + 1])),
+        products.append(("update", ((widths[k], widths[k + 1]), (rank, widths[k]), (rank, widths[k + 1])),
                          (False, False, False), dtype))
     return products
 
