@@ -49,7 +49,7 @@ from aeqprop_circuits.systems.base import (
     PhysicalSystem,
     VelocityCheckpoint,
 )
-from aeqprop_circuits.systems.kernels import gemm_into
+from aeqprop_circuits.systems.kernels import clip, gemm_into
 
 
 def _axpy(x: np.ndarray, y: np.ndarray, alpha: float) -> None:
@@ -423,10 +423,13 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         if self.momentum and self._velocity is None:
             self._velocity = np.zeros_like(self._theta)
         columns, rows = [], []
+        zero, inf = dt(0.0), dt(np.inf)
         for k, (W, (left, right), step) in enumerate(zip(self.weights, pairs, steps)):
             velocity = self._velocity[self._slices[k]].reshape(W.shape) if self.momentum else None
             column, row = np.zeros(W.shape[1], dtype=self.dtype), np.empty(W.shape[0], dtype=self.dtype)
-            for where in _panels(*W.shape, W.itemsize):
+            panels = _panels(*W.shape, W.itemsize)
+            ones_in, ones_out = np.ones(panels[0].stop, dtype=self.dtype), np.ones(W.shape[1], dtype=self.dtype)
+            for where in panels:
                 panel = W[where]
                 if self.momentum:  # velocity <- momentum velocity + gradient; W <- W - step velocity
                     moving = velocity[where]
@@ -435,9 +438,9 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
                     _axpy(moving, panel, -step)
                 else:
                     gemm_into(panel, left[:, where], right, -step)
-                np.maximum(panel, 0, out=panel)  # in place, no boolean mask
-                column += panel.sum(axis=0)
-                row[where] = panel.sum(axis=1)
+                clip(panel, zero, inf, out=panel)  # in place, no boolean mask
+                column += matmul(ones_in[:len(panel)], panel)  # the sums as products: faster than ndarray.sum
+                matmul(panel, ones_out, out=row[where])
             columns.append(column)
             rows.append(row)
         if self.momentum:
