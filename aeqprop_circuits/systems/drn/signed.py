@@ -439,8 +439,8 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
                 else:
                     gemm_into(panel, left[:, where], right, -step)
                 clip(panel, zero, inf, out=panel)  # in place, no boolean mask
-                column += matmul(ones_in[:len(panel)], panel)  # the sums as products: faster than ndarray.sum
-                matmul(panel, ones_out, out=row[where])
+                column += np.matmul(ones_in[:len(panel)], panel)  # the sums as products: faster than ndarray.sum
+                np.matmul(panel, ones_out, out=row[where])
             columns.append(column)
             rows.append(row)
         if self.momentum:
