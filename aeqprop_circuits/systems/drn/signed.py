@@ -271,11 +271,13 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         for _ in range(limit):
             change = 0.0
             for k in order:
-                r = self._incoming(k, V, drive)
+                new = self._incoming(k, V, drive)  # a fresh array: the layer's update is made in it
                 if k < last:
-                    new = np.clip(r / D[k], self._low[k], self._high[k])
+                    new /= D[k]
+                    clip(new, self._low[k], self._high[k], out=new)
                 else:
-                    new = (r + pull) / D_out
+                    new += pull
+                    new /= D_out
                 if self.iterations is None:
                     change = max(change, float(np.abs(new - V[k]).max(initial=0.0)))
                 V[k] = new
@@ -295,7 +297,9 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         """Current into free layer k from its neighbouring layers, sum_j g_ij V_j, plus its bias current."""
         r = drive if k == 0 else matmul(V[k - 1], self.weights[k]) + self.biases[k]
         if k + 1 < len(V):
-            r = r + matmul(V[k + 1], self.weights[k + 1].T)
+            ahead = matmul(V[k + 1], self.weights[k + 1].T)
+            ahead += r  # = r + ahead, in a fresh array of the layer's size (r may be the cached drive)
+            r = ahead
         return r
 
     def _gradient(self, V, phase: Phase) -> list:
