@@ -46,4 +46,4 @@ def test_bench_train_reports_the_step_against_its_floor_of_necessary_products():
     report = bench_train("drn:8-5-6-3", "drn-xl", steps=5, warmup=2, eval_samples=8)
     assert report["floor_calls_per_step"] == len(floor) and report["ms_per_step_floor"] > 0
     assert report["step_over_floor_cpu"] > 0 and report["velocity_mb"] == 0.0
-    assert "step / floor" in format_report(report)
+    assert "step / floor" in format_report(report) and report["peak_traced_evaluation_mb"] > 0

@@ -20,8 +20,9 @@ input drive x W1 once per batch (shared by every phase of the step), the relaxat
 weight block (k = the contrast's rows). The report gives step / floor: how far the step is from
 its necessary matrix products and weight traffic.
 Memory: the process's peak resident set (ru_maxrss, dataset included), the peak of Python/numpy
-allocations while the system is built and during 20 traced steps (tracemalloc), against theta
-(and the momentum's velocity, when the preset sets one).
+allocations while the system is built, during 20 traced steps and while a batch of 512 test
+images settles (tracemalloc), against theta (and the momentum's velocity, when the preset sets
+one).
 """
 
 from __future__ import annotations
@@ -229,11 +230,16 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
     for start in range(0, eval_samples, 512):
         system.outputs(system.settle(Phase(x[start:start + 512])))
     e_wall, e_cpu = time.perf_counter() - e_wall, time.process_time() - e_cpu
+    tracemalloc.start()
+    system.outputs(system.settle(Phase(x[:512])))
+    evaluation_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
     steps_per_epoch = TRAIN_SIZE // batch
     evaluation = TEST_SIZE / eval_samples
     return {
         "model": model, "algorithm": algorithm, "batch": batch, "iterations": system.iterations,
         "dtype": str(system.dtype), "parameters": system.n_parameters, "data": source, "steps": steps,
+        "eval_samples": eval_samples,
         "step_path": "fused one-hidden-layer step" if fused else "generic phases",
         "ms_per_step_wall": 1e3 * wall / steps, "ms_per_step_cpu": 1e3 * cpu / steps,
         "ms_per_step_matmul": 1e3 * gemm_seconds / steps, "matmul_calls_per_step": gemm_calls / steps,
@@ -251,6 +257,7 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
         "peak_rss_mb": peak_rss,
         "peak_traced_step_mb": traced_peak / 2**20,
         "peak_traced_build_mb": build_peak / 2**20,
+        "peak_traced_evaluation_mb": evaluation_peak / 2**20,
         "theta_mb": system.n_parameters * system.dtype.itemsize / 2**20,
         "momentum": system.momentum,
         "velocity_mb": system.n_parameters * system.dtype.itemsize / 2**20 if system.momentum else 0.0,
@@ -280,7 +287,8 @@ def format_report(r: dict) -> str:
         f"  memory:  peak RSS {r['peak_rss_mb']:.0f} MB (dataset included), peak allocations in a step "
         f"{r['peak_traced_step_mb']:.2f} MB, theta {r['theta_mb']:.2f} MB"
         + (f" + velocity {r['velocity_mb']:.2f} MB" if r["velocity_mb"] else "")
-        + f", building it {r['peak_traced_build_mb']:.2f} MB at peak",
+        + f", building it {r['peak_traced_build_mb']:.2f} MB at peak, evaluating a batch of "
+        f"{min(512, r['eval_samples'])} {r['peak_traced_evaluation_mb']:.2f} MB",
         f"  machine: {os.cpu_count()} cores, runnable processes {r['runnable'][0]} -> {r['runnable'][1]}, "
         f"OPENBLAS_NUM_THREADS={r['blas_threads']}",
     ]
