@@ -195,3 +195,19 @@ def test_train_command_takes_the_integral_least_control_controller(tmp_path):
                                        "--out", str(tmp_path / "bad")])
     assert result.exit_code != 0 and "least-control controller" in result.output
     assert "Traceback" not in result.output
+
+
+def test_both_controllers_act_on_a_hardwares_own_device_laws():
+    """On a mismatched, nonlinear hardware (I = g (V + gamma V^3)) the observing controller relaxes the hardware
+    itself and the oracle solves with its laws: the same least control, unlike the netlist's."""
+    from aeqprop_circuits.systems.hardware import HardwareSpec, build_hardware
+
+    model = CircuitSystem(CIRCUITS["linear"]())
+    hardware = build_hardware(model, HardwareSpec("nonlinear", 0.05, 1, 1.0))
+    x, y = batch(model, size=3)
+    oracle = get_algorithm("lcp").estimate(hardware, x, y)
+    integral = get_algorithm("lcp", controller="integral").estimate(hardware, x, y)
+    assert integral.extras["control_cost"] == pytest.approx(oracle.extras["control_cost"], rel=1e-6)
+    assert np.allclose(integral.gradient, oracle.gradient, rtol=1e-5, atol=1e-7 * np.abs(oracle.gradient).max())
+    assert oracle.extras["control_cost"] != pytest.approx(get_algorithm("lcp").estimate(model, x, y)
+                                                          .extras["control_cost"], rel=1e-2)

@@ -37,8 +37,7 @@ import scipy.sparse.linalg as spla
 
 from aeqprop_circuits.circuit.circuit import Circuit, Sources
 from aeqprop_circuits.circuit.energy import Nudge, Problem, structure
-from aeqprop_circuits.errors import AeqpropError, DivergenceError
-from aeqprop_circuits.solvers import solve
+from aeqprop_circuits.errors import AeqpropError, CircuitError, DivergenceError
 from aeqprop_circuits.solvers.coordinate import box_bounds
 
 MEASURES = ("current", "voltage")
@@ -77,7 +76,7 @@ def least_control(system, inputs: np.ndarray, target: np.ndarray, start: np.ndar
     circuit = system.circuit
     inputs, target = np.atleast_2d(inputs), np.atleast_2d(target)
     # A nudge of zero conductance adds no energy; its target makes the output offset V_out - y.
-    problem = Problem(circuit, circuit.source_values(inputs), system.conductance, Nudge(0.0, target))
+    problem = system._problem(circuit, circuit.source_values(inputs), Nudge(0.0, target))  # its device laws
     B, n = problem.batch, problem.n_free
     low, high = box_bounds(problem)
     z = np.zeros((B, n)) if start is None else np.array(start, dtype=np.float64)
@@ -230,9 +229,10 @@ class InjectionHandle:
         sources = np.hstack([np.tile(self._base, (copies, 1)), psi.reshape(-1, self.channels) * self._system.g0])
         x0 = None if self._last is None else np.tile(self._last.free, (copies, 1))
         system = self._system
-        method = "auto" if system.solver == "layered" else system.solver
-        result = solve(self._circuit, sources=sources, conductance=system.conductance, method=method, x0=x0,
-                       **system.solver_options)
+        try:  # the system's own physics (a hardware's device laws included) on the instrumented circuit
+            result = system._solve(self._circuit, sources, None, x0, None)
+        except CircuitError as err:
+            raise DivergenceError(f"the circuit did not settle under the controller's currents: {err}") from None
         if not result.success:
             raise DivergenceError(f"the circuit did not settle under the controller's currents: {result.message}")
         self.relaxations += copies
