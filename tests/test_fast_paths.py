@@ -319,7 +319,9 @@ def test_layered_newton_objective_is_the_co_content_with_the_hidden_layer_elimin
         energies.append(problem.energy(z))
         hidden, reference = by_layer(problem.gradient(z), problem, structure.layers)
         assert_close([gradient], [reference[:, objective.cols]], "output gradient")
-        hidden, scale = hidden[:, objective.rows], np.abs(objective.Dh * h).max()
+        # KCL relative to the currents that meet at a node (the diagonal's Dh*h or a branch's current)
+        currents = np.abs(problem.branch_currents(z)["resistors"]).max()
+        hidden, scale = hidden[:, objective.rows], max(np.abs(objective.Dh * h).max(), currents)
         at_low, at_high = h <= objective.lo_h, h >= objective.hi_h
         assert np.all(np.abs(hidden[~(at_low | at_high)]) <= RTOL * scale), "hidden KCL"
         assert np.all(hidden[at_high] <= RTOL * scale) and np.all(hidden[at_low] >= -RTOL * scale), "hidden bounds"
