@@ -6,6 +6,9 @@
   the other lines are expected output and are not compared. Files the page asks the reader
   to write are fenced blocks preceded by ``<!-- file: NAME -->``; they are written into the
   scratch directory first, next to a link to the repository's ``netlists/``.
+- Every other `aeqprop ...` command of README.md, docs/ and scripts/README.md (the sweeps,
+  long trainings, reproductions and benchmarks too long to run here) parses against the
+  command tree: its subcommand, options, literal choice values, presets and model options exist.
 - Every relative link in README.md and docs/ resolves, and so does every path into the
   repository that the text names (``netlists/...``, ``tests/...``, ``scripts/...``).
 - README, docs and the code speak of the software only: no numbered stages of its
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -245,3 +249,282 @@ CODE = [path for folder in ("aeqprop_circuits", "tests", "scripts") for path in 
 def test_code_speaks_of_the_software_only():
     hits = process_word_hits(CODE)
     assert not hits, f"{len(hits)} lines of code talk about the development process:\n" + "\n".join(hits)
+
+
+# --- every documented command parses --------------------------------------------------------
+# Commands too long to run in a test (sweeps, long trainings, reproductions, bench) are not run,
+# but each `aeqprop ...` line of README.md, docs/ and scripts/README.md (fenced and indented
+# blocks, and inline code) is parsed against the command tree: the subcommand exists, every
+# option exists, a literal value converts to the option's type and is one of its choices, a
+# --preset names a preset, a --set KEY=VALUE names an option of the model. Shell around the
+# command is understood: `$ ` prompts, backslash continuations, comments, `;`, `&&`, `||`, pipes,
+# loops, redirections, leading VAR=value assignments, {a,b} brace lists. A word holding a shell
+# variable ($s, "$@"), a placeholder in capitals (DIR, RUN_DIR, NAME) or `...` is not checked as
+# a value. Inline code is read as a synopsis: its options are checked, its values only when literal.
+
+COMMAND_PAGES = [*PAGES, ROOT / "scripts" / "README.md"]
+SHELL_LANGUAGES = {"", "console", "bash", "sh", "shell", "text"}
+OPERATORS = {";", "&&", "||", "|", "&", "(", ")", ";;", "|&"}
+REDIRECTION = re.compile(r"^\d*(?:>>?|<|>&|&>)")
+ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
+PREFIX_WORDS = {"$", "do", "then", "else", "time", "nohup", "env", "exec", "!", "{", "}"}
+UNCHECKED = re.compile(r"\$|\.\.\.|\||(?<![a-z])[A-Z][A-Z0-9_]+(?![a-z])|^[A-Z]$")
+
+
+def shell_lines(page: Path):
+    """(line number, logical shell line) of the page's fenced shell blocks and indented blocks."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    found, fenced = [], set()
+    for _, language, body, start in fenced_blocks("\n".join(lines)):
+        fenced.update(range(start - 1, start + body.count("\n") + 2))
+        if language not in SHELL_LANGUAGES:
+            continue
+        body_lines = body.splitlines()
+        if language == "console":  # only the `$ ` lines, with their continuations
+            keep, going = [], False
+            for line in body_lines:
+                going = line.startswith("$ ") or going
+                keep.append(line if going else "")
+                going = going and line.rstrip().endswith("\\")
+            body_lines = keep
+        found += join_continuations(body_lines, start + 1)
+    block, first = [], None
+    for number, line in enumerate([*lines, "end"]):
+        prose = number in fenced or not line.startswith("    ")
+        if line.strip() and not prose and (block or number == 0 or not lines[number - 1].strip()):
+            first = first or number + 1
+            block.append(line)
+        elif block and not line.strip() and number not in fenced:
+            block.append("")
+        else:
+            found += join_continuations(block, first) if block else []
+            block, first = [], None
+    return found
+
+
+def join_continuations(lines: list[str], first: int):
+    """(line number, line) with trailing-backslash continuations joined and `#` comments dropped."""
+    result, current, where = [], "", None
+    for offset, line in enumerate(lines):
+        line = re.sub(r"(^|\s)#.*$", "", line).rstrip()
+        if where is None:
+            where = first + offset
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        result.append((where, current + line))
+        current, where = "", None
+    if current.strip():
+        result.append((where, current))
+    return result
+
+
+def expand_braces(word: str) -> list[str]:
+    """Bash brace expansion of one word: a{b,c}d -> abd acd (no nesting)."""
+    match = re.search(r"\{([^{}]*,[^{}]*)\}", word)
+    if not match:
+        return [word]
+    return [expanded for part in match.group(1).split(",")
+            for expanded in expand_braces(word[:match.start()] + part + word[match.end():])]
+
+
+def aeqprop_commands(line: str) -> list[list[str]]:
+    """The argument lists of the `aeqprop` commands in one shell line (None when it does not tokenize)."""
+    line = re.sub(r"(?<=\s)\d+(?=[<>])", "", line)  # 2>&1: the descriptor belongs to the redirection
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|()<>")
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    try:
+        tokens = list(lexer)
+    except ValueError:
+        return [None] if re.search(r"(^|[\s;&|(])aeqprop\s", line) else []
+    segments, current = [], []
+    for token in tokens:
+        if token in OPERATORS:
+            segments.append(current)
+            current = []
+        else:
+            current.append(token)
+    segments.append(current)
+    found = []
+    for words in segments:
+        while words and (words[0] in PREFIX_WORDS or ASSIGNMENT.match(words[0])):
+            words = words[1:]
+        if not words or words[0] != "aeqprop":
+            continue
+        arguments, skip = [], False
+        for word in words[1:]:
+            if skip:
+                skip = False
+            elif REDIRECTION.match(word) or word in {">", ">>", "<"}:
+                skip = REDIRECTION.fullmatch(word) is not None or word in {">", ">>", "<"}
+            else:
+                arguments += expand_braces(word)
+        found.append(arguments)
+    return found
+
+
+def inline_commands(page: Path):
+    """(line number, command text) of the inline code spans that hold an `aeqprop` command."""
+    text = page.read_text(encoding="utf-8")
+    text = re.sub(r"^(`{3,}|~{3,}).*?^\1", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.M | re.S)
+    for match in re.finditer(r"(?<!`)`([^`]+)`(?!`)", text):
+        span = match.group(1).replace("\\|", "|").replace("\n", " ")
+        if re.search(r"(^|[\s;&|(])aeqprop\s+[a-z]", span):  # [--option] optional, A|B alternatives
+            span = re.sub(r"(?<=\S)\|(?=\S)", " ", span.replace("[", " ").replace("]", " "))
+            yield text.count("\n", 0, match.start()) + 1, span
+
+
+def command_tree() -> dict:
+    from aeqprop_circuits.cli.main import main
+
+    return main
+
+
+def literal(value: str) -> bool:
+    return not UNCHECKED.search(value)
+
+
+def check_arguments(arguments: list[str], synopsis: bool) -> list[str]:
+    """What is wrong with `aeqprop ARGUMENTS` (empty when it parses); `synopsis`: inline code, lenient."""
+    import click
+
+    command, path = command_tree(), ["aeqprop"]
+    while isinstance(command, click.Group):
+        if not arguments or arguments[0].startswith("-"):
+            return [] if not arguments or arguments[0] in ("-h", "--help", "--version") else \
+                [f"{' '.join(path)}: {arguments[0]} before a subcommand"]
+        name = arguments[0]
+        if name not in command.commands:
+            if synopsis and not literal(name):
+                return []
+            return [f"{' '.join(path)} has no subcommand '{name}' (it has {', '.join(sorted(command.commands))})"]
+        command, path, arguments = command.commands[name], [*path, name], arguments[1:]
+    where = " ".join(path)
+    options = {}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            for name in (*param.opts, *param.secondary_opts):
+                options[name] = param
+    positional, given, problems, open_ended, i = [], [], [], False, 0
+    while i < len(arguments):
+        word = arguments[i]
+        i += 1
+        if not literal(word) and not word.startswith("--"):
+            open_ended = open_ended or "$@" in word or "..." in word or "$*" in word
+            positional.append(word)
+            continue
+        if word == "--":
+            positional += arguments[i:]
+            break
+        if not word.startswith("-") or word == "-":
+            positional.append(word)
+            continue
+        name, equals, value = word.partition("=")
+        if name in ("-h", "--help"):
+            continue
+        if name not in options:
+            if literal(name):
+                problems.append(f"{where}: no option {name}")
+            continue
+        param = options[name]
+        if param.is_flag or param.count:
+            continue
+        if not equals:
+            if i >= len(arguments) or synopsis and arguments[i].startswith("-"):
+                if not synopsis:
+                    problems.append(f"{where}: {name} needs a value")
+                continue
+            value = arguments[i]
+            i += 1
+        given.append((param, name, value))
+    for param, name, value in given:
+        problems += check_value(command, where, param, name, value, given, positional)
+    if not synopsis and not open_ended:
+        arguments_taken = [p for p in command.params if isinstance(p, click.Argument)]
+        if not any(p.nargs == -1 for p in arguments_taken) and len(positional) > len(arguments_taken):
+            problems.append(f"{where}: unexpected argument(s) {' '.join(positional[len(arguments_taken):])}")
+        required = [p for p in arguments_taken if p.required]
+        if len(positional) < len(required):
+            problems.append(f"{where}: missing argument {required[len(positional)].human_readable_name}")
+    return problems
+
+
+def check_value(command, where, param, name, value, given, positional) -> list[str]:
+    """A literal value of an option: its type and choices, and the settings checkers of the package."""
+    import click
+
+    from aeqprop_circuits.errors import AeqpropError
+    from aeqprop_circuits.experiments.config import FIELDS, check_setting, parse_settings
+    from aeqprop_circuits.experiments.presets import PRESETS
+    from aeqprop_circuits.learning.algorithms import algorithm_names
+    from aeqprop_circuits.systems.models import check_model_options
+
+    if not literal(value):
+        return []
+    label = f"{where}: {name} {value}"
+    if not isinstance(param.type, (click.Path, click.File)) and param.type is not click.STRING:
+        try:
+            converted = param.type.convert(value, param, None)
+        except click.BadParameter as err:
+            return [f"{label}: {err.message}"]
+    else:
+        converted = value
+    subcommand = where.split(" ", 1)[1]
+    if name == "--preset" and subcommand in ("train", "gradcheck") and value not in PRESETS:
+        return [f"{label}: no such preset (presets: {', '.join(PRESETS)})"]
+    rules = algorithm_names()
+    if (name == "--algorithm" and subcommand in ("gradcheck", "bench train") or name == "--reference"
+            and subcommand == "gradcheck" and value not in ("exact-gradient", "ep", "oracle")) and value not in rules:
+        return [f"{label}: no such rule (rules: {', '.join(rules)})"]
+    if name == "--by" and subcommand == "summary" and value not in FIELDS:
+        return [f"{label}: not a setting of config.json"]
+    if subcommand == "train" and param.name in FIELDS:
+        try:
+            check_setting(param.name, converted)
+        except AeqpropError as err:
+            return [f"{label}: {err}"]
+    if name == "--set" and subcommand in ("train", "gradcheck"):
+        values = {p.name: v for p, _, v in given}
+        model = values.get("model_option") or (positional[0] if positional else None)
+        if model is None and values.get("preset") in PRESETS:
+            model = PRESETS[values["preset"]].get("model")
+        if model is None or not literal(model):
+            return []
+        try:
+            check_model_options(model, parse_settings([value]))
+        except AeqpropError as err:
+            return [f"{label}: {err}"]
+    return []
+
+
+@functools.cache
+def documented_commands() -> tuple:
+    """(page:line, command text, argument list or None, synopsis?) of every documented aeqprop command."""
+    found = []
+    for page in COMMAND_PAGES:
+        for number, line in shell_lines(page):
+            for arguments in aeqprop_commands(line):
+                found.append((f"{rel(page)}:{number}", line.strip(), arguments, False))
+        for number, span in inline_commands(page):
+            for arguments in aeqprop_commands(span):
+                found.append((f"{rel(page)}:{number}", span.strip(), arguments, True))
+    return tuple(found)
+
+
+def test_the_docs_commands_are_found():
+    found = documented_commands()
+    blocks = [entry for entry in found if not entry[3]]
+    assert len(blocks) >= 100 and len(found) >= 200, f"only {len(blocks)} block and {len(found)} commands found"
+    kinds = {" ".join(arguments[:1]) for _, _, arguments, _ in found if arguments}
+    assert {"train", "sweep", "reproduce", "bench", "summary", "meta"} <= kinds
+
+
+def test_every_documented_command_parses():
+    failures = []
+    for where, text, arguments, synopsis in documented_commands():
+        if arguments is None:
+            failures.append(f"{where}: cannot split into words: {text[:100]}")
+            continue
+        failures += [f"{where}: {problem}\n    {text[:160]}" for problem in check_arguments(arguments, synopsis)]
+    assert not failures, f"{len(failures)} documented commands do not follow the CLI:\n" + "\n".join(failures)
