@@ -364,10 +364,14 @@ def aeqprop_commands(line: str) -> list[list[str]]:
     return found
 
 
+def without_fenced_blocks(text: str) -> str:
+    """The text with each fenced block's lines emptied (line numbers kept)."""
+    return re.sub(r"^(`{3,}|~{3,}).*?^\1", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.M | re.S)
+
+
 def inline_commands(page: Path):
     """(line number, command text) of the inline code spans that hold an `aeqprop` command."""
-    text = page.read_text(encoding="utf-8")
-    text = re.sub(r"^(`{3,}|~{3,}).*?^\1", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.M | re.S)
+    text = without_fenced_blocks(page.read_text(encoding="utf-8"))
     for match in re.finditer(r"(?<!`)`([^`]+)`(?!`)", text):
         span = match.group(1).replace("\\|", "|").replace("\n", " ")
         if re.search(r"(^|[\s;&|(])aeqprop\s+[a-z]", span):  # [--option] optional, A|B alternatives
@@ -440,6 +444,14 @@ def check_arguments(arguments: list[str], synopsis: bool) -> list[str]:
         given.append((param, name, value))
     for param, name, value in given:
         problems += check_value(command, where, param, name, value, given, positional)
+    if where == "aeqprop sweep" and positional and literal(positional[0]) and (ROOT / positional[0]).is_file():
+        from aeqprop_circuits.errors import AeqpropError
+        from aeqprop_circuits.experiments.sweep.spec import load_spec
+
+        try:
+            load_spec(str(ROOT / positional[0]))
+        except AeqpropError as err:
+            problems.append(f"{where}: {positional[0]}: {err}")
     if not synopsis and not open_ended:
         arguments_taken = [p for p in command.params if isinstance(p, click.Argument)]
         if not any(p.nargs == -1 for p in arguments_taken) and len(positional) > len(arguments_taken):
@@ -528,3 +540,22 @@ def test_every_documented_command_parses():
             continue
         failures += [f"{where}: {problem}\n    {text[:160]}" for problem in check_arguments(arguments, synopsis)]
     assert not failures, f"{len(failures)} documented commands do not follow the CLI:\n" + "\n".join(failures)
+
+
+def test_every_option_the_docs_name_exists():
+    """Inline code that starts with an option (`--hardware mismatch`) names an option of some aeqprop command."""
+    import click
+
+    names, commands = set(), [command_tree()]
+    while commands:
+        command = commands.pop()
+        names.update(name for param in command.params if isinstance(param, click.Option)
+                     for name in (*param.opts, *param.secondary_opts))
+        commands += list(getattr(command, "commands", {}).values())
+    unknown = []
+    for page in COMMAND_PAGES:
+        text = without_fenced_blocks(page.read_text(encoding="utf-8"))
+        for match in re.finditer(r"(?<!`)`(--[a-z][\w-]*)[^`]*`(?!`)", text):
+            if match.group(1) not in names:
+                unknown.append(f"{rel(page)}:{text.count(chr(10), 0, match.start()) + 1}: {match.group(0)}")
+    assert not unknown, "options the docs name that no aeqprop command has:\n" + "\n".join(unknown)
