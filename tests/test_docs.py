@@ -559,3 +559,22 @@ def test_every_option_the_docs_name_exists():
             if match.group(1) not in names:
                 unknown.append(f"{rel(page)}:{text.count(chr(10), 0, match.start()) + 1}: {match.group(0)}")
     assert not unknown, "options the docs name that no aeqprop command has:\n" + "\n".join(unknown)
+
+
+def test_every_sweep_spec_the_docs_show_loads(tmp_path):
+    """A JSON, TOML or YAML block with a "grid" is a sweep spec: it loads and validates."""
+    from aeqprop_circuits.errors import AeqpropError
+    from aeqprop_circuits.experiments.sweep.spec import load_spec
+
+    failures, shown = [], 0
+    for page in COMMAND_PAGES:
+        for _, language, body, line in fenced_blocks(page.read_text(encoding="utf-8")):
+            if language in ("json", "toml", "yaml") and "grid" in body:
+                shown += 1
+                path = tmp_path / f"spec{shown}.{language}"
+                path.write_text(body + "\n", encoding="utf-8")
+                try:
+                    load_spec(str(path))
+                except AeqpropError as err:
+                    failures.append(f"{rel(page)}:{line}: {err}")
+    assert shown >= 2 and not failures, "sweep specs in the docs that do not load:\n" + "\n".join(failures)
