@@ -265,7 +265,7 @@ def test_code_speaks_of_the_software_only():
 COMMAND_PAGES = [*PAGES, ROOT / "scripts" / "README.md"]
 SHELL_LANGUAGES = {"", "console", "bash", "sh", "shell", "text"}
 OPERATORS = {";", "&&", "||", "|", "&", "(", ")", ";;", "|&"}
-REDIRECTION = re.compile(r"^\d*(?:>>?|<|>&|&>)")
+REDIRECTIONS = {">", ">>", "<", "<<", ">&", "&>", ">|"}  # each followed by its target
 ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
 PREFIX_WORDS = {"$", "do", "then", "else", "time", "nohup", "env", "exec", "!", "{", "}"}
 UNCHECKED = re.compile(r"\$|\.\.\.|\||(?<![a-z])[A-Z][A-Z0-9_]+(?![a-z])|^[A-Z]$")
@@ -352,12 +352,10 @@ def aeqprop_commands(line: str) -> list[list[str]]:
             words = words[1:]
         if not words or words[0] != "aeqprop":
             continue
-        arguments, skip = [], False
-        for word in words[1:]:
-            if skip:
-                skip = False
-            elif REDIRECTION.match(word) or word in {">", ">>", "<"}:
-                skip = REDIRECTION.fullmatch(word) is not None or word in {">", ">>", "<"}
+        arguments, rest = [], iter(words[1:])
+        for word in rest:
+            if word in REDIRECTIONS:
+                next(rest, None)
             else:
                 arguments += expand_braces(word)
         found.append(arguments)
@@ -379,13 +377,15 @@ def inline_commands(page: Path):
             yield text.count("\n", 0, match.start()) + 1, span
 
 
-def command_tree() -> dict:
+def command_tree():
+    """The `aeqprop` click group."""
     from aeqprop_circuits.cli.main import main
 
     return main
 
 
 def literal(value: str) -> bool:
+    """A value as the reader types it: no shell variable, placeholder in capitals, `...` or alternatives."""
     return not UNCHECKED.search(value)
 
 
@@ -522,6 +522,27 @@ def documented_commands() -> tuple:
             for arguments in aeqprop_commands(span):
                 found.append((f"{rel(page)}:{number}", span.strip(), arguments, True))
     return tuple(found)
+
+
+def test_the_command_reader_understands_the_shell(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("Text `aeqprop plot DIR` and `aeqprop summary PATH... [--by KEY]`.\n\n"
+                    "    for s in 0 1; do  # seeds\n"
+                    "      OPENBLAS_NUM_THREADS=1 aeqprop train --preset drn-xs --seed $s \\\n"
+                    "        --out runs/x$s > log-$s.txt 2>&1 && aeqprop plot runs/x$s\n"
+                    "    done\n\n"
+                    "```console\n$ aeqprop compare runs/{a,b} --last 2 | tee table.md\noutput aeqprop x\n```\n",
+                    encoding="utf-8")
+    blocks = [(number, arguments) for number, line in shell_lines(page) for arguments in aeqprop_commands(line)]
+    assert blocks == [(9, ["compare", "runs/a", "runs/b", "--last", "2"]),
+                      (4, ["train", "--preset", "drn-xs", "--seed", "$s", "--out", "runs/x$s"]),
+                      (4, ["plot", "runs/x$s"])]
+    spans = [(number, aeqprop_commands(span)) for number, span in inline_commands(page)]
+    assert spans == [(1, [["plot", "DIR"]]), (1, [["summary", "PATH...", "--by", "KEY"]])]
+    assert check_arguments(["train", "--preset", "drn-xs", "--seed", "$s", "--out", "runs/x$s"], False) == []
+    problems = check_arguments(["train", "--presets", "drn-xs", "--solver", "spicy", "--lr", "-1"], False)
+    assert [problem.split(":")[1] for problem in problems] == [" no option --presets", " --solver spicy",
+                                                                " --lr -1"], problems
 
 
 def test_the_docs_commands_are_found():
