@@ -251,6 +251,18 @@ def test_code_speaks_of_the_software_only():
     assert not hits, f"{len(hits)} lines of code talk about the development process:\n" + "\n".join(hits)
 
 
+CODE_DOC_PATH = re.compile(r"\bdocs/[\w./-]+?\.md\b")
+
+
+def test_every_docs_page_the_code_names_exists():
+    """Docstrings, comments and help texts point at pages of docs/: a moved page must be named anew."""
+    missing = [f"{rel(path)}:{number}: {match}"
+               for path in CODE
+               for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+               for match in CODE_DOC_PATH.findall(line) if not (ROOT / match).exists()]
+    assert not missing, "docs pages the code names that do not exist:\n" + "\n".join(missing)
+
+
 # --- every documented command parses --------------------------------------------------------
 # Commands too long to run in a test (sweeps, long trainings, reproductions, bench) are not run,
 # but each `aeqprop ...` line of README.md, docs/ and scripts/README.md (fenced and indented

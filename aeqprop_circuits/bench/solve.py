@@ -197,7 +197,7 @@ def _v(volts) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    """The tables of docs/benchmarks.md."""
+    """The solver tables of docs/results/speed.md."""
     lines = ["### Operating point, one sample: ours vs ngspice `.op` (ideal diodes)", "",
              "| H | resistors | ngspice load + .op (s) | ngspice .op only (s) | ours: layered (ms) "
              "| ours: coordinate (ms) | auto runs | speed-up load+op / layered | speed-up .op / layered "

@@ -32,7 +32,7 @@ def sweep(spec_file, scheduler, workers, out, retries, processes, list_only, qui
     """Train every point of SPEC's grid (seeds x algorithms x hyperparameters x models) and summarise.
 
     SPEC is a JSON, TOML or YAML file: {"base": {train options}, "grid": {option: [values]}}.
-    Each point trains in DIR/points/KEY=VALUE,... (see docs/sweeps.md); DIR/summary.md,
+    Each point trains in DIR/points/KEY=VALUE,... (see docs/how-to/sweep.md); DIR/summary.md,
     summary.csv and summary.png hold the results. Exit code 4 when some points failed.
     """
     from aeqprop_circuits.experiments.sweep.runner import (

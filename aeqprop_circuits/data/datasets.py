@@ -217,7 +217,7 @@ def random_hflip(x: np.ndarray, image_shape: tuple[int, ...], rng: np.random.Gen
 
     The Fashion-MNIST training-set augmentation of the papers' code (Aeqprop, the DRN scripts)
     and of the EBL study (App. D); without it our runs fitted the training set far more closely
-    than the papers' (docs/hopfield.md, "The authors' code against ours").
+    than the papers' (docs/results/aeqprop.md).
     """
     mirrored = x.reshape(len(x), -1, image_shape[-1])[..., ::-1].reshape(x.shape)
     return np.where(rng.random((len(x), 1)) < 0.5, mirrored, x)

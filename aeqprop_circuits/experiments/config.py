@@ -48,7 +48,7 @@ def _doc(text: str, **extra) -> dict:
 class TrainConfig:
     """Everything a training run needs; `config.json` holds it, so a run can be repeated or resumed.
 
-    The defaults train the shipped circuit netlists (docs/results.md has the validation runs
+    The defaults train the shipped circuit netlists (docs/results/circuits.md has the validation runs
     behind them): centered EP with the oracle controller for Aeqprop, lr decay 0.95 per epoch.
     """
 
@@ -267,7 +267,7 @@ def _check_field(f, value) -> None:
 
 # --- resolution ----------------------------------------------------------------------------------
 # Per dataset, over the defaults (netlist runs only): Wine at lr 2 keeps its validation accuracy but
-# some steps raise the Lyapunov function; at lr 0.5 none do (docs/results.md, "How the defaults were chosen").
+# some steps raise the Lyapunov function; at lr 0.5 none do (docs/results/circuits.md, "How the defaults were chosen").
 DATASET_DEFAULTS = {"wine": {"lr": 0.5, "epsilon": 2.5}}
 # Under a preset, settings the preset does not name take these neutral values instead of the
 # netlist defaults: no decay, the joint relaxation of Theorems 1-3, unit targets.

@@ -13,7 +13,7 @@ References:
 An Aeqprop rule is checked at each epsilon given. An epsilon given per parameter group
 ({"w1": 3e-6, "w2": 0.3, "b": 0.3}) also gives the comparison per group. The curvature |h|
 of F(theta) = min_s E (largest |eigenvalue| of its Hessian, one settle per parameter) bounds the
-epsilon a proportional controller can hold, a = epsilon |h| < 1 (docs/training.md).
+epsilon a proportional controller can hold, a = epsilon |h| < 1 (docs/how-to/proportional-controller.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ them equal), so a change to a builder or to the netlist writer shows up as a cha
 The classifiers start from conductances twice the builder's default (each node's total input
 conductance about 2 g0): from the default, the first lr = 2 step of the default training
 settings overshoots (its batch's Lyapunov function doubles, L_{-0.2;0.2} 0.156 -> 0.33 at
-seed 0), from twice it descends (0.143 -> 0.085); docs/results.md, Iris and Wine.
+seed 0), from twice it descends (0.143 -> 0.085); docs/results/circuits.md.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Rates given per parameter group ({"w1": ..., "b": ...}) are resolved by the syst
 
 Deep resistive networks
 -----------------------
-Hyperparameters of deep-resistive-network runs: `aeqprop train --preset drn-xs` (docs/drn.md).
+Hyperparameters of deep-resistive-network runs: `aeqprop train --preset drn-xs` (docs/results/drn.md).
 
 Sources. "paper" = Scellier 2024, "A fast algorithm to simulate nonlinear resistive networks"
 (ICML), as run by its code: github.com/rain-neuromorphics/energy-based-learning,
@@ -54,7 +54,8 @@ DRN_PRESETS: dict[str, dict] = {
         "beta": 0.1,  # tuned here (paper: nudging = 1.0 in its units; see the module docstring)
         "lr": {"w1": 3e-5, "w2": 0.03, "b": 0.03},  # tuned here (paper: 0.006 for all, its units)
         # Aeqprop: epsilon = lr / beta, the c-ep rates. With the oracle controller and one parameter relaxation
-        # the step is then exactly c-ep's at +-beta/2 (`aeqprop train` runs it in place, docs/training.md).
+        # the step is then exactly c-ep's at +-beta/2 (`aeqprop train` runs it in place;
+        # docs/explanation/learning-rules.md).
         # On the generic operator loop (--relax-rounds > 1, --controller proportional) this epsilon collapses
         # the input block (docs/results/drn.md); use epsilon {"w1": 3e-7, "w2": 0.03, "b": 0.03} there.
         "epsilon": {"w1": 3e-4, "w2": 0.3, "b": 0.3},
@@ -157,14 +158,13 @@ HOPFIELD_PRESETS: dict[str, dict] = {
             "schedule": "sequential",  # App. C: forward in free phases, backward in nudged
             # C = 1/2 |s_N - y|^2: Sec. 5.3 writes |s_N - y|^2, but with it the pessimistic phase at
             # -beta = -0.5 has a flat output energy and cannot train, while the paper's does; its own
-            # derivations use dC/ds = s - y (docs/hopfield.md, "cost convention")
+            # derivations use dC/ds = s - y (docs/results/ebl-study.md, "The cost convention decides n-ep")
             "cost_scale": 0.5,
             "precision": "float32",
         },
         "data": "fmnist",
         # the authors' code flips half the Fashion-MNIST training images at random (its datasets.py;
-        # not in the paper's text); with it the train error is the paper's (docs/hopfield.md,
-        # "The authors' code against ours")
+        # not in the paper's text); with it the train error is the paper's (docs/results/aeqprop.md)
         "augment": "hflip",
         "beta": 0.5, "batch_size": 32, "epochs": 200,  # Table 2, Table 1 caption
         "epsilon": {"w1": 0.1, "w2": 0.05, "b1": 0.02, "b2": 0.01},  # Table 2
@@ -200,7 +200,8 @@ HOPFIELD_PRESETS: dict[str, dict] = {
         "source": "EBL study: the settings of the reference PyTorch implementation's timing (dense 784-1024-10, "
                   "c-ep, beta 0.2, batch 16, 15 free and 15 nudged iterations); its learning rate, init and "
                   "state space are not given: Aeqprop Table 2 state space, PyTorch's default Linear init "
-                  "U(+-1/sqrt(fan_in)) (= init ebl, gain 1), SGD rate 0.03 from a 1-epoch sweep (docs/hopfield.md)",
+                  "U(+-1/sqrt(fan_in)) (= init ebl, gain 1), SGD rate 0.03 from a 1-epoch sweep "
+                  "(netlists/sweeps/reference-dense-lr.json)",
         "model": "hopfield:784-1024-10",
         "model_options": {
             "bounds": [(0.0, 1.0), (-1.0, 2.0)], "init": "ebl", "gains": [1.0, 1.0],
@@ -222,7 +223,7 @@ HOPFIELD_PRESETS: dict[str, dict] = {
             "threshold": 0.0, "max_iterations": (60, 15),  # T and K of Table 5
             "schedule": "alternating",  # App. C asynchronous updates
             # C = 1/2 |o - y|^2: the paper writes |o - y|^2, its code 0.5 * ((output - target) ** 2)
-            # (network/cost.py), as the Aeqprop authors' (docs/hopfield.md, "cost convention")
+            # (network/cost.py), as the Aeqprop authors' (docs/results/ebl-study.md, "The cost convention decides n-ep")
             "cost_scale": 0.5, "precision": "float16",  # App. C.1: 16-bit
             "input_padding": 2,  # App. D: 28x28 padded to 32x32
             "width": 0.25,  # NOT in the paper: CPU-sized channels (128, 256, 512, 512) x width

@@ -245,7 +245,7 @@ def operate(handle: KnobHandle, controller, inputs, target, beta_1, beta_2, rela
     error. The first hold's residual counts too: the slowly decaying part of its error stays
     in the knobs even when theta happens to pass its target at the end of the second hold.
     Near epsilon = 1/|curvature of F| the proportional hold converges slowly; there a hold
-    within 1 % of theta can leave the step more than 5 % off the oracle's (docs/training.md).
+    within 1 % of theta can leave the step more than 5 % off the oracle's (docs/how-to/proportional-controller.md).
     Returns theta as read after the step, and the outputs read at the end of the first hold
     (the free phase at theta_{t-1}, on which the step's loss is measured).
     """
@@ -268,7 +268,7 @@ def operate(handle: KnobHandle, controller, inputs, target, beta_1, beta_2, rela
             f"{residual / moved if moved else np.inf:.2g} times the step they measure ({moved:.2g}), so the step "
             f"would be mostly the {controller.name} controller's error. At epsilon={np.max(handle.epsilon):g} "
             "the hold converges slowly (or not at all): use a smaller --epsilon (well below the bound in "
-            "docs/training.md, 'The proportional controller') or --controller oracle")
+            "docs/how-to/proportional-controller.md) or --controller oracle")
     return theta, outputs
 
 

@@ -88,7 +88,7 @@ class ProportionalController:
     from its target is an error, not a wrong gradient. Linearised, a round maps the deviation
     by [[a, 1], [-k a, 1 - k]], a = epsilon |curvature of F in theta| (F is concave in
     conductances), whose determinant is a for every gain: when a > 1 no proportional
-    controller holds theta (docs/training.md, "The proportional controller").
+    controller holds theta (docs/how-to/proportional-controller.md).
     """
 
     name = "proportional"

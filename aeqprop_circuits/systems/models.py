@@ -94,7 +94,7 @@ def load_system(model: str, solver: str = "auto", seed: int = 0, **options):
     if circuit != "window":
         raise AeqpropError(f"circuit '{circuit}': expected window (the builder's DRN) or signed (the universal-DRN "
                            "code's excitatory/inhibitory units, bias currents, single outputs)")
-    if solver in ("auto", "layered"):  # dense layer blocks: the DRN's own fast path (docs/drn.md)
+    if solver in ("auto", "layered"):  # dense layer blocks: the DRN's own fast path (docs/explanation/solvers.md)
         from aeqprop_circuits.systems.drn import DRNSystem
 
         return DRNSystem.from_spec(model, seed=seed, **options)

@@ -2,7 +2,7 @@
 
 spec.py reads and validates a sweep spec into points; runner.py runs each point as a dask task
 in its own resumable run directory; summary.py tabulates and plots the results; cli.py is
-`aeqprop sweep`. See docs/sweeps.md.
+`aeqprop sweep`. See docs/how-to/sweep.md.
 """
 
 from aeqprop_circuits.experiments.sweep.spec import Point, SweepSpec, SweepSpecError, load_spec

@@ -17,7 +17,7 @@ is below ~1e-12 V, so its operating point agrees with ours to ~1e-12 V on smooth
 Many rows of one circuit: `spice_rows()` loads the netlist once and solves every row in one
 ngspice `dc` sweep, or by `alter` + `op` per row, with the same result as `spice()`; at DRN-XS
 size the sweep takes ~2.6 s of ngspice time per row where `alter` + `op` takes ~18 s and
-`spice()` ~35 s (docs/drn.md). Both results carry `timing` (SpiceTiming: write, load, analyses,
+`spice()` ~35 s (docs/results/drn.md). Both results carry `timing` (SpiceTiming: write, load, analyses,
 read seconds).
 
 Modules: `session` (libngspice: load, analyse, read vectors), `deck` (the netlists ngspice

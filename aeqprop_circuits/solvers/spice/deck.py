@@ -9,7 +9,7 @@ How elements become SPICE:
 - ideal diodes are written as exponential diodes of `circuit.ideal_diodes.spice_model`
   (tiny IS, small N), so ngspice solves an approximation of the ideal circuit: a conducting
   diode then drops N Vt ln(I / IS) instead of 0 V (tens of mV at mA currents with the
-  default model, see docs/benchmarks.md);
+  default model, see docs/results/speed.md);
 - a resistor trained to 0 S is open: OPEN_CONDUCTANCE.
 """
 
@@ -30,7 +30,7 @@ NGSPICE_MIN_IS = 1e-28
 # An exponential stand-in for ideal diodes close to ideal: a conducting one drops
 # N Vt ln(I / IS) ~ 1 mV at mA currents (26 uV per e-fold of current), against ~40-50 mV for
 # the circuits' default `IdealDiodes.spice_model` (IS = 1e-20 A, N = 0.05); ngspice still
-# converges with it (its junction limiting works in units of N Vt). docs/drn.md measures it.
+# converges with it (its junction limiting works in units of N Vt). docs/results/drn.md measures it.
 NEAR_IDEAL_MODEL = "is=1e-20 n=0.001"
 
 OPEN_CONDUCTANCE = 1e-15  # S: a resistor trained to 0 S, for ngspice (1 POhm passes < 1 fA per volt)
