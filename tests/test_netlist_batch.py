@@ -74,6 +74,7 @@ def test_batch_path_equals_line_by_line_on_random_lines(lines):
     "r1 a b -1\nv1 a 0 1\n", "r1 a b 0\nv1 a 0 1\n", "r1 a b 1e-999\nv1 a 0 1\n",
     "*@ nodes b a\nr1 a b 1k\nr2 b 0 1k\nv1 a 0 1\n",  # nodes listed first, placed by the run
     "*@ output b\n*@ learn r*\nr1 a b 1k\nr2 b 0 1k\nv1 a 0 1\n*@ input v1\n",
+    "*@ output b\n*@ learn r2 range=1u:2u\nr1 a b 1k\nr2 b 0 1k\nv1 a 0 1\n",  # range error names r2's line
     ".subckt s p q\nr1 p q 1k\nr2 q 0 2k\n.ends\nx1 a 0 s\nr1 a 0 1k\nv1 a 0 1\n",
     "r1 a b 1k\r\nr2 b 0 1k\r\nv1 a 0 1\r\n",
     ".control\nr5 a b 1k\n.endc\nr1 a 0 1k\nv1 a 0 1\n",
