@@ -19,6 +19,7 @@ import scipy.sparse.linalg as spla
 
 from aeqprop_circuits.circuit.energy import Problem
 from aeqprop_circuits.errors import CircuitError, SolverError
+from aeqprop_circuits.solvers.result import keep_going
 
 
 def box_bounds(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
@@ -106,11 +107,8 @@ def coordinate(problem: Problem, x0=None, vtol: float = 1e-13, maxiter: int = 10
             new = np.clip(z[:, idx] - grad / d, lo[:, idx], hi[:, idx])
             change = max(change, np.abs(new - z[:, idx]).max())
             z[:, idx] = new
-        if callback is not None:
-            try:
-                callback(problem.energy(z))
-            except StopIteration:
-                return z, sweep, False, "stopped by callback"
+        if callback is not None and not keep_going(callback, problem.energy(z)):
+            return z, sweep, False, "stopped by callback"
         if change <= vtol * (1.0 + np.abs(z).max()):
             success, message = True, "converged: block updates below tolerance"
             break

@@ -37,7 +37,7 @@ from aeqprop_circuits.circuit.circuit import Circuit
 from aeqprop_circuits.circuit.elements import NUDGE
 from aeqprop_circuits.circuit.energy import Nudge, Problem, structure
 from aeqprop_circuits.errors import CircuitError
-from aeqprop_circuits.solvers.result import SolveResult
+from aeqprop_circuits.solvers.result import SolveResult, keep_going
 from aeqprop_circuits.solvers.shockley import Junctions, ShockleyNewton, junction_terms
 
 
@@ -448,11 +448,8 @@ def _sweeps(blocks: Assembly, B, vtol, maxiter, callback, energy_of):
             new = np.clip((c[k] + _neighbour_sum(k, V, couplings, B, len(D[k]))) / D[k], lo[k], hi[k])
             change = max(change, float(np.abs(new - V[k]).max(initial=0.0)))
             V[k] = new
-        if callback is not None:
-            try:
-                callback(energy_of(V))
-            except StopIteration:
-                return V, sweep, False, "stopped by callback"
+        if callback is not None and not keep_going(callback, energy_of(V)):
+            return V, sweep, False, "stopped by callback"
         if change <= vtol * (1.0 + max(float(np.abs(v).max(initial=0.0)) for v in V)):
             return V, sweep, True, "converged: block updates below tolerance"
     return V, maxiter, False, f"no convergence in {maxiter} sweeps"
@@ -549,11 +546,8 @@ def _eliminate_and_newton(objective: OutputObjective, B, vtol, maxiter, callback
             if not pending.any():
                 break
             alpha[pending] *= 0.5
-        if callback is not None:
-            try:
-                callback(value.copy())
-            except StopIteration:
-                return objective.layers(h, o), iteration, False, "stopped by callback"
+        if not keep_going(callback, value):
+            return objective.layers(h, o), iteration, False, "stopped by callback"
         if np.abs(step).max() <= vtol * (1.0 + np.abs(o).max()):
             message = "converged: exact Newton step on the outputs, hidden layer in closed form"
             break

@@ -15,6 +15,7 @@ import scipy.sparse.linalg as spla
 
 from aeqprop_circuits.circuit.energy import Problem
 from aeqprop_circuits.errors import SolverError
+from aeqprop_circuits.solvers.result import keep_going
 
 ARMIJO = 1e-4
 
@@ -61,7 +62,7 @@ def newton(problem: Problem, x0=None, vtol: float = 1e-12, maxiter: int = 200, c
             return z, 0, False, "singular conductance matrix: the circuit has no unique operating point"
         z = z + step
         if callback is not None:
-            _call(callback, problem.energy(z))
+            keep_going(callback, problem.energy(z))
         return z, 1, True, "linear circuit solved by one factorisation"
     for iteration in range(1, maxiter + 1):
         grad = problem.gradient(z)
@@ -73,7 +74,7 @@ def newton(problem: Problem, x0=None, vtol: float = 1e-12, maxiter: int = 200, c
             # Converged. The co-content is flat to rounding here, so a line search would reject
             # this last step on noise and leave the residual ~1e3 times larger: take it whole.
             z = z + step
-            if callback is not None and not _call(callback, problem.energy(z)):
+            if callback is not None and not keep_going(callback, problem.energy(z)):
                 return z, iteration, False, "stopped by callback"
             return z, iteration, True, "converged: Newton step below tolerance"
         alpha = _junction_limit(problem, z, step)
@@ -93,7 +94,7 @@ def newton(problem: Problem, x0=None, vtol: float = 1e-12, maxiter: int = 200, c
             if not pending.any():
                 break
             alpha[pending] *= 0.5
-        if callback is not None and not _call(callback, energy):
+        if callback is not None and not keep_going(callback, energy):
             return z, iteration, False, "stopped by callback"
         if pending.any() and np.all(np.abs(step) <= STALL_VTOL * (1.0 + np.abs(z))) and _stationary(problem, z, grad):
             # No step length lowers the energy of some sample, KCL holds to rounding and the
@@ -125,10 +126,3 @@ def _junction_limit(problem: Problem, z, step) -> np.ndarray:
         ratio = np.where(big, nvt * np.log1p(dv / nvt) / dv, 1.0)
     return ratio.min(axis=1) if ratio.size else np.ones(len(z))
 
-
-def _call(callback, energy) -> bool:
-    try:
-        callback(energy.copy())
-    except StopIteration:
-        return False
-    return True

@@ -18,6 +18,7 @@ import scipy.sparse.linalg as spla
 
 from aeqprop_circuits.circuit.energy import Problem
 from aeqprop_circuits.errors import CircuitError, SolverError
+from aeqprop_circuits.solvers.result import keep_going
 
 
 def qp(problem: Problem, x0=None, tol: float = 1e-10, maxiter: int = 200, callback=None):
@@ -55,10 +56,7 @@ def qp(problem: Problem, x0=None, tol: float = 1e-10, maxiter: int = 200, callba
     conducting = (np.asarray(solution.z) > np.asarray(solution.s)).reshape(B, -1)
     polished = polish_active_set(problem, z, H, c, guess=conducting)
     if callback is not None:
-        try:
-            callback(problem.energy(z if polished is None else polished))
-        except StopIteration:
-            pass
+        keep_going(callback, problem.energy(z if polished is None else polished))  # the last report: nothing to stop
     if polished is None:
         return z, solution.iterations, True, f"QP {status} (not polished)"
     return polished, solution.iterations, True, "QP solved, active set polished exactly"

@@ -29,3 +29,14 @@ class SolveResult:
     success: bool
     message: str
     solver: str
+
+
+def keep_going(callback, energy) -> bool:
+    """Report the (B,) co-content of an iteration to a solve's callback; False when it asks to stop (StopIteration)."""
+    if callback is None:
+        return True
+    try:
+        callback(np.array(energy, copy=True))
+    except StopIteration:
+        return False
+    return True

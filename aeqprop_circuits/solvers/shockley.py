@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aeqprop_circuits.circuit.elements import JUNCTION, NUDGE
+from aeqprop_circuits.solvers.result import keep_going
 
 ARMIJO = 1e-4
 STALL_VTOL = 1e-9  # V (relative above 1 V), as `newton`'s
@@ -181,7 +182,7 @@ class ShockleyNewton:
                 return h, o, iteration, False, "singular Jacobian: the circuit has no unique operating point"
             if np.all(np.abs(dh) <= vtol * (1.0 + np.abs(h))) and np.all(np.abs(do) <= vtol * (1.0 + np.abs(o))):
                 h, o = h + dh, o + do  # converged: the energy is flat to rounding here, take the step whole
-                if callback is not None and not _call(callback, self.terms(h, o)[0]):
+                if callback is not None and not keep_going(callback, self.terms(h, o)[0]):
                     return h, o, iteration, False, "stopped by callback"
                 return h, o, iteration, True, "converged: block Newton step below tolerance"
             alpha = self.limit(h, o, dh, do)
@@ -201,7 +202,7 @@ class ShockleyNewton:
                 if not pending.any():
                     break
                 alpha[pending] *= 0.5
-            if callback is not None and not _call(callback, energy):
+            if callback is not None and not keep_going(callback, energy):
                 return h, o, iteration, False, "stopped by callback"
             small = np.all(np.abs(dh) <= STALL_VTOL * (1.0 + np.abs(h))) and \
                 np.all(np.abs(do) <= STALL_VTOL * (1.0 + np.abs(o)))
@@ -216,10 +217,3 @@ class ShockleyNewton:
                                                    "further step")
         return h, o, maxiter, False, f"no convergence in {maxiter} block Newton iterations"
 
-
-def _call(callback, energy) -> bool:
-    try:
-        callback(energy.copy())
-    except StopIteration:
-        return False
-    return True
