@@ -15,8 +15,8 @@ from decimal import Decimal
 import numpy as np
 
 from aeqprop_circuits.netlist.cards import Scope
-from aeqprop_circuits.netlist.expansion import Flattener, instance_size
-from aeqprop_circuits.netlist.lexer import Pos, Run, Token, error, number, tokenize
+from aeqprop_circuits.netlist.expansion import Flattener
+from aeqprop_circuits.netlist.lexer import Pos, Run, Token, number, tokenize
 from aeqprop_circuits.netlist.values import _EXACT, _ONE, ExpressionError, parse_literal, reciprocal
 
 _BIG = 2 ** 63
@@ -148,11 +148,10 @@ def conductances(fields: list[tuple[str, ...]]) -> list[float] | None:
 
 def flatten_top(flat: Flattener, top: Scope, max_elements: int) -> None:
     """`flat.check_size(top, ...)` and `flat.expand(top, ...)` for a top level holding `Run`s."""
+    flat.check_size(top, max_elements)
     if not any(isinstance(e, Run) for e in top.elements):
-        flat.check_size(top, max_elements)
         flat.expand(top, "", {}, {}, (top,))
         return
-    _check_size(top, max_elements)
     flat.elements, flat.r_head = Elements(flat.elements), Heads(flat.r_head)
     flat.r_nodes, pairs = Pairs(), flat.r_nodes
     flat.r_nodes.extend(pairs)
@@ -178,29 +177,6 @@ def flatten_top(flat: Flattener, top: Scope, max_elements: int) -> None:
             expand([tokenize(line) for line in element.lines()])
     if segment:
         expand(segment)
-
-
-def _check_size(top: Scope, limit: int) -> None:
-    """`Flattener.check_size` with runs counted by their lines."""
-    counts: dict[int, int] = {}
-    total = 0
-    for element in top.elements:
-        if isinstance(element, Run):
-            if total + len(element) > limit:
-                head = element.head(limit - total)
-                raise error(f"the netlist has more than the limit of {limit:,} elements; raise the limit with "
-                            "max_elements= (aeqprop check/solve --max-elements)", head.pos)
-            total += len(element)
-            continue
-        size = instance_size(top, element, counts, (top,)) if element[0].text[0] in "xX" else 1
-        total += size
-        if total > limit:
-            head = element[0]
-            hint = "raise the limit with max_elements= (aeqprop check/solve --max-elements)"
-            if size > 1:
-                raise error(f"{head.text}: this instance expands to {size:,} elements, which takes the netlist "
-                            f"past the limit of {limit:,} elements; {hint}", head.pos)
-            raise error(f"the netlist has more than the limit of {limit:,} elements; {hint}", head.pos)
 
 
 def _add_run(flat: Flattener, run: Run) -> bool:

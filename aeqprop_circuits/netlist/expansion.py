@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from aeqprop_circuits.circuit.circuit import BOLTZMANN, CELSIUS_TO_KELVIN, CHARGE
 from aeqprop_circuits.netlist.cards import UNSUPPORTED_ELEMENTS, Scope, Structure
-from aeqprop_circuits.netlist.lexer import Pos, Token, error, exact, number
+from aeqprop_circuits.netlist.lexer import Pos, Run, Token, error, exact, number
 from aeqprop_circuits.netlist.values import ExpressionError, parse_literal, reciprocal
 
 MAX_SUBCIRCUIT_DEPTH = 64
@@ -174,12 +174,16 @@ class Flattener:
         counts: dict[int, int] = {}
         total = 0
         for tokens in top.elements:
-            size = instance_size(top, tokens, counts, (top,)) if tokens[0].text[0] in "xX" else 1
+            if isinstance(tokens, Run):  # plain resistor lines read in a batch: one element a line
+                size = len(tokens)
+                head = tokens.head(limit - total) if total + size > limit else None
+            else:
+                size = instance_size(top, tokens, counts, (top,)) if tokens[0].text[0] in "xX" else 1
+                head = tokens[0]
             total += size
             if total > limit:
-                head = tokens[0]
                 hint = "raise the limit with max_elements= (aeqprop check/solve --max-elements)"
-                if size > 1:
+                if size > 1 and not isinstance(tokens, Run):  # an instance, not a batch of lines
                     raise error(f"{head.text}: this instance expands to {size:,} elements, which takes the netlist "
                                 f"past the limit of {limit:,} elements; {hint}", head.pos)
                 raise error(f"the netlist has more than the limit of {limit:,} elements; {hint}", head.pos)
