@@ -238,8 +238,8 @@ def _mutants() -> list[Mutant]:
     add(signed, "out[-1] = out[-1] + NUDGE.current(V[-1]", ("+ NUDGE", "- NUDGE"), ("+ NUDGE", "+ 2 * NUDGE"))
     add(signed, "r = drive if k == 0 else matmul(V[k - 1], self.weights[k]) + self.biases[k]",
         ("+ self.biases[k]", "- self.biases[k]"))
-    add(signed, "drive = matmul(v_in, self.weights[0]) + self.biases[0]", ("+ self.biases[0]", "- self.biases[0]"))
-    add(signed, "r = r + matmul(V[k + 1], self.weights[k + 1].T)", ("r + matmul", "r - matmul"))
+    add(signed, "drive = _drive(v_in, self.weights[0]) + self.biases[0]", ("+ self.biases[0]", "- self.biases[0]"))
+    add(signed, "ahead += r  # = r + ahead", ("ahead += r", "ahead = r - ahead"))
     add(signed, "sums = [W.sum(axis=0) for W in self.weights]", ("W.sum(axis=0)", "2 * W.sum(axis=0)"))
     add(signed, "sums[k] = sums[k] + self.weights[k + 1].sum(axis=1)", ("sums[k] + self", "sums[k] - self"))
     add(signed, "total = D_out + self.dtype.type(phase.beta)", ("D_out + self", "D_out - self"))
