@@ -386,7 +386,12 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant's test run")
     args = parser.parse_args()
-    mutants = [m for m in MUTANTS if re.search(args.k, m.name)]
+    try:
+        mutants = [m for m in MUTANTS if re.search(args.k, m.name)]
+    except re.error as err:
+        parser.error(f"-k {args.k!r} is not a regular expression: {err}")
+    if not mutants:
+        parser.error(f"no mutant matches -k {args.k!r} (--list shows them)")
     for m in mutants:  # every mutant applies to the current sources, before anything runs
         mutate((ROOT / m.path).read_text(), m)
     if args.list:

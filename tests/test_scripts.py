@@ -47,3 +47,11 @@ def test_authors_aeqprop_check_takes_our_training_step():
     in_place.step(x, np.eye(10)[np.arange(32) % 10], in_place.base_rates)
     moved = ours.parameters - before
     assert np.isfinite(moved).all() and np.abs(moved).max() > 0
+
+
+def test_mutate_lists_its_mutants_and_refuses_a_selection_of_none():
+    listed = run("mutate.py", "--list")
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) > 200, listed.stderr
+    for pattern, message in (("no-such-mutant", "no mutant matches"), ("(", "not a regular expression")):
+        done = run("mutate.py", "-k", pattern)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
