@@ -424,9 +424,9 @@ def format_report(report: dict) -> str:
         else:
             cells = [r["case"], r["settings"], pair(r, "ours", "ms_per_step"), pair(r, "ours", epoch_key, "{:.1f}")]
         lines.append("| " + " | ".join(cells) + " |")
-    r0 = rows[0]
+    steps = " / ".join(dict.fromkeys(str(r["steps"]) for r in rows))  # row by row, where the rows differ
     lines += ["", "Wall time, with CPU (process) time in parentheses. Per step: the median over "
-              f"{r0['blocks']} interleaved blocks ({r0['steps']} steps per side in all"
+              f"{rows[0]['blocks']} interleaved blocks ({steps} steps per side in all"
               + (", a full epoch" if epoch_run else "") + "); ratio = peer / ours."]
     if not epoch_run:
         lines.append("Epoch: 60 000 / batch steps at the median step time, plus the evaluation of the 10 000 test "
