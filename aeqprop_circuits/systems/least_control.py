@@ -175,7 +175,8 @@ def instrumented(circuit: Circuit) -> tuple[Circuit, np.ndarray]:
         return cached
     topology, _ = structure(circuit)
     free_of_node = topology.free_of_node
-    nodes = np.array([np.flatnonzero(free_of_node == j)[0] for j in range(topology.n_free)], dtype=np.int64)
+    first = np.unique(free_of_node, return_index=True)[1]  # the first node of each value, -1 (fixed) first
+    nodes = first[1:] if free_of_node.min() < 0 else first  # one node per free (super)node, in free order
     src, n = circuit.sources, len(nodes)
     sources = Sources(src.names + tuple(f"iinject{k}" for k in range(n)),
                       np.vstack([src.nodes, np.column_stack([np.zeros(n, dtype=np.int64), nodes])]),
