@@ -36,7 +36,7 @@ TESTS = ("tests/test_fast_paths.py", "tests/test_learning.py", "tests/test_aeqpr
          "tests/test_hopfield.py", "tests/test_cpl_counterexample.py", "tests/test_solvers_analytic.py",
          "tests/test_layered.py", "tests/test_drn.py",
          "tests/test_drn_signed.py", "tests/test_drn_paper_circuit.py", "tests/test_circuit_regression.py",
-         "tests/test_energy_system.py", "tests/test_solvers_properties.py")
+         "tests/test_energy_system.py", "tests/test_solvers_properties.py", "tests/test_streaming.py")
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-seed=0",
           "-W", "ignore::DeprecationWarning"]
 
@@ -228,6 +228,7 @@ def _mutants() -> list[Mutant]:
 
     # the signed DRN
     signed = "aeqprop_circuits/systems/drn/signed.py"
+    streaming = "aeqprop_circuits/systems/drn/streaming.py"
     add(signed, "e += 0.5 * ((Va * Va) @ W.sum(axis=1) + (Vb * Vb) @ W.sum(axis=0)) - ((Va @ W) * Vb).sum(axis=1)",
         ("e += 0.5", "e += 1.0"), (") - ((Va @ W)", ") + ((Va @ W)"))
     add(signed, "e += CURRENT_SOURCE.content(-Vb", ("content(-Vb", "content(Vb"), ("e += C", "e += 2 * C"))
@@ -238,7 +239,11 @@ def _mutants() -> list[Mutant]:
     add(signed, "out[-1] = out[-1] + NUDGE.current(V[-1]", ("+ NUDGE", "- NUDGE"), ("+ NUDGE", "+ 2 * NUDGE"))
     add(signed, "r = drive if k == 0 else matmul(V[k - 1], self.weights[k]) + self.biases[k]",
         ("+ self.biases[k]", "- self.biases[k]"))
-    add(signed, "drive = _drive(v_in, self.weights[0]) + self.biases[0]", ("+ self.biases[0]", "- self.biases[0]"))
+    add(signed, "drive += self.biases[0]", ("+=", "-="))
+    add(streaming, "coefficients[q, r] = -step * left[r, rows[q]]", ("-step", "step"))
+    add(streaming, "out[j] = max(out[j] + a0 * p[j], 0)", ("max(out[j] + a0 * p[j], 0)", "out[j] + a0 * p[j]"))
+    add(streaming, "total[j] += c0 * w0[j] + c1 * w1[j]", ("+ c1 * w1[j]", "- c1 * w1[j]"))
+    add(signed, "sums[0] = columns + rows_after if", ("columns + rows_after", "columns - rows_after"))
     add(signed, "ahead += r  # = r + ahead", ("ahead += r", "ahead = r - ahead"))
     add(signed, "sums = [W.sum(axis=0) for W in self.weights]", ("W.sum(axis=0)", "2 * W.sum(axis=0)"))
     add(signed, "sums[k] = sums[k] + self.weights[k + 1].sum(axis=1)", ("sums[k] + self", "sums[k] - self"))

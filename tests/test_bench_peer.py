@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -76,3 +77,54 @@ def test_bench_peer_ours_only_writes_its_table_with_the_command(tmp_path):
     text = out.read_text()
     assert "aeqprop bench peer --case drn-xs --steps 4 --blocks 2 --warmup 1 --eval-samples 8 --ours-only" in text
     assert "| DRN-XS 1568-100-10 |" in text
+
+
+class _Tensor:
+    """Stands in for a torch tensor: detach().cpu().numpy()."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def detach(self):
+        return self
+
+    def cpu(self):
+        return self
+
+    def numpy(self):
+        return self.array
+
+
+class _Param:
+    def __init__(self, array):
+        self.state = _Tensor(array)
+
+
+def test_a_same_start_puts_each_peer_conductance_on_our_resistor_between_the_same_nodes():
+    """The peer holds [b_hidden, b_out, W1 (2, 28, 28, H), W2 (H, 10)], its inputs (x, -x) by channel;
+    our signed DRN holds [W1 (1568, H), W2, b_hidden, b_out], its inputs xp0.., xn0..."""
+    case = Case("small drn", "drn", (784, 6, 10), 4, 2, 0.5, 0.001, input_gain=10.0)
+    rng = np.random.default_rng(0)
+    b_hidden, b_out = rng.normal(size=6), rng.normal(size=10)
+    w1, w2 = rng.random((2, 28, 28, 6)), rng.random((6, 10))
+    peer = object.__new__(peer_module.PeerSide)
+    peer.case, peer.params = case, [_Param(b_hidden), _Param(b_out), _Param(w1), _Param(w2)]
+    ours = peer_module.OurSide(case, 0)
+    ours.system.parameters = peer.our_theta()
+    system = ours.system
+    row, col = 5, 17  # pixel (5, 17) is data input 5 * 28 + 17
+    assert system.weights[0][5 * 28 + 17, 3] == np.float32(w1[0, row, col, 3])  # +x source xp
+    assert system.weights[0][784 + 5 * 28 + 17, 3] == np.float32(w1[1, row, col, 3])  # -x source xn
+    np.testing.assert_array_equal(system.weights[1], w2.astype(np.float32))
+    np.testing.assert_array_equal(system.biases[0], b_hidden.astype(np.float32))
+    np.testing.assert_array_equal(system.biases[1], b_out.astype(np.float32))
+
+
+def test_a_same_start_is_refused_where_it_cannot_be_made():
+    result = CliRunner().invoke(bench, ["peer", "--ours-only", "--same-start", "--case", "drn-xs"])
+    assert result.exit_code != 0 and "--same-start needs the peer's side" in result.output
+    assert "Traceback" not in result.output
+    dhn = object.__new__(peer_module.PeerSide)
+    dhn.case = CASES["dhn-1024"]
+    with pytest.raises(peer_module.AeqpropError, match="DRN cases only"):
+        dhn.our_theta()

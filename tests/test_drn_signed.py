@@ -264,3 +264,50 @@ def test_descend_on_states_of_different_inputs_is_the_contrast_of_their_gradient
     low, high = system.parameter_bounds()
     system.descend([(0.7, first), (-0.2, second)], 0.01)
     np.testing.assert_allclose(system.parameters, np.clip(expected, low, high), atol=1e-13)
+
+
+@pytest.mark.parametrize("schedule, free_order, nudged_order", [
+    ("forward-backward", [0, 1, 2], [2, 1, 0]),  # the universal-DRN script: forward, then output first
+    ("alternating", [0, 2, 1], [0, 2, 1]),  # the fast-DRN script's 'asynchronous': even layers, then odd ones
+])
+def test_a_sweep_updates_the_layers_in_its_schedules_order(monkeypatch, schedule, free_order, nudged_order):
+    system, x, y = _system([3, 4, 4, 2], schedule=schedule)
+    system.iterations = 1
+    visited = []
+    incoming = system._incoming
+    monkeypatch.setattr(system, "_incoming", lambda k, V, drive: visited.append(k) or incoming(k, V, drive))
+    system.settle(Phase(x))
+    assert visited == free_order
+    visited.clear()
+    system.settle(Phase(x, 0.5, y))
+    assert visited == nudged_order
+
+
+@pytest.mark.parametrize("schedule", ["forward-backward", "alternating"])
+def test_every_schedule_settles_at_the_same_minimum(schedule):
+    reference, x, y = _system([3, 4, 4, 2])
+    system, _, _ = _system([3, 4, 4, 2], schedule=schedule)
+    for phase in (Phase(x), Phase(x, 0.3, y)):
+        np.testing.assert_allclose(system.outputs(system.settle(phase)), reference.outputs(reference.settle(phase)),
+                                   atol=1e-10)
+
+
+@pytest.mark.parametrize("warm_start, resting", [("free", 0), ("last", -1), (True, 0)])
+def test_the_next_free_phase_starts_where_the_warm_start_says(monkeypatch, warm_start, resting):
+    """"last": where the step's last phase (+beta of c-ep) ended, as in the papers' code; "free": the free state."""
+    system = SignedDRNSystem([5, 8, 3], seed=0, input_gain=2.0, warm_start=warm_start)
+    settled = []
+    settle = system.settle
+    monkeypatch.setattr(system, "settle", lambda phase, start=None: settled.append(settle(phase, start=start))
+                        or settled[-1])
+    x, y = np.random.default_rng(0).random((4, 5)), np.eye(3)[[0, 1, 2, 0]]
+    ep_step(system, get_algorithm("c-ep", beta=0.5), x, y, system.in_place_rates(0.01))
+    assert [s.phase.beta for s in settled] == [0.0, -0.5, 0.5]
+    assert system._resting is settled[resting].layers
+
+
+@pytest.mark.parametrize("options, message", [({"warm_start": "previous"}, "warm_start 'previous'"),
+                                              ({"schedule": "backward"}, "schedule 'backward'")])
+def test_unknown_warm_starts_and_schedules_are_refused(options, message):
+    with pytest.raises(AeqpropError, match=message):
+        SignedDRNSystem([5, 8, 3], **options)

@@ -72,7 +72,8 @@ class Case:
         if self.kind == "drn":
             spec = "drn:" + "-".join(str(s) for s in (2 * self.sizes[0], *self.sizes[1:]))
             return spec, {"circuit": "signed", "input_gain": self.input_gain, "iterations": self.iterations,
-                          "dtype": "float32", "warm_start": True, "init_gain": self.weight_gain}
+                          "dtype": "float32", "warm_start": "last", "schedule": "alternating",
+                          "init_gain": self.weight_gain}
         spec = "hopfield:" + "-".join(str(s) for s in self.sizes)
         return spec, {"bounds": [(0.0, 1.0)] * (len(self.sizes) - 2) + [(-np.inf, np.inf)], "init": "ebl",
                       "gains": [self.weight_gain] * (len(self.sizes) - 1), "threshold": 0.0,
@@ -228,6 +229,18 @@ class PeerSide:
         for param in self.params:
             param.clamp_()
 
+    def our_theta(self) -> np.ndarray:
+        """The peer's DRN parameters in our signed DRN's layout: [W1, W2, ..., biases of the free layers].
+
+        The peer holds [biases..., weights...] with W1 shaped (2, 28, 28, H): its doubled input is (x, -x) by
+        channel, ours (x, -x) by node, so a row-major reshape maps one onto the other.
+        """
+        if self.case.kind != "drn":
+            raise AeqpropError(f"{self.case.name}: a same start is built for the DRN cases only")
+        n_layers = len(self.case.sizes) - 1
+        states = [param.state.detach().cpu().numpy() for param in self.params[:2 * n_layers]]
+        return np.concatenate([state.reshape(-1) for state in states[n_layers:] + states[:n_layers]])
+
     def errors(self, x, labels) -> int:
         """Misclassified images of a batch, as the peer's Evaluator measures them (free phase from zero)."""
         self.network.set_input(x, reset=True)
@@ -301,11 +314,30 @@ def _errors_and_seconds(errors, batches) -> tuple[int, float, float]:
     return wrong, time.perf_counter() - began, time.process_time() - began_cpu
 
 
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    """|a - b| / |a| (Euclidean), in float64."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(a))
+
+
+def _first_update_difference(peer: PeerSide, ours: OurSide, peer_batch, our_batch) -> float:
+    """One step on each side from the same parameters: |update_peer - update_ours| / |update_peer|."""
+    before = peer.our_theta()
+    peer.step(*peer_batch)
+    ours.step(*our_batch)
+    return _relative(peer.our_theta() - before, ours.system.parameters - before)
+
+
 def bench_case(case: Case, peer: PeerSide | None, *, steps: int, blocks: int, warmup: int, eval_samples: int,
-               epoch: bool, data, seed: int) -> dict:
-    """Time one case on both sides (ours alone when `peer` is None)."""
+               epoch: bool, data, seed: int, same_start: bool = False) -> dict:
+    """Time one case on both sides (ours alone when `peer` is None). With `same_start`, ours starts from the
+    peer's initial parameters, and the row reports how far the sides' first updates and final parameters differ."""
     x_train, y_train, x_test, y_test, _ = data
     ours = OurSide(case, seed)
+    if same_start:
+        if peer is None or warmup < 1:
+            raise AeqpropError("a same start needs the peer's side and at least one warm-up step")
+        ours.system.parameters = peer.our_theta()
     eye = np.eye(case.sizes[-1], dtype=np.float32)
     b = case.batch
     total = TRAIN_SIZE // b if epoch else steps
@@ -316,9 +348,10 @@ def bench_case(case: Case, peer: PeerSide | None, *, steps: int, blocks: int, wa
     if peer is not None:
         peer_batches = [peer.tensors(x_train[i], y_train[i]) for i in index]
         sides["peer"], batches["peer"] = peer.step, peer_batches[warmup:]
-        for arg in peer_batches[:warmup]:
+        first_update = _first_update_difference(peer, ours, peer_batches[0], our_batches[0]) if same_start else None
+        for arg in peer_batches[1 if same_start else 0:warmup]:
             peer.step(*arg)
-    for arg in our_batches[:warmup]:
+    for arg in our_batches[1 if same_start else 0:warmup]:
         ours.step(*arg)
     per_step, per_step_cpu = _timed_blocks(sides, batches, blocks)
     # Evaluation, each side as its training loop does it: ours in batches of 512, the peer's at its batch size.
@@ -352,17 +385,23 @@ def bench_case(case: Case, peer: PeerSide | None, *, steps: int, blocks: int, wa
         row["ratio_epoch"] = row["peer_s_per_epoch"] / row["ours_s_per_epoch"]
         row["ratio_epoch_cpu"] = row["peer_s_per_epoch_cpu"] / row["ours_s_per_epoch_cpu"]
         row["peer_optimizer"] = peer.optimizer_name
+    if same_start:
+        row["same_start"] = True
+        row["first_update_difference"] = first_update
+        row["final_parameter_difference"] = _relative(peer.our_theta(), ours.system.parameters)
     return row
 
 
 def bench_peer(peer_source, cases=tuple(CASES), *, steps: int = 200, blocks: int = 10, warmup: int = 10,
                eval_samples: int = 1000, epoch: bool = False, seed: int = 0, ours_only: bool = False,
-               log=None) -> dict:
+               same_start: bool = False, log=None) -> dict:
     """Both sides of every case, timed in interleaved blocks; with `ours_only`, our side alone (no torch needed)."""
     single_thread()
     unknown = [name for name in cases if name not in CASES]
     if unknown:
         raise AeqpropError(f"unknown case(s) {', '.join(unknown)}; expected some of {', '.join(CASES)}")
+    if same_start and (ours_only or any(CASES[name].kind != "drn" for name in cases)):
+        raise AeqpropError("--same-start needs the peer's side and DRN cases only (drn-xs, drn-1h)")
     torch = modules = root = None
     if not ours_only:
         root = check_peer_source(peer_source)
@@ -376,7 +415,7 @@ def bench_peer(peer_source, cases=tuple(CASES), *, steps: int = 200, blocks: int
             log(f"{case.name}: {case.settings}")
         peer = None if ours_only else PeerSide(torch, modules, case, seed)
         rows.append(bench_case(case, peer, steps=steps, blocks=blocks, warmup=warmup, eval_samples=eval_samples,
-                               epoch=epoch, data=data, seed=seed))
+                               epoch=epoch, data=data, seed=seed, same_start=same_start))
     import numpy
 
     return {
@@ -428,6 +467,13 @@ def format_report(report: dict) -> str:
     lines += ["", "Wall time, with CPU (process) time in parentheses. Per step: the median over "
               f"{rows[0]['blocks']} interleaved blocks ({steps} steps per side in all"
               + (", a full epoch" if epoch_run else "") + "); ratio = peer / ours."]
+    same = [r for r in rows if r.get("same_start")]
+    if same:
+        lines.append("Same start: our side starts from the peer's initial parameters. Relative difference |peer - "
+                     "ours| / |peer| of the first update: " + ", ".join(
+                         f"{r['case']} {r['first_update_difference']:.1e}" for r in same)
+                     + "; of the parameters at the end: " + ", ".join(
+                         f"{r['case']} {r['final_parameter_difference']:.1e}" for r in same) + ".")
     if not epoch_run:
         lines.append("Epoch: 60 000 / batch steps at the median step time, plus the evaluation of the 10 000 test "
                      "images timed on a part of them, each side evaluating as its training loop does.")

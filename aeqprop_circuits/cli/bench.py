@@ -155,20 +155,24 @@ def hopfield(hidden, batch, iterations, beta, steps, generic_steps, repeats, ite
 @click.option("--epoch", is_flag=True, help="Run a full training epoch per side (in the blocks) and the whole "
                                             "test set, with each side's test error.")
 @click.option("--ours-only", is_flag=True, help="Our side only (no torch, no peer checkout needed).")
+@click.option("--same-start", is_flag=True, help="DRN cases: start ours from the peer's initial parameters and "
+                                                 "report how far the first updates and the final parameters differ.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @MARKDOWN
-def peer(peer_source, cases, steps, blocks, warmup, eval_samples, epoch, ours_only, seed, as_json, markdown_file):
+def peer(peer_source, cases, steps, blocks, warmup, eval_samples, epoch, ours_only, same_start, seed, as_json,
+         markdown_file):
     """Training steps of the papers' PyTorch code and ours on the same networks, timed in interleaved blocks."""
     import json
 
-    from aeqprop_circuits.bench.peer import PeerUnavailable, bench_peer, format_report
+    from aeqprop_circuits.bench.peer import bench_peer, format_report
+    from aeqprop_circuits.errors import AeqpropError
 
     try:
         report = bench_peer(peer_source, tuple(cases), steps=steps, blocks=blocks, warmup=warmup,
                             eval_samples=eval_samples, epoch=epoch, seed=seed, ours_only=ours_only,
-                            log=lambda message: click.echo(message, err=True))
-    except PeerUnavailable as error:
+                            same_start=same_start, log=lambda message: click.echo(message, err=True))
+    except AeqpropError as error:  # PeerUnavailable included
         raise click.ClickException(str(error)) from None
     tables = format_report(report)
     click.echo(json.dumps(report, indent=2) if as_json else tables)

@@ -60,6 +60,8 @@ def _axpy(x: np.ndarray, y: np.ndarray, alpha: float) -> None:
         y[...] = out.reshape(y.shape)
 
 
+_STREAM_BYTES = 1 << 26  # a first block above this (64 MB, twice the L3 cache) is updated by streaming.py
+_STREAM_BATCH = 16  # the next drive is fused into the pending update up to this batch (above: BLAS does it better)
 _PANEL_BYTES = 1 << 19  # a weight panel that stays in a core's L2 cache while it is updated, clipped and summed
 
 
@@ -110,12 +112,20 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
 
     input_gain: sources at +-input_gain x (the universal-DRN script's Fashion-MNIST gain is 300).
     init_gain:  weights max(0, U(-1, 1) gain / sqrt(fan_in)) in the paper code's draw order, biases 0.
-    warm_start: the free phase of a training step starts from the previous step's free state.
+    warm_start: where a training step's free phase starts: "free" (or True), the previous step's free state;
+                "last", the state the previous step's last phase ended in, as in the papers' code (its
+                Trainer does not reset the layers between batches, and its EquilibriumProp leaves them in
+                the +beta phase); False, zero.
+    schedule:   block order of a sweep: "forward-backward", forward in the free phase and output first in
+                nudged or clamped phases (the universal-DRN script's minimizers); "alternating", the
+                even-indexed free layers then the odd-indexed ones in every phase (the fast-DRN script's
+                'asynchronous' minimizer; with one hidden layer: hidden, then outputs).
     """
 
     def __init__(self, sizes, *, seed: int = 0, g0: float = 1e-3, input_gain: float = 1.0,
                  iterations: int | None = 4, tol: float | None = None, max_iterations: int = 10_000,
-                 dtype="float32", init_gain: float = 1.0, warm_start: bool = True):
+                 dtype="float32", init_gain: float = 1.0, warm_start: bool | str = True,
+                 schedule: str = "forward-backward"):
         sizes = [int(s) for s in sizes]
         if len(sizes) < 3 or min(sizes) < 1:
             raise AeqpropError(f"signed DRN sizes {sizes}: expected [n_inputs, hidden..., n_outputs], "
@@ -124,7 +134,13 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         self.iterations = None if iterations in (None, 0, "converge") else int(iterations)
         self.dtype = np.dtype(dtype)
         self.tol = float(tol) if tol is not None else (1e-12 if self.dtype == np.float64 else 1e-6)
-        self.max_iterations, self.warm_start = int(max_iterations), bool(warm_start)
+        self.max_iterations = int(max_iterations)
+        self.warm_start = {True: "free", False: None, "free": "free", "last": "last", "none": None}.get(warm_start, "?")
+        if self.warm_start == "?":
+            raise AeqpropError(f"signed DRN warm_start {warm_start!r}: expected free, last, none, true or false")
+        if schedule not in ("forward-backward", "alternating"):
+            raise AeqpropError(f"signed DRN schedule {schedule!r}: expected forward-backward or alternating")
+        self.schedule = schedule
         self.n_inputs, self.n_outputs = sizes[0], sizes[-1]
         self.widths = [2 * sizes[0], *sizes[1:]]
         shapes = list(zip(self.widths[:-1], self.widths[1:]))
@@ -141,6 +157,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             self._high.append(np.r_[np.full(half, np.inf), np.zeros(width - half)].astype(self.dtype))
         self._version = 0
         self._cache = None  # (version, conductance sums per free layer)
+        self._pending = None  # W1's update of the last step, applied with the next drive (streaming.py)
         self._drive = None  # (inputs array, version, input potentials, their current into layer 1)
         self._resting = None  # the last training step's free layers (warm start)
         self.momentum, self._velocity = 0.0, None  # SGD momentum of `descend`, set by the trainer
@@ -170,10 +187,12 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
     # --- parameters -------------------------------------------------------------------------
     @property
     def parameters(self) -> np.ndarray:
+        self._apply_pending()
         return self._theta.copy()
 
     @parameters.setter
     def parameters(self, theta: np.ndarray) -> None:
+        self._pending = None  # replaced, not updated
         theta = np.array(theta, dtype=self.dtype)
         if theta.shape != (self.n_parameters,):
             raise AeqpropError(f"expected {self.n_parameters} parameters, got shape {theta.shape}")
@@ -219,6 +238,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
     # --- the physics ------------------------------------------------------------------------
     def _conductance_sums(self) -> list:
         """Each free layer's total conductance per node, cached per theta."""
+        self._apply_pending()
         if self._cache is None or self._cache[0] != self._version:
             sums = [W.sum(axis=0) for W in self.weights]
             for k in range(len(sums) - 1):
@@ -233,9 +253,28 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             return cached[2], cached[3]
         x = np.asarray(inputs, dtype=self.dtype) * self.dtype.type(self.input_gain)
         v_in = np.concatenate([x, -x], axis=1)
-        drive = _drive(v_in, self.weights[0]) + self.biases[0]
+        if self._pending is not None and len(v_in) <= _STREAM_BATCH:
+            drive = self._apply_pending(v_in)  # the last update and this drive in one pass over W1
+        else:
+            self._apply_pending()
+            drive = _drive(v_in, self.weights[0])
+        drive += self.biases[0]
         self._drive = (inputs, self._version, v_in, drive)
         return v_in, drive
+
+    def _apply_pending(self, v_in: np.ndarray | None = None) -> np.ndarray | None:
+        """Apply W1's pending update (and its conductance sums); with `v_in`, return v_in @ W1 from the same pass."""
+        if self._pending is None:
+            return None
+        from aeqprop_circuits.systems.drn.streaming import stream_update
+
+        left, right, step, rows_after = self._pending
+        self._pending = None
+        inputs = v_in if v_in is not None else np.zeros((0, self.widths[0]), dtype=self.dtype)
+        columns, drive = stream_update(self.weights[0], left, right, step, inputs)
+        sums = self._cache[1]
+        sums[0] = columns + rows_after if rows_after is not None else columns
+        return drive if v_in is not None else None
 
     def _output_factors(self, phase: Phase, D_out: np.ndarray):
         """(extra pull on the outputs, their conductance sum) under the phase's nudge."""
@@ -264,7 +303,10 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         pull, D_out = self._output_factors(phase, D[-1])
         last = len(V) - 1
         free = phase.beta == 0.0 and phase.clamp is None
-        order = list(range(last + 1)) if free else list(range(last, -1, -1))
+        if self.schedule == "alternating":
+            order = list(range(0, last + 1, 2)) + list(range(1, last + 1, 2))
+        else:
+            order = list(range(last + 1)) if free else list(range(last, -1, -1))
         if phase.clamp is not None:
             order.remove(last)
         limit = self.iterations or self.max_iterations
@@ -319,6 +361,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         return state.layers[-1].astype(np.float64)
 
     def _energy(self, V, v_in, phase: Phase) -> np.ndarray:
+        self._apply_pending()
         layers = [v_in.astype(np.float64), *(layer.astype(np.float64) for layer in V)]
         e = np.zeros(len(v_in))
         for k, W in enumerate(self.weights):
@@ -416,11 +459,13 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
 
         A weight block is updated a panel of rows at a time (~0.5 MB, cache-resident): the rank-k update,
         the clip at 0 and the panel's column and row sums (the new conductance sums, cached for the next
-        settle) in one pass over the block's memory instead of three.
+        settle) in one pass over the block's memory instead of three. A first block larger than the caches
+        (without momentum) is left pending: the next drive applies it in its own pass (streaming.py).
         """
         terms = [(float(c), s) for c, s in terms if c != 0.0]
         if not terms:
             return
+        self._apply_pending()
         steps = [float(steps)] * (len(self.weights) + 1) if np.isscalar(steps) else list(steps)
         pairs, bias = self._contrast(terms)
         dt = self.dtype.type
@@ -428,7 +473,13 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             self._velocity = np.zeros_like(self._theta)
         columns, rows = [], []
         zero, inf = dt(0.0), dt(np.inf)
+        stream = not self.momentum and self.weights[0].nbytes > _STREAM_BYTES
         for k, (W, (left, right), step) in enumerate(zip(self.weights, pairs, steps)):
+            if k == 0 and stream:
+                pending = (left, right, step)
+                columns.append(None)  # the pending pass computes W1's column sums
+                rows.append(None)  # the input layer is not free: W1's row sums are never needed
+                continue
             velocity = self._velocity[self._slices[k]].reshape(W.shape) if self.momentum else None
             column, row = np.zeros(W.shape[1], dtype=self.dtype), np.empty(W.shape[0], dtype=self.dtype)
             panels = _panels(*W.shape, W.itemsize)
@@ -454,8 +505,11 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             bias = velocity
         self._theta[self.n_weights:] -= dt(steps[-1]) * bias
         self._version += 1
-        sums = [columns[k] + rows[k + 1] if k + 1 < len(columns) else columns[k] for k in range(len(columns))]
+        sums = [columns[k] + rows[k + 1] if k + 1 < len(columns) and columns[k] is not None else columns[k]
+                for k in range(len(columns))]
         self._cache = (self._version, sums)
+        if stream:
+            self._pending = (*pending, rows[1] if len(rows) > 1 else None)
 
     def contrast_step(self, x: np.ndarray, target: np.ndarray, terms, rates) -> SignedDRNState:
         """A nudge-contrast step (runs/inplace.py), its free phase warm-started from the previous step's."""
@@ -464,8 +518,9 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         if self.warm_start and self._resting is not None:
             start = SignedDRNState(self._resting, None, base)
         free = self.settle(base, start=start)
-        self._resting = free.layers
-        nudged = iter(self.settle_nudges(base, [b for _, b in terms if b != 0.0], start=free))
+        nudged = self.settle_nudges(base, [b for _, b in terms if b != 0.0], start=free)
+        self._resting = nudged[-1].layers if self.warm_start == "last" and nudged else free.layers
+        nudged = iter(nudged)
         self.descend([(c, free if b == 0.0 else next(nudged)) for c, b in terms], rates)
         return free
 
@@ -476,6 +531,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
 
     def circuit(self):
         """This network as a Circuit (ideal diodes, bias current sources at their trained values): a netlist away."""
+        self._apply_pending()
         from aeqprop_circuits.circuit.circuit import Circuit, Diodes, IdealDiodes, Learning, Resistors, Sources
 
         n_in, n_out = self.n_inputs, self.n_outputs

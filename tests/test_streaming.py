@@ -1,0 +1,69 @@
+"""The one-pass update of a large first block (systems/drn/streaming.py) and the signed DRN's pending update."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aeqprop_circuits.learning.algorithms import ep_step, get_algorithm
+from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.drn import signed
+from aeqprop_circuits.systems.drn.streaming import stream_update
+
+
+@pytest.mark.parametrize("n, m, k, batch", [(37, 1000, 7, 3), (8, 4100, 5, 4), (5, 33, 0, 0), (9, 64, 2, 0),
+                                            (6, 70, 4, 2), (7, 4200, 8, 5)])
+def test_one_pass_equals_update_clip_sums_and_drive_done_apart(n, m, k, batch):
+    rng = np.random.default_rng(n)
+    W = rng.uniform(-0.2, 1.0, (n, m)).astype(np.float32)
+    left, right = rng.normal(size=(k, n)).astype(np.float32), rng.normal(size=(k, m)).astype(np.float32)
+    x = (rng.uniform(size=(batch, n)) * (rng.uniform(size=(batch, n)) > 0.5)).astype(np.float32)
+    expected = np.maximum(W.astype(np.float64) - 0.3 * left.T.astype(np.float64) @ right, 0.0)
+    columns, drive = stream_update(W, left, right, 0.3, x)
+    np.testing.assert_allclose(W, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(columns, expected.sum(axis=0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(drive, x @ expected, rtol=1e-5, atol=1e-4)
+    assert drive.shape == (batch, m) and W.dtype == np.float32
+
+
+def _trained(monkeypatch, stream: bool, steps: int = 3):
+    monkeypatch.setattr(signed, "_STREAM_BYTES", 0 if stream else 1 << 62)
+    system = signed.SignedDRNSystem([30, 16, 4], seed=1, input_gain=5.0)
+    rule, rates = get_algorithm("c-ep", beta=0.5), system.in_place_rates(0.05)
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        x, target = rng.random((4, 30)), np.eye(4)[rng.integers(0, 4, 4)]
+        ep_step(system, rule, x, target, rates)
+    return system
+
+
+def test_a_pending_update_trains_as_the_update_made_at_once(monkeypatch):
+    """Steps with W1's update pending until the next drive give the parameters, conductance sums and
+    equilibria of steps that update W1 at once; anything reading theta sees the update applied."""
+    streamed, direct = _trained(monkeypatch, True), _trained(monkeypatch, False)
+    assert streamed._pending is not None and direct._pending is None
+    np.testing.assert_allclose(streamed.parameters, direct.parameters, rtol=1e-5, atol=1e-6)
+    assert streamed._pending is None  # reading the parameters applied it
+    for ours, theirs in zip(streamed._conductance_sums(), direct._conductance_sums()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    x = np.random.default_rng(5).random((64, 30))  # a batch above the fused size: BLAS drive
+    np.testing.assert_allclose(streamed.outputs(streamed.settle(Phase(x))), direct.outputs(direct.settle(Phase(x))),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_every_reader_of_theta_applies_a_pending_update(monkeypatch):
+    direct = _trained(monkeypatch, False)
+    state = direct.settle(Phase(np.random.default_rng(2).random((2, 30))))  # potentials only: theta is each system's
+    readers = {
+        "conductance sums": lambda s: s._conductance_sums()[0],
+        "energy": lambda s: s.energy(state),
+        "circuit": lambda s: s.circuit().resistors.conductance,
+        "loss gradient": lambda s: s.loss_gradient(state, np.eye(4)[:2]),
+    }
+    for name, read in readers.items():
+        streamed = _trained(monkeypatch, True)
+        assert streamed._pending is not None, name
+        np.testing.assert_allclose(read(streamed), read(direct), rtol=1e-4, atol=1e-6, err_msg=name)
+    streamed = _trained(monkeypatch, True)
+    streamed.parameters = direct.parameters  # replaced: the pending update is dropped, not applied on top
+    np.testing.assert_array_equal(streamed.parameters, direct.parameters)
