@@ -12,7 +12,7 @@ from aeqprop_circuits.systems.drn.streaming import stream_update
 
 
 @pytest.mark.parametrize("n, m, k, batch", [(37, 1000, 7, 3), (8, 4100, 5, 4), (5, 33, 0, 0), (9, 64, 2, 0),
-                                            (6, 70, 4, 2), (7, 4200, 8, 5)])
+                                            (6, 70, 4, 2), (7, 4200, 12, 1), (1, 40, 5, 4)])
 def test_one_pass_equals_update_clip_sums_and_drive_done_apart(n, m, k, batch):
     rng = np.random.default_rng(n)
     W = rng.uniform(-0.2, 1.0, (n, m)).astype(np.float32)
@@ -24,6 +24,12 @@ def test_one_pass_equals_update_clip_sums_and_drive_done_apart(n, m, k, batch):
     np.testing.assert_allclose(columns, expected.sum(axis=0), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(drive, x @ expected, rtol=1e-5, atol=1e-4)
     assert drive.shape == (batch, m) and W.dtype == np.float32
+
+
+def test_the_fused_drive_takes_at_most_four_rows():
+    W = np.ones((3, 5), np.float32)
+    with pytest.raises(ValueError, match="at most 4 rows"):
+        stream_update(W, np.ones((2, 3)), np.ones((2, 5)), 0.1, np.ones((5, 3)))
 
 
 def _trained(monkeypatch, stream: bool, steps: int = 3):
@@ -46,7 +52,7 @@ def test_a_pending_update_trains_as_the_update_made_at_once(monkeypatch):
     assert streamed._pending is None  # reading the parameters applied it
     for ours, theirs in zip(streamed._conductance_sums(), direct._conductance_sums()):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5)
-    x = np.random.default_rng(5).random((64, 30))  # a batch above the fused size: BLAS drive
+    x = np.random.default_rng(5).random((64, 30))  # a batch above the fused four rows: BLAS's drive
     np.testing.assert_allclose(streamed.outputs(streamed.settle(Phase(x))), direct.outputs(direct.settle(Phase(x))),
                                rtol=1e-4, atol=1e-6)
 

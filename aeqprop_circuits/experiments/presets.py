@@ -87,7 +87,7 @@ DRN_PRESETS: dict[str, dict] = {
             "circuit": "signed",  # excitatory/inhibitory hidden units, bias current sources, single outputs
             "input_gain": 300.0,  # paper: dataset gain 5 x model gain 60
             "iterations": 4, "dtype": "float32",  # paper: 4 block iterations per phase, float32
-            "warm_start": True,  # paper code: a training step's free phase starts from the previous one's
+            "warm_start": True,  # from the previous step's free state; the paper code's from its +beta phase ("last")
         },
         "data": "fmnist",
         "augment": "hflip",  # paper code: RandomHorizontalFlip on Fashion-MNIST training images

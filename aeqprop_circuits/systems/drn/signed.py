@@ -61,7 +61,6 @@ def _axpy(x: np.ndarray, y: np.ndarray, alpha: float) -> None:
 
 
 _STREAM_BYTES = 1 << 26  # a first block above this (64 MB, twice the L3 cache) is updated by streaming.py
-_STREAM_BATCH = 16  # the next drive is fused into the pending update up to this batch (above: BLAS does it better)
 _PANEL_BYTES = 1 << 19  # a weight panel that stays in a core's L2 cache while it is updated, clipped and summed
 
 
@@ -253,25 +252,26 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             return cached[2], cached[3]
         x = np.asarray(inputs, dtype=self.dtype) * self.dtype.type(self.input_gain)
         v_in = np.concatenate([x, -x], axis=1)
-        if self._pending is not None and len(v_in) <= _STREAM_BATCH:
-            drive = self._apply_pending(v_in)  # the last update and this drive in one pass over W1
-        else:
-            self._apply_pending()
+        drive = self._apply_pending(v_in)  # the last update and this drive in one pass over W1, if any
+        if drive is None:
             drive = _drive(v_in, self.weights[0])
         drive += self.biases[0]
         self._drive = (inputs, self._version, v_in, drive)
         return v_in, drive
 
     def _apply_pending(self, v_in: np.ndarray | None = None) -> np.ndarray | None:
-        """Apply W1's pending update (and its conductance sums); with `v_in`, return v_in @ W1 from the same pass."""
+        """Apply W1's pending update (and its conductance sums); with `v_in` of a few rows, return v_in @ W1
+        from the same pass (None for a larger batch: BLAS drives it better)."""
         if self._pending is None:
             return None
-        from aeqprop_circuits.systems.drn.streaming import stream_update
+        from aeqprop_circuits.systems.drn import streaming
 
+        if v_in is not None and len(v_in) > streaming.BATCH:
+            v_in = None
         left, right, step, rows_after = self._pending
         self._pending = None
         inputs = v_in if v_in is not None else np.zeros((0, self.widths[0]), dtype=self.dtype)
-        columns, drive = stream_update(self.weights[0], left, right, step, inputs)
+        columns, drive = streaming.stream_update(self.weights[0], left, right, step, inputs)
         sums = self._cache[1]
         sums[0] = columns + rows_after if rows_after is not None else columns
         return drive if v_in is not None else None
