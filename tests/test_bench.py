@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from click.testing import CliRunner
 
 from aeqprop_circuits.bench.hopfield import format_iteration_cost, iteration_cost
@@ -47,3 +48,16 @@ def test_bench_train_reports_the_step_against_its_floor_of_necessary_products():
     assert report["floor_calls_per_step"] == len(floor) and report["ms_per_step_floor"] > 0
     assert report["step_over_floor_cpu"] > 0 and report["velocity_mb"] == 0.0
     assert "step / floor" in format_report(report) and report["peak_traced_evaluation_mb"] > 0
+
+
+def test_bench_train_counts_no_separate_drive_read_where_the_update_pass_makes_the_drive(monkeypatch):
+    from aeqprop_circuits.bench.drn import _traffic_calls, bench_train, format_report
+    from aeqprop_circuits.systems.drn import signed
+
+    shapes = [(16, 8), (8, 3)]
+    assert _traffic_calls(shapes, np.float32)[1] == 4 * (16 * 8 + 2 * (16 * 8 + 8 * 3))
+    assert _traffic_calls(shapes, np.float32, drive_in_update=True)[1] == 4 * 2 * (16 * 8 + 8 * 3)
+    monkeypatch.setattr(signed, "_STREAM_BYTES", 0)  # stream even this small first block
+    report = bench_train("drn:8-5-6-3", "drn-xl", steps=4, warmup=2, eval_samples=8)
+    assert report["streamed_first_block"] and report["traffic_mb_per_step"] == 4 * 2 * (8 * 5 + 5 * 6 + 6 * 3) / 1e6
+    assert "the input drive in the first block's pass" in format_report(report)

@@ -224,6 +224,12 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
 
     in_place = True  # every instance has the in-place kernels (InPlaceDescent)
 
+    @property
+    def streams_first_block(self) -> bool:
+        """Whether `descend` leaves W1's update pending for the next drive's pass (streaming.py): a first block
+        larger than the caches, trained without momentum."""
+        return not self.momentum and self.weights[0].nbytes > _STREAM_BYTES
+
     def in_place_rates(self, learning_rate) -> list | None:
         """Per-block step sizes [w1, ..., wL, b] for `descend`, or None when a block's rates differ."""
         if np.isscalar(learning_rate):
@@ -473,7 +479,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             self._velocity = np.zeros_like(self._theta)
         columns, rows = [], []
         zero, inf = dt(0.0), dt(np.inf)
-        stream = not self.momentum and self.weights[0].nbytes > _STREAM_BYTES
+        stream = self.streams_first_block
         for k, (W, (left, right), step) in enumerate(zip(self.weights, pairs, steps)):
             if k == 0 and stream:
                 pending = (left, right, step)
