@@ -240,7 +240,7 @@ def _mutants() -> list[Mutant]:
     add(signed, "r = drive if k == 0 else matmul(V[k - 1], self.weights[k]) + self.biases[k]",
         ("+ self.biases[k]", "- self.biases[k]"))
     add(signed, "drive += self.biases[0]", ("+=", "-="))
-    add(streaming, "a[q, :k] = -step * left[:, i[q]]", ("-step", "step"))
+    add(streaming, "a[q, r] = -step * left[r, i[q]] * w[q]", ("-step", "step"))
     add(streaming, "a14 * r4[j], 0)", (", 0)", ", -1)"))
     add(streaming, "Wq[j] += b0 * r0[j]", ("+=", "-="))
     add(streaming, "c[j] += v0 + w1 * v1 + w2 * v2 + w3 * v3", ("+ w3 * v3", "- w3 * v3"))

@@ -11,7 +11,9 @@ scripts set them:
   +-100 x and +-480 x, batch 4, 4 block iterations in every phase, centered EP with nudging
   1, SGD at 0.006 without momentum): the peer's DeepResistiveEnergy, ours the same circuit
   (`drn:...` with `circuit=signed`, drn/signed.py: excitatory/inhibitory hidden units, bias
-  current sources, single-node outputs);
+  current sources, single-node outputs) with the script's block order (`schedule=alternating`:
+  its 'asynchronous' minimizer) and warm start (`warm_start=last`: a batch's free phase starts
+  where the previous step's +beta phase ended, as its Trainer and EquilibriumProp leave it);
 - DHN 784-H-10 (papers/fast-drn/dhn.py, dhn-1h: hard-sigmoid hidden layer, linear output,
   cost 1/2 |o - y|^2, weights U(+-0.7/sqrt(fan_in)), biases 0, batch 16, 15 asynchronous
   iterations per phase, centered EP with nudging 0.2, SGD at 0.05): the peer's
@@ -27,7 +29,9 @@ blocks (peer, ours, ours, peer, ...), so that a change of machine speed hits bot
 the ratio is of the medians of the blocks' per-step times. An epoch is either extrapolated
 (60 000 / batch steps plus the evaluation of the 10 000 test images, timed on a part of
 them) or, with `epoch=True`, run in full on both sides (the blocks then cover the whole
-training set), with each side's test error after it.
+training set), with each side's test error after it. With `same_start` (DRN cases), ours
+starts from the peer's initial parameters, and the report says how far the two sides' first
+updates and final parameters differ.
 """
 
 from __future__ import annotations

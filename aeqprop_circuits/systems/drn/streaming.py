@@ -38,14 +38,14 @@ def _chunk(W, left, right, step, x, columns, drive, start, stop):
     col = np.zeros(width, W.dtype)
     D = np.zeros((4, width), W.dtype)
     a = np.zeros((4, 5 * passes), W.dtype)  # -step x the update's left factors of the four rows
+    i = np.empty(4, np.int64)  # the rows; past the last row, it again with weight 0
+    w = np.empty(4, W.dtype)
     for i0 in range(0, n, 4):
-        i = np.minimum(np.arange(i0, i0 + 4), n - 1)  # past the last row: repeat it with weight 0
         used = min(4, n - i0)
-        a[:] = 0
-        for q in range(used):
-            a[q, :k] = -step * left[:, i[q]]
-        w = np.zeros(4, W.dtype)
-        w[:used] = 1
+        for q in range(4):
+            i[q], w[q] = min(i0 + q, n - 1), 1 if q < used else 0
+            for r in range(k):
+                a[q, r] = -step * left[r, i[q]] * w[q]
         for t0 in range(0, width, TILE):
             t1 = min(t0 + TILE, width)
             W0, W1 = W[i[0]][start + t0:start + t1], W[i[1]][start + t0:start + t1]
