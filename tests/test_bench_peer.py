@@ -128,3 +128,36 @@ def test_a_same_start_is_refused_where_it_cannot_be_made():
     dhn.case = CASES["dhn-1024"]
     with pytest.raises(peer_module.AeqpropError, match="DRN cases only"):
         dhn.our_theta()
+
+
+class _OursAsPeer:
+    """A peer that is our own code (another seed): a same start must make the two sides step identically."""
+
+    optimizer_name = "ours"
+
+    def __init__(self, case):
+        self.case, self.side = case, peer_module.OurSide(case, 5)
+
+    def tensors(self, x, labels):
+        return x, np.eye(self.case.sizes[-1], dtype=np.float32)[labels]
+
+    def step(self, x, target):
+        self.side.step(x, target)
+
+    def errors(self, x, target):
+        return self.side.errors(x, np.argmax(target, axis=1))
+
+    def our_theta(self):
+        return self.side.system.parameters
+
+
+def test_a_same_start_starts_ours_from_the_peers_parameters_and_reports_the_differences():
+    case = Case("small drn", "drn", (784, 16, 10), 4, 2, 0.5, 0.001, input_gain=10.0)
+    peer = _OursAsPeer(case)
+    row = bench_case(case, peer, steps=4, blocks=2, warmup=2, eval_samples=8, epoch=False,
+                     data=peer_module._data(0), seed=0, same_start=True)
+    assert row["first_update_difference"] == 0.0 and row["final_parameter_difference"] == 0.0
+    assert 0.0 < row["first_update_error_ours"] == row["first_update_error_peer"] < 1e-3  # float32 vs float64
+    report = {"machine": "test", "threads": "-", "torch": "-", "numpy": "-", "peer_commit": "abc", "data": "x",
+              "rows": [row]}
+    assert "Same start" in format_report(report)

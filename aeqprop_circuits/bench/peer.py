@@ -324,12 +324,24 @@ def _relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(a))
 
 
-def _first_update_difference(peer: PeerSide, ours: OurSide, peer_batch, our_batch) -> float:
-    """One step on each side from the same parameters: |update_peer - update_ours| / |update_peer|."""
+def _first_updates(case: Case, peer: PeerSide, ours: OurSide, peer_batch, our_batch) -> dict:
+    """One step on each side from the same parameters, and the same step of ours in float64: how far the two
+    float32 updates are from each other and from the float64 one (relative, Euclidean)."""
+    from aeqprop_circuits.learning.algorithms import ep_step
+    from aeqprop_circuits.systems.models import load_system
+
     before = peer.our_theta()
+    exact = load_system(ours.spec, seed=0, **{**ours.options, "dtype": "float64"})
+    exact.parameters = before
+    ep_step(exact, ours.rule, np.asarray(our_batch[0], np.float64), np.asarray(our_batch[1], np.float64),
+            exact.in_place_rates(case.lr))
     peer.step(*peer_batch)
     ours.step(*our_batch)
-    return _relative(peer.our_theta() - before, ours.system.parameters - before)
+    reference = exact.parameters - before
+    peer_update, our_update = peer.our_theta() - before, ours.system.parameters - before
+    return {"first_update_difference": _relative(peer_update, our_update),
+            "first_update_error_peer": _relative(reference, peer_update),
+            "first_update_error_ours": _relative(reference, our_update)}
 
 
 def bench_case(case: Case, peer: PeerSide | None, *, steps: int, blocks: int, warmup: int, eval_samples: int,
@@ -352,7 +364,7 @@ def bench_case(case: Case, peer: PeerSide | None, *, steps: int, blocks: int, wa
     if peer is not None:
         peer_batches = [peer.tensors(x_train[i], y_train[i]) for i in index]
         sides["peer"], batches["peer"] = peer.step, peer_batches[warmup:]
-        first_update = _first_update_difference(peer, ours, peer_batches[0], our_batches[0]) if same_start else None
+        first_updates = _first_updates(case, peer, ours, peer_batches[0], our_batches[0]) if same_start else {}
         for arg in peer_batches[1 if same_start else 0:warmup]:
             peer.step(*arg)
     for arg in our_batches[1 if same_start else 0:warmup]:
@@ -391,7 +403,7 @@ def bench_case(case: Case, peer: PeerSide | None, *, steps: int, blocks: int, wa
         row["peer_optimizer"] = peer.optimizer_name
     if same_start:
         row["same_start"] = True
-        row["first_update_difference"] = first_update
+        row.update(first_updates)
         row["final_parameter_difference"] = _relative(peer.our_theta(), ours.system.parameters)
     return row
 
@@ -473,10 +485,11 @@ def format_report(report: dict) -> str:
               + (", a full epoch" if epoch_run else "") + "); ratio = peer / ours."]
     same = [r for r in rows if r.get("same_start")]
     if same:
-        lines.append("Same start: our side starts from the peer's initial parameters. Relative difference |peer - "
-                     "ours| / |peer| of the first update: " + ", ".join(
-                         f"{r['case']} {r['first_update_difference']:.1e}" for r in same)
-                     + "; of the parameters at the end: " + ", ".join(
+        lines.append("Same start: our side starts from the peer's initial parameters. The first update, relative "
+                     "to the same update of ours in float64 (|u - u64| / |u64|), peer / ours: " + ", ".join(
+                         f"{r['case']} {r['first_update_error_peer']:.1e} / {r['first_update_error_ours']:.1e}"
+                         for r in same)
+                     + "; the parameters at the end, |peer - ours| / |peer|: " + ", ".join(
                          f"{r['case']} {r['final_parameter_difference']:.1e}" for r in same) + ".")
     if not epoch_run:
         lines.append("Epoch: 60 000 / batch steps at the median step time, plus the evaluation of the 10 000 test "
