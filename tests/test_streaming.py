@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
@@ -11,9 +12,13 @@ from aeqprop_circuits.systems.drn import signed
 from aeqprop_circuits.systems.drn.streaming import stream_update
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n, m, k, batch", [(37, 1000, 7, 3), (8, 4100, 5, 4), (5, 33, 0, 0), (9, 64, 2, 0),
-                                            (6, 70, 4, 2), (7, 4200, 12, 1), (1, 40, 5, 4)])
-def test_one_pass_equals_update_clip_sums_and_drive_done_apart(n, m, k, batch):
+                                            (6, 70, 4, 2), (7, 4200, 12, 1), (1, 40, 5, 4), (5, 10, 5, 2),
+                                            (4, 17, 3, 4), (3, 1, 5, 1)])
+def test_one_pass_equals_update_clip_sums_and_drive_done_apart(n, m, k, batch, threads):
+    """On one thread and on two (column chunks, some of them empty when m is small)."""
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     rng = np.random.default_rng(n)
     W = rng.uniform(-0.2, 1.0, (n, m)).astype(np.float32)
     left, right = rng.normal(size=(k, n)).astype(np.float32), rng.normal(size=(k, m)).astype(np.float32)
@@ -24,6 +29,7 @@ def test_one_pass_equals_update_clip_sums_and_drive_done_apart(n, m, k, batch):
     np.testing.assert_allclose(columns, expected.sum(axis=0), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(drive, x @ expected, rtol=1e-5, atol=1e-4)
     assert drive.shape == (batch, m) and W.dtype == np.float32
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
 def test_the_fused_drive_takes_at_most_four_rows():
@@ -57,6 +63,21 @@ def test_a_pending_update_trains_as_the_update_made_at_once(monkeypatch):
                                rtol=1e-4, atol=1e-6)
 
 
+def test_a_second_update_before_any_drive_applies_the_first(monkeypatch):
+    """Two descends with no settle between them: the first pending update is applied, not replaced."""
+    systems = []
+    for stream in (True, False):
+        system = _trained(monkeypatch, stream, steps=1)
+        x, target = np.random.default_rng(3).random((4, 30)), np.eye(4)[[0, 1, 2, 3]]
+        free = system.settle(Phase(x, 0.0, target))
+        nudged = system.settle(Phase(x, 0.5, target), start=free)
+        rates = system.in_place_rates(0.05)
+        system.descend([(-2.0, free), (2.0, nudged)], rates)
+        system.descend([(-2.0, free), (2.0, nudged)], rates)  # the same contrast again, before any drive
+        systems.append(system)
+    np.testing.assert_allclose(systems[0].parameters, systems[1].parameters, rtol=1e-5, atol=1e-6)
+
+
 def test_every_reader_of_theta_applies_a_pending_update(monkeypatch):
     direct = _trained(monkeypatch, False)
     state = direct.settle(Phase(np.random.default_rng(2).random((2, 30))))  # potentials only: theta is each system's
@@ -73,3 +94,12 @@ def test_every_reader_of_theta_applies_a_pending_update(monkeypatch):
     streamed = _trained(monkeypatch, True)
     streamed.parameters = direct.parameters  # replaced: the pending update is dropped, not applied on top
     np.testing.assert_array_equal(streamed.parameters, direct.parameters)
+
+
+def test_a_diverged_weight_stays_not_a_number():
+    """No NaN is clipped to 0 (the kernel's fast-math leaves NaNs alone): a diverged block still shows."""
+    W = np.ones((5, 40), np.float32)
+    W[2, 7] = np.nan
+    columns, drive = stream_update(W, np.zeros((1, 5)), np.zeros((1, 40)), 0.1, np.ones((1, 5)))
+    assert np.isnan(W[2, 7]) and np.isnan(columns[7]) and np.isnan(drive[0, 7])
+    assert np.isfinite(np.delete(W, 7, axis=1)).all()

@@ -16,13 +16,16 @@ E = 1/2 sum g_ij (V_i - V_j)^2 - sum b_k V_k, with the diodes as hard sign const
 layer's nodes do not touch each other, so the exact minimiser over one layer is its
 weighted neighbour mean plus its bias current, divided by its conductance sum, clipped to
 its sign: a matrix product and a clip per layer update, as in the builder's DRN. Block
-order: forward in the free phase, output first in nudged or clamped phases (the
-universal-DRN script's order). `iterations` fixes the sweeps per phase (the paper's 4);
-None sweeps until the largest change is below `tol`.
+order (`schedule`): forward in the free phase and output first in nudged or clamped phases
+(the universal-DRN script's), or even layers then odd ones in every phase (the fast-DRN
+script's). `iterations` fixes the sweeps per phase (the paper's 4); None sweeps until the
+largest change is below `tol`.
 
-During training (`contrast_step`, runs/inplace.py) the free phase of a step starts where the
-previous step's free phase ended, as the paper's code does (the hardware is not reset
-between minibatches); `settle` on its own, and so evaluation, starts from zero.
+During training (`contrast_step`, runs/inplace.py) the free phase of a step starts from the
+previous step's state (`warm_start`: its free state, or where its last phase ended as in the
+papers' code, whose hardware is not reset between minibatches); `settle` on its own, and so
+evaluation, starts from zero. A first weight block larger than the caches is updated in one
+pass with the next drive (streaming.py; its update pending until then).
 
 Physics: the bias current sources and the nudge are the element table's (`circuit.elements`);
 the weight blocks' co-content and dE/dtheta are fused matrix-product forms of the resistor's
@@ -68,6 +71,14 @@ def _panels(fan_in: int, fan_out: int, itemsize: int) -> list:
     """Row slices of a (fan_in, fan_out) block, each ~_PANEL_BYTES (one slice when the block is that small)."""
     rows = max(1, _PANEL_BYTES // (fan_out * itemsize))
     return [slice(start, min(start + rows, fan_in)) for start in range(0, fan_in, rows)]
+
+
+def _node_sums(columns: np.ndarray | None, rows_after: np.ndarray | None) -> np.ndarray | None:
+    """A free layer's conductance sums: its incoming block's column sums plus its outgoing block's row sums
+    (None while the incoming block's update is pending)."""
+    if columns is None or rows_after is None:
+        return columns
+    return columns + rows_after
 
 
 def _drive(v: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -134,8 +145,11 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         self.dtype = np.dtype(dtype)
         self.tol = float(tol) if tol is not None else (1e-12 if self.dtype == np.float64 else 1e-6)
         self.max_iterations = int(max_iterations)
-        self.warm_start = {True: "free", False: None, "free": "free", "last": "last", "none": None}.get(warm_start, "?")
-        if self.warm_start == "?":
+        if warm_start is True or warm_start in ("free", "last") and isinstance(warm_start, str):
+            self.warm_start = "free" if warm_start is True else warm_start
+        elif warm_start is False or warm_start == "none":
+            self.warm_start = None
+        else:
             raise AeqpropError(f"signed DRN warm_start {warm_start!r}: expected free, last, none, true or false")
         if schedule not in ("forward-backward", "alternating"):
             raise AeqpropError(f"signed DRN schedule {schedule!r}: expected forward-backward or alternating")
@@ -245,9 +259,8 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         """Each free layer's total conductance per node, cached per theta."""
         self._apply_pending()
         if self._cache is None or self._cache[0] != self._version:
-            sums = [W.sum(axis=0) for W in self.weights]
-            for k in range(len(sums) - 1):
-                sums[k] = sums[k] + self.weights[k + 1].sum(axis=1)
+            after = [W.sum(axis=1) for W in self.weights[1:]] + [None]
+            sums = [_node_sums(W.sum(axis=0), rows) for W, rows in zip(self.weights, after)]
             self._cache = (self._version, sums)
         return self._cache[1]
 
@@ -270,16 +283,15 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         from the same pass (None for a larger batch: BLAS drives it better)."""
         if self._pending is None:
             return None
-        from aeqprop_circuits.systems.drn import streaming
+        from aeqprop_circuits.systems.drn import streaming  # numba is imported only where a block streams
 
         if v_in is not None and len(v_in) > streaming.BATCH:
             v_in = None
         left, right, step, rows_after = self._pending
-        self._pending = None
         inputs = v_in if v_in is not None else np.zeros((0, self.widths[0]), dtype=self.dtype)
         columns, drive = streaming.stream_update(self.weights[0], left, right, step, inputs)
-        sums = self._cache[1]
-        sums[0] = columns + rows_after if rows_after is not None else columns
+        self._pending = None  # only once applied: a failed pass leaves it pending
+        self._cache[1][0] = _node_sums(columns, rows_after)
         return drive if v_in is not None else None
 
     def _output_factors(self, phase: Phase, D_out: np.ndarray):
@@ -511,8 +523,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             bias = velocity
         self._theta[self.n_weights:] -= dt(steps[-1]) * bias
         self._version += 1
-        sums = [columns[k] + rows[k + 1] if k + 1 < len(columns) and columns[k] is not None else columns[k]
-                for k in range(len(columns))]
+        sums = [_node_sums(columns[k], rows[k + 1] if k + 1 < len(rows) else None) for k in range(len(columns))]
         self._cache = (self._version, sums)
         if stream:
             self._pending = (*pending, rows[1] if len(rows) > 1 else None)
