@@ -120,14 +120,27 @@ def test_a_same_start_puts_each_peer_conductance_on_our_resistor_between_the_sam
     np.testing.assert_array_equal(system.biases[1], b_out.astype(np.float32))
 
 
-def test_a_same_start_is_refused_where_it_cannot_be_made():
+def test_a_same_start_puts_each_peer_hopfield_weight_and_bias_in_our_layout():
+    """The peer holds [b_hidden, b_out, W1 (1, 28, 28, H), W2 (H, 10)]; our Hopfield network [W1, b1, W2, b2]."""
+    case = Case("small dhn", "dhn", (784, 6, 10), 4, 2, 0.5, 0.001, weight_gain=0.7)
+    rng = np.random.default_rng(1)
+    b_hidden, b_out, w1, w2 = rng.normal(size=6), rng.normal(size=10), rng.random((1, 28, 28, 6)), rng.random((6, 10))
+    peer = object.__new__(peer_module.PeerSide)
+    peer.case, peer.params = case, [_Param(b_hidden), _Param(b_out), _Param(w1), _Param(w2)]
+    system = peer_module.OurSide(case, 0).system
+    system.parameters = peer.our_theta()
+    groups = dict(system.groups)
+    theta = system.parameters
+    np.testing.assert_array_equal(theta[groups["w1"]].reshape(784, 6)[5 * 28 + 17], w1[0, 5, 17])
+    np.testing.assert_array_equal(theta[groups["b1"]], b_hidden)
+    np.testing.assert_array_equal(theta[groups["w2"]].reshape(6, 10), w2)
+    np.testing.assert_array_equal(theta[groups["b2"]], b_out)
+
+
+def test_a_same_start_is_refused_without_the_peer():
     result = CliRunner().invoke(bench, ["peer", "--ours-only", "--same-start", "--case", "drn-xs"])
     assert result.exit_code != 0 and "--same-start needs the peer's side" in result.output
     assert "Traceback" not in result.output
-    dhn = object.__new__(peer_module.PeerSide)
-    dhn.case = CASES["dhn-1024"]
-    with pytest.raises(peer_module.AeqpropError, match="DRN cases only"):
-        dhn.our_theta()
 
 
 class _OursAsPeer:
@@ -151,8 +164,9 @@ class _OursAsPeer:
         return self.side.system.parameters
 
 
-def test_a_same_start_starts_ours_from_the_peers_parameters_and_reports_the_differences():
-    case = Case("small drn", "drn", (784, 16, 10), 4, 2, 0.5, 0.001, input_gain=10.0)
+@pytest.mark.parametrize("case", [Case("small drn", "drn", (784, 16, 10), 4, 2, 0.5, 0.001, input_gain=10.0),
+                                  Case("small dhn", "dhn", (784, 16, 10), 4, 3, 0.5, 0.01, weight_gain=0.7)])
+def test_a_same_start_starts_ours_from_the_peers_parameters_and_reports_the_differences(case):
     peer = _OursAsPeer(case)
     row = bench_case(case, peer, steps=4, blocks=2, warmup=2, eval_samples=8, epoch=False,
                      data=peer_module._data(0), seed=0, same_start=True)

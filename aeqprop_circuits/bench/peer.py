@@ -29,9 +29,9 @@ blocks (peer, ours, ours, peer, ...), so that a change of machine speed hits bot
 the ratio is of the medians of the blocks' per-step times. An epoch is either extrapolated
 (60 000 / batch steps plus the evaluation of the 10 000 test images, timed on a part of
 them) or, with `epoch=True`, run in full on both sides (the blocks then cover the whole
-training set), with each side's test error after it. With `same_start` (DRN cases), ours
+training set), with each side's test error after it. With `same_start`, ours
 starts from the peer's initial parameters, and the report says how far the two sides' first
-updates and final parameters differ.
+updates are from each other and from ours in float64, and how far their final parameters differ.
 """
 
 from __future__ import annotations
@@ -234,16 +234,17 @@ class PeerSide:
             param.clamp_()
 
     def our_theta(self) -> np.ndarray:
-        """The peer's DRN parameters in our signed DRN's layout: [W1, W2, ..., biases of the free layers].
+        """The peer's parameters in our layout: the signed DRN's [W1, W2, ..., biases of the free layers], the
+        Hopfield network's [W1, b1, W2, b2, ...].
 
-        The peer holds [biases..., weights...] with W1 shaped (2, 28, 28, H): its doubled input is (x, -x) by
-        channel, ours (x, -x) by node, so a row-major reshape maps one onto the other.
+        The peer holds [biases..., weights...] with W1 shaped (C, 28, 28, H): the DRN's doubled input is
+        (x, -x) by channel on its side and by node on ours, so a row-major reshape maps one onto the other.
         """
-        if self.case.kind != "drn":
-            raise AeqpropError(f"{self.case.name}: a same start is built for the DRN cases only")
         n_layers = len(self.case.sizes) - 1
         states = [param.state.detach().cpu().numpy() for param in self.params[:2 * n_layers]]
-        return np.concatenate([state.reshape(-1) for state in states[n_layers:] + states[:n_layers]])
+        biases, weights = states[:n_layers], states[n_layers:]
+        order = weights + biases if self.case.kind == "drn" else [a for pair in zip(weights, biases) for a in pair]
+        return np.concatenate([state.reshape(-1) for state in order])
 
     def errors(self, x, labels) -> int:
         """Misclassified images of a batch, as the peer's Evaluator measures them (free phase from zero)."""
@@ -331,7 +332,8 @@ def _first_updates(case: Case, peer: PeerSide, ours: OurSide, peer_batch, our_ba
     from aeqprop_circuits.systems.models import load_system
 
     before = peer.our_theta()
-    exact = load_system(ours.spec, seed=0, **{**ours.options, "dtype": "float64"})
+    precision = {"dtype": "float64"} if case.kind == "drn" else {"precision": "float64"}
+    exact = load_system(ours.spec, seed=0, **{**ours.options, **precision})
     exact.parameters = before
     ep_step(exact, ours.rule, np.asarray(our_batch[0], np.float64), np.asarray(our_batch[1], np.float64),
             exact.in_place_rates(case.lr))
@@ -416,8 +418,8 @@ def bench_peer(peer_source, cases=tuple(CASES), *, steps: int = 200, blocks: int
     unknown = [name for name in cases if name not in CASES]
     if unknown:
         raise AeqpropError(f"unknown case(s) {', '.join(unknown)}; expected some of {', '.join(CASES)}")
-    if same_start and (ours_only or any(CASES[name].kind != "drn" for name in cases)):
-        raise AeqpropError("--same-start needs the peer's side and DRN cases only (drn-xs, drn-1h)")
+    if same_start and ours_only:
+        raise AeqpropError("--same-start needs the peer's side: it starts ours from the peer's parameters")
     torch = modules = root = None
     if not ours_only:
         root = check_peer_source(peer_source)

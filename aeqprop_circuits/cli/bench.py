@@ -155,8 +155,8 @@ def hopfield(hidden, batch, iterations, beta, steps, generic_steps, repeats, ite
 @click.option("--epoch", is_flag=True, help="Run a full training epoch per side (in the blocks) and the whole "
                                             "test set, with each side's test error.")
 @click.option("--ours-only", is_flag=True, help="Our side only (no torch, no peer checkout needed).")
-@click.option("--same-start", is_flag=True, help="DRN cases: start ours from the peer's initial parameters and "
-                                                 "report how far the first updates and the final parameters differ.")
+@click.option("--same-start", is_flag=True, help="Start ours from the peer's initial parameters and report how far "
+                                                 "the first updates and the final parameters differ.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @MARKDOWN
