@@ -217,6 +217,7 @@ def test_newton_coordinate_and_qp_agree_on_linear_networks(seed, n_free):
 
 @settings(max_examples=30, **SETTINGS)
 @given(seed=seeds, n_free=st.integers(1, 10))
+@example(seed=100000, n_free=2)  # a layered network: the automatic choice is the layered solver
 def test_coordinate_and_qp_agree_on_box_type_ideal_diode_networks(seed, n_free):
     elements, _ = random_network(seed, n_free=n_free, diodes=False, ideal="box")
     c = make_circuit(elements, inputs=["VIN0"])
@@ -225,7 +226,9 @@ def test_coordinate_and_qp_agree_on_box_type_ideal_diode_networks(seed, n_free):
     assert coordinate.success and qp.success, (coordinate.message, qp.message)
     assert (coordinate.solver, qp.solver) == ("coordinate", "qp")
     assert close_volts(coordinate.potentials, qp.potentials), np.abs(coordinate.potentials - qp.potentials).max()
-    assert solve(c, x).solver == "coordinate"
+    automatic = solve(c, x)  # the coordinate solver, or the layered one where the network happens to be layered
+    assert automatic.solver in ("coordinate", "layered")
+    assert close_volts(automatic.potentials, qp.potentials), np.abs(automatic.potentials - qp.potentials).max()
 
 
 def active_set_reference(circuit):
@@ -330,6 +333,7 @@ def test_batched_solve_equals_per_sample_solves(seed, n_free, ideal):
 @settings(max_examples=15, **SETTINGS)
 @given(seed=seeds, n_free=st.integers(2, 8))
 @example(seed=138856, n_free=7)  # a stall test on KCL alone would stop 0.38 V from the operating point
+@example(seed=14953, n_free=5)  # a node held by reverse junctions only: its last Newton step is 2.5 nV of rounding
 def test_newton_warm_start_reaches_the_same_point_in_fewer_iterations(seed, n_free):
     elements, _ = random_network(seed, n_free=n_free)
     c = make_circuit(elements, inputs=["VIN0"])

@@ -40,7 +40,7 @@ def _start(problem: Problem) -> np.ndarray:
     return np.where(np.isfinite(problem.energy(z))[:, None], z, 0.0)
 
 
-STALL_VTOL = 1e-9  # V (relative above 1 V): a Newton step this small that no line search can take is accepted
+STALL_VTOL = 1e-8  # V (relative above 1 V): a Newton step this small that no line search can take is accepted
 
 
 def newton(problem: Problem, x0=None, vtol: float = 1e-12, maxiter: int = 200, callback=None):
@@ -98,9 +98,9 @@ def newton(problem: Problem, x0=None, vtol: float = 1e-12, maxiter: int = 200, c
             return z, iteration, False, "stopped by callback"
         if pending.any() and np.all(np.abs(step) <= STALL_VTOL * (1.0 + np.abs(z))) and _stationary(problem, z, grad):
             # No step length lowers the energy of some sample, KCL holds to rounding and the
-            # remaining Newton step is below STALL_VTOL (~1e-10 V at a node held only by
-            # gmin-sized conductances): the energy cannot resolve it, and iterating would
-            # repeat it until maxiter.
+            # remaining Newton step is below STALL_VTOL (at a node held only by reverse-biased
+            # junctions it is KCL's rounding over their ~1e-13 S, up to a few nV): the energy
+            # cannot resolve it, and iterating would repeat it until maxiter.
             return z, iteration, True, "converged: KCL holds to rounding, the energy resolves no further step"
     return z, maxiter, False, f"no convergence in {maxiter} Newton iterations (last step {size:.2e} V)"
 
