@@ -145,12 +145,10 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         self.dtype = np.dtype(dtype)
         self.tol = float(tol) if tol is not None else (1e-12 if self.dtype == np.float64 else 1e-6)
         self.max_iterations = int(max_iterations)
-        if warm_start is True or warm_start in ("free", "last") and isinstance(warm_start, str):
-            self.warm_start = "free" if warm_start is True else warm_start
-        elif warm_start is False or warm_start == "none":
-            self.warm_start = None
-        else:
+        starts = {True: "free", False: None, "free": "free", "last": "last", "none": None}
+        if not isinstance(warm_start, (bool, str)) or warm_start not in starts:
             raise AeqpropError(f"signed DRN warm_start {warm_start!r}: expected free, last, none, true or false")
+        self.warm_start = starts[warm_start]
         if schedule not in ("forward-backward", "alternating"):
             raise AeqpropError(f"signed DRN schedule {schedule!r}: expected forward-backward or alternating")
         self.schedule = schedule
@@ -526,7 +524,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         sums = [_node_sums(columns[k], rows[k + 1] if k + 1 < len(rows) else None) for k in range(len(columns))]
         self._cache = (self._version, sums)
         if stream:
-            self._pending = (*pending, rows[1] if len(rows) > 1 else None)
+            self._pending = (*pending, rows[1])  # a signed DRN has at least two blocks
 
     def contrast_step(self, x: np.ndarray, target: np.ndarray, terms, rates) -> SignedDRNState:
         """A nudge-contrast step (runs/inplace.py), its free phase warm-started from the previous step's."""
