@@ -8,7 +8,7 @@ import pytest
 
 from aeqprop_circuits.learning.algorithms import ep_step, get_algorithm
 from aeqprop_circuits.systems.base import Phase
-from aeqprop_circuits.systems.drn import signed
+from aeqprop_circuits.systems.drn import signed, streaming
 from aeqprop_circuits.systems.drn.streaming import stream_update
 
 
@@ -30,6 +30,19 @@ def test_one_pass_equals_update_clip_sums_and_drive_done_apart(n, m, k, batch, t
     np.testing.assert_allclose(drive, x @ expected, rtol=1e-5, atol=1e-4)
     assert drive.shape == (batch, m) and W.dtype == np.float32
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def test_the_pass_computes_in_the_weights_dtype():
+    """Every value of the inner loop is float32 for float32 weights: a float64 value there (a literal 0 in the
+    clip did that) makes the compiler convert each weight and halves the vector width."""
+    chunk = numba.njit(fastmath=streaming._FASTMATH)(streaming._chunk.py_func)
+    a = lambda *shape: np.ones(shape, np.float32)  # noqa: E731
+    chunk(a(4, 8), a(5, 4), a(5, 8), np.float32(0.1), a(4, 4), a(8), a(4, 8), 0, 8)
+    typemap = next(iter(chunk.overloads.values())).fndesc.typemap
+    loop = {name: str(kind) for name, kind in typemap.items()
+            if name.split(".")[0] in {"v0", "v1", "v2", "v3", "a00", "x00", "zero"}}
+    assert {"v0", "v3", "a00", "x00", "zero"} <= set(loop)
+    assert set(loop.values()) == {"float32"}, loop
 
 
 def test_the_fused_drive_takes_at_most_four_rows():

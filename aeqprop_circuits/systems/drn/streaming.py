@@ -41,6 +41,7 @@ def _chunk(W, left, right, step, x, columns, drive, start, stop):
     a = np.zeros((4, 5 * passes), W.dtype)  # -step x the update's left factors of the four rows
     i = np.empty(4, np.int64)  # the rows; past the last row, it again with weight 0
     w = np.empty(4, W.dtype)
+    zero = np.zeros(1, W.dtype)[0]  # the clip's bound in W's dtype (a literal 0 would promote the loop to float64)
     for i0 in range(0, n, 4):
         used = min(4, n - i0)
         for q in range(4):
@@ -71,10 +72,10 @@ def _chunk(W, left, right, step, x, columns, drive, start, stop):
             x30, x31, x32, x33 = X[3, i[0]], X[3, i[1]] * w1, X[3, i[2]] * w2, X[3, i[3]] * w3
             c, d0, d1, d2, d3 = col[t0:t1], D[0][t0:t1], D[1][t0:t1], D[2][t0:t1], D[3][t0:t1]
             for j in range(t1 - t0):
-                v0 = max(W0[j] + a00 * r0[j] + a01 * r1[j] + a02 * r2[j] + a03 * r3[j] + a04 * r4[j], 0)
-                v1 = max(W1[j] + a10 * r0[j] + a11 * r1[j] + a12 * r2[j] + a13 * r3[j] + a14 * r4[j], 0)
-                v2 = max(W2[j] + a20 * r0[j] + a21 * r1[j] + a22 * r2[j] + a23 * r3[j] + a24 * r4[j], 0)
-                v3 = max(W3[j] + a30 * r0[j] + a31 * r1[j] + a32 * r2[j] + a33 * r3[j] + a34 * r4[j], 0)
+                v0 = max(W0[j] + a00 * r0[j] + a01 * r1[j] + a02 * r2[j] + a03 * r3[j] + a04 * r4[j], zero)
+                v1 = max(W1[j] + a10 * r0[j] + a11 * r1[j] + a12 * r2[j] + a13 * r3[j] + a14 * r4[j], zero)
+                v2 = max(W2[j] + a20 * r0[j] + a21 * r1[j] + a22 * r2[j] + a23 * r3[j] + a24 * r4[j], zero)
+                v3 = max(W3[j] + a30 * r0[j] + a31 * r1[j] + a32 * r2[j] + a33 * r3[j] + a34 * r4[j], zero)
                 W3[j] = v3  # past the last row, copies of it (written first, the real one last)
                 W2[j] = v2
                 W1[j] = v1
