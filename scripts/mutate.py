@@ -36,7 +36,8 @@ TESTS = ("tests/test_fast_paths.py", "tests/test_learning.py", "tests/test_aeqpr
          "tests/test_hopfield.py", "tests/test_cpl_counterexample.py", "tests/test_solvers_analytic.py",
          "tests/test_layered.py", "tests/test_drn.py",
          "tests/test_drn_signed.py", "tests/test_drn_paper_circuit.py", "tests/test_circuit_regression.py",
-         "tests/test_energy_system.py", "tests/test_solvers_properties.py", "tests/test_streaming.py")
+         "tests/test_energy_system.py", "tests/test_solvers_properties.py", "tests/test_streaming.py",
+         "tests/test_narrow.py")
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-seed=0",
           "-W", "ignore::DeprecationWarning"]
 
@@ -237,9 +238,17 @@ def _mutants() -> list[Mutant]:
     add(signed, "out = [D[k] * layer - self._incoming(k, V, drive)", ("[D[k] * layer", "[2 * D[k] * layer"),
         ("- self._incoming", "+ self._incoming"))
     add(signed, "out[-1] = out[-1] + NUDGE.current(V[-1]", ("+ NUDGE", "- NUDGE"), ("+ NUDGE", "+ 2 * NUDGE"))
-    add(signed, "r = drive if k == 0 else matmul(V[k - 1], self.weights[k]) + self.biases[k]",
+    add(signed, "r = drive if k == 0 else self._product(V[k - 1], k) + self.biases[k]",
         ("+ self.biases[k]", "- self.biases[k]"))
     add(signed, "drive += self.biases[0]", ("+=", "-="))
+    narrow = "aeqprop_circuits/systems/drn/narrow.py"
+    add(narrow, "row[j] += v * w[j]", ("+=", "-="))
+    add(narrow, "total += v[j] * w[j]", ("+=", "-="))
+    add(signed, "return narrow.times(V, WT) if transpose else narrow.times_transpose(V, WT)",
+        ("if transpose else", "if not transpose else"))
+    add(signed, "WT = self._transposes[1][k] = np.ascontiguousarray(W.T)", ("(W.T)", "(W.T * 2)"))
+    add(signed, "self._transposes = (self._version, {})",
+        ("= (self._version, {})", "= self._transposes or (self._version, {})"))
     add(streaming, "a[q, r] = -step * left[r, i[q]] * w[q]", ("-step", "step"))
     add(streaming, "a14 * r4[j], zero)", (", zero)", ", zero - 1)"))
     add(signed, "clip(head, zero, inf, out=head)", ("zero, inf", "-inf, inf"))

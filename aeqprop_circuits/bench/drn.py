@@ -3,7 +3,8 @@
 Times `steps` training steps (after a warm-up) of the in-place loop the trainer uses
 (for one hidden layer, DRNSystem.contrast_step's fused step). The report says how much of a
 step is BLAS: one more step runs with the DRN modules' `matmul` and `gemm_into` recording
-the products it makes (their shapes, layouts and dtype), and those products are then timed
+the products it makes (their shapes, layouts and dtype; the signed DRN's streamed first block and
+narrow-block products are numba loops, not counted there), and those products are then timed
 bare, on fresh operands, `steps` times; the timed steps themselves run uninstrumented, in five
 rounds interleaved with the products' and the floor's rounds (below). An epoch is
 extrapolated from the step time (60 000 / batch steps for Fashion-MNIST) plus a measured
@@ -282,7 +283,7 @@ def format_report(r: dict) -> str:
         f"{r['model']}  {r['algorithm']}  batch {r['batch']}  {r['iterations']} block iterations/phase  "
         f"{r['dtype']}  {r['parameters']:,} conductances  ({r['data']} inputs, {r['steps']} steps, "
         f"{r['step_path']})",
-        f"  step:    {r['ms_per_step_wall']:.3f} ms wall, {r['ms_per_step_cpu']:.3f} ms CPU; matrix products "
+        f"  step:    {r['ms_per_step_wall']:.3f} ms wall, {r['ms_per_step_cpu']:.3f} ms CPU; BLAS products "
         f"{r['ms_per_step_matmul']:.3f} ms ({r['matmul_calls_per_step']:.0f} calls, "
         f"{100 * r['matmul_share']:.0f}% of the step)",
         f"  floor:   {r['ms_per_step_floor']:.3f} ms wall, {r['ms_per_step_floor_cpu']:.3f} ms CPU "

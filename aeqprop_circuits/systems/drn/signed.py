@@ -64,6 +64,7 @@ def _axpy(x: np.ndarray, y: np.ndarray, alpha: float) -> None:
 
 
 _STREAM_BYTES = 1 << 26  # a first block above this (64 MB, twice the L3 cache) is updated by streaming.py
+_NARROW_WIDTH, _NARROW_BYTES = 16, 1 << 20  # a block into at most 16 nodes, of 1 MB or more, is multiplied by narrow.py
 _PANEL_BYTES = 1 << 19  # a weight panel that stays in a core's L2 cache while it is updated, clipped and summed
 
 
@@ -164,6 +165,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         self._excitatory = [width // 2 for width in self.widths[1:-1]]
         self._version = 0
         self._cache = None  # (version, conductance sums per free layer)
+        self._transposes = None  # (version, {k: W_k^T contiguous}) of the large narrow blocks (narrow.py)
         self._pending = None  # W1's update of the last step, applied with the next drive (streaming.py)
         self._drive = None  # (inputs array, version, input potentials, their current into layer 1)
         self._resting = None  # the last training step's free layers (warm start)
@@ -357,12 +359,27 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
 
     def _incoming(self, k: int, V: list, drive: np.ndarray) -> np.ndarray:
         """Current into free layer k from its neighbouring layers, sum_j g_ij V_j, plus its bias current."""
-        r = drive if k == 0 else matmul(V[k - 1], self.weights[k]) + self.biases[k]
+        r = drive if k == 0 else self._product(V[k - 1], k) + self.biases[k]
         if k + 1 < len(V):
-            ahead = matmul(V[k + 1], self.weights[k + 1].T)
+            ahead = self._product(V[k + 1], k + 1, transpose=True)
             ahead += r  # = r + ahead, in a fresh array of the layer's size (r may be the cached drive)
             r = ahead
         return r
+
+    def _product(self, V: np.ndarray, k: int, transpose: bool = False) -> np.ndarray:
+        """V @ W_k, or V @ W_k^T, for a block k >= 1 (the first block's products are the input drive):
+        BLAS, or narrow.py's loops for a large block into a few nodes (its transpose kept per theta)."""
+        W = self.weights[k]
+        if W.shape[1] > _NARROW_WIDTH or W.nbytes < _NARROW_BYTES:
+            return matmul(V, W.T if transpose else W)
+        from aeqprop_circuits.systems.drn import narrow  # numba is imported only where a block needs it
+
+        if self._transposes is None or self._transposes[0] != self._version:
+            self._transposes = (self._version, {})
+        WT = self._transposes[1].get(k)
+        if WT is None:
+            WT = self._transposes[1][k] = np.ascontiguousarray(W.T)
+        return narrow.times(V, WT) if transpose else narrow.times_transpose(V, WT)
 
     def _gradient(self, V, phase: Phase) -> list:
         """d(energy)/dV per free layer (B, width), from the settle's own pieces: the net current leaving
