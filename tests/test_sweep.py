@@ -19,6 +19,7 @@ from aeqprop_circuits.experiments.sweep.runner import (
     points_directory,
     run_point,
     run_points,
+    worker_environment,
 )
 from aeqprop_circuits.experiments.sweep.runner import start_client as start_dask_client
 
@@ -195,6 +196,8 @@ def test_point_whose_worker_process_dies_is_retried_on_a_process_cluster(tmp_pat
     client = start_dask_client(None, 1)  # the CLI's default: a LocalCluster of worker processes
     try:
         assert os.getpid() not in client.run(os.getpid).values()
+        threads = set(client.run(os.getenv, "NUMBA_NUM_THREADS").values())
+        assert threads == {worker_environment(1)["NUMBA_NUM_THREADS"]}
         records = run_points(spec.points, str(tmp_path / "out"), client, retries=2, progress=False,
                              task=die_once_then_train)
     finally:
@@ -205,3 +208,13 @@ def test_point_whose_worker_process_dies_is_retried_on_a_process_cluster(tmp_pat
     record = records["seed=0"]
     assert record["status"] == "ok" and record["action"] == "ran", record
     assert os.path.exists(os.path.join(points_directory(str(tmp_path / "out")), "seed=0.died"))
+
+
+def test_local_workers_share_the_cores_among_their_numba_threads(monkeypatch):
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    assert worker_environment(2, cores=2) == {"NUMBA_NUM_THREADS": "1"}
+    assert worker_environment(3, cores=8) == {"NUMBA_NUM_THREADS": "2"}
+    assert worker_environment(16, cores=8) == {"NUMBA_NUM_THREADS": "1"}
+    assert worker_environment(None, cores=4) == {"NUMBA_NUM_THREADS": "1"}  # dask's default: a worker per core
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "3")
+    assert worker_environment(2, cores=2) == {"NUMBA_NUM_THREADS": "3"}

@@ -158,9 +158,20 @@ def start_client(scheduler: str | None, workers: int | None, processes: bool = T
             return Client(scheduler, timeout="20s")
         except (OSError, TimeoutError, ValueError) as err:
             raise AeqpropError(f"--scheduler {scheduler}: cannot connect ({err})") from None
+    options = {"env": worker_environment(workers)} if processes else {}
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+                           silence_logs=logging.ERROR, **options)
     return Client(cluster)
+
+
+def worker_environment(workers: int | None, cores: int | None = None) -> dict:
+    """Environment of a local worker process: the cores shared out among the workers for numba's loops (a
+    signed DRN's streamed first block and narrow products run on NUMBA_NUM_THREADS threads, by default one
+    per core, in each process). A NUMBA_NUM_THREADS the user set is kept."""
+    if "NUMBA_NUM_THREADS" in os.environ:
+        return {"NUMBA_NUM_THREADS": os.environ["NUMBA_NUM_THREADS"]}
+    cores = cores or os.cpu_count() or 1
+    return {"NUMBA_NUM_THREADS": str(max(1, cores // (workers or cores)))}
 
 
 def run_points(points: list, out: str, client, retries: int = 2, progress: bool = True, task=run_point) -> dict:
