@@ -61,3 +61,24 @@ def test_bench_train_counts_no_separate_drive_read_where_the_update_pass_makes_t
     report = bench_train("drn:8-5-6-3", "drn-xl", steps=4, warmup=2, eval_samples=8)
     assert report["streamed_first_block"] and report["traffic_mb_per_step"] == 4 * 2 * (8 * 5 + 5 * 6 + 6 * 3) / 1e6
     assert "the input drive in the first block's pass" in format_report(report)
+
+
+def test_bench_train_times_a_narrow_block_as_the_step_multiplies_it(monkeypatch):
+    """The floor's relaxation products with a narrow block are narrow.py's loops, on V and the block's transpose."""
+    from aeqprop_circuits.bench.drn import _floor_products, _product_calls, bench_train, format_report
+    from aeqprop_circuits.learning.algorithms import get_algorithm
+    from aeqprop_circuits.systems.drn import signed
+    from aeqprop_circuits.systems.models import load_system
+
+    monkeypatch.setattr(signed, "_NARROW_BYTES", 0)  # every block into at most 16 nodes is narrow
+    system = load_system("drn:8-5-6-3", circuit="signed", iterations=1)
+    floor = _floor_products(system, get_algorithm("c-ep", beta=0.5), batch=2)
+    relaxation = [(kind, shapes) for kind, shapes, *_ in floor if kind not in ("drive", "update")]
+    # per phase: layer 1 <- V2 W2^T, layer 2 <- V1 W2 and V3 W3^T, outputs <- V2 W3 (W2 5 x 6, W3 6 x 3)
+    assert relaxation[:4] == [("narrow times", ((2, 6), (6, 5))), ("narrow times transpose", ((2, 5), (6, 5))),
+                              ("narrow times", ((2, 3), (3, 6))), ("narrow times transpose", ((2, 6), (3, 6)))]
+    for call in _product_calls(floor, seed=0):
+        call()
+    report = bench_train("drn:8-5-6-3", "drn-xl", steps=3, warmup=1, eval_samples=8)
+    assert report["numba_loops"] == ["narrow products"] and report["numba_threads"] >= 1
+    assert "numba loops (narrow products)" in format_report(report)

@@ -196,8 +196,9 @@ def test_point_whose_worker_process_dies_is_retried_on_a_process_cluster(tmp_pat
     client = start_dask_client(None, 1)  # the CLI's default: a LocalCluster of worker processes
     try:
         assert os.getpid() not in client.run(os.getpid).values()
-        threads = set(client.run(os.getenv, "NUMBA_NUM_THREADS").values())
-        assert threads == {worker_environment(1)["NUMBA_NUM_THREADS"]}
+        expected = worker_environment(1)["NUMBA_NUM_THREADS"]
+        assert set(client.run(os.getenv, "NUMBA_NUM_THREADS").values()) == {expected}
+        assert set(client.run(lambda: __import__("numba").get_num_threads()).values()) == {int(expected)}
         records = run_points(spec.points, str(tmp_path / "out"), client, retries=2, progress=False,
                              task=die_once_then_train)
     finally:

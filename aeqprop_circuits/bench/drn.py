@@ -39,9 +39,10 @@ from aeqprop_circuits.experiments.presets import DRN_PRESETS as PRESETS
 from aeqprop_circuits.learning.algorithms import ep_step, get_algorithm
 from aeqprop_circuits.systems import kernels
 from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.drn import narrow
 from aeqprop_circuits.systems.drn import signed as signed_module
 from aeqprop_circuits.systems.drn import system as drn_module
-from aeqprop_circuits.systems.drn.signed import SignedDRNSystem
+from aeqprop_circuits.systems.drn.signed import SignedDRNSystem, narrow_block
 from aeqprop_circuits.systems.models import load_system
 
 TRAIN_SIZE, TEST_SIZE = 60_000, 10_000
@@ -110,6 +111,10 @@ def _product_calls(products: list[tuple], seed: int) -> list:
             calls.append(lambda a=arrays[0], b=arrays[1]: signed_module._drive(a, b))
         elif kind == "matmul":
             calls.append(lambda a=arrays[0], b=arrays[1]: np.matmul(a, b))
+        elif kind == "narrow times":
+            calls.append(lambda a=arrays[0], b=arrays[1]: narrow.times(a, b))
+        elif kind == "narrow times transpose":
+            calls.append(lambda a=arrays[0], b=arrays[1]: narrow.times_transpose(a, b))
         elif kind == "matmul into":
             out = np.empty(np.matmul(*arrays).shape, dtype)
             calls.append(lambda a=arrays[0], b=arrays[1], out=out: np.matmul(a, b, out=out))
@@ -139,21 +144,32 @@ def _time_calls(calls: list, repeats: int) -> tuple[float, float]:
 
 def _floor_products(system, rule, batch: int) -> list[tuple]:
     """The products a training step needs, in `_recorded_products`' form: the input drive once, each phase's
-    relaxation products (nudged phases stacked), one rank-k update per weight block."""
+    relaxation products (nudged phases stacked; a signed DRN's narrow blocks by its narrow.py loops, as its
+    step makes them), one rank-k update per weight block."""
     used = [(m, w) for m, w in zip(rule.multipliers, rule.weights) if w != 0.0]
     nudges, terms = sum(m != 0.0 for m, _ in used), len(used)
     widths, dtype, sweeps = system.widths, system.dtype, system.iterations or 1
+    signed = isinstance(system, SignedDRNSystem)
+
+    def product(rows: int, block: int, transpose: bool) -> tuple:
+        """V @ W (or V @ W^T) with W = weights[block], shape (widths[block], widths[block + 1])."""
+        fan_in, fan_out = widths[block], widths[block + 1]
+        if signed and narrow_block((fan_in, fan_out), dtype.itemsize):  # V and W's transpose, C-ordered
+            kind = "narrow times" if transpose else "narrow times transpose"
+            return kind, ((rows, fan_out if transpose else fan_in), (fan_out, fan_in)), (False, False), dtype
+        if transpose:
+            return "matmul", ((rows, fan_out), (fan_out, fan_in)), (False, True), dtype
+        return "matmul", ((rows, fan_in), (fan_in, fan_out)), (False, False), dtype
+
     products = [("drive", ((batch, widths[0]), (widths[0], widths[1])), (False, False), dtype)]
     for rows in [batch] + ([nudges * batch] if nudges else []):
         for _ in range(sweeps):
             for k in range(1, len(widths) - 1):  # free layer k (1-based width index): its neighbours' currents
                 if k > 1:
-                    products.append(("matmul", ((rows, widths[k - 1]), (widths[k - 1], widths[k])), (False, False),
-                                     dtype))
+                    products.append(product(rows, k - 1, transpose=False))
                 if k + 1 < len(widths):
-                    products.append(("matmul", ((rows, widths[k + 1]), (widths[k + 1], widths[k])), (False, True),
-                                     dtype))
-            products.append(("matmul", ((rows, widths[-2]), (widths[-2], widths[-1])), (False, False), dtype))
+                    products.append(product(rows, k, transpose=True))
+            products.append(product(rows, len(widths) - 2, transpose=False))
     for k in range(len(widths) - 1):
         rank = (batch if k == 0 else terms * batch) + 2  # the input block's rows are shared by the phases
         products.append(("update", ((widths[k], widths[k + 1]), (rank, widths[k]), (rank, widths[k + 1])),
@@ -211,7 +227,12 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
     products = _recorded_products(step)
     floor = _floor_products(system, rule, batch)
     recorded_calls, floor_calls = _product_calls(products, seed), _product_calls(floor, seed + 1)
-    streamed = isinstance(system, SignedDRNSystem) and system.streams_first_block
+    signed = isinstance(system, SignedDRNSystem)
+    streamed = signed and system.streams_first_block
+    loops = [name for name, used in (("streamed first block", streamed),
+                                     ("narrow products", signed and any(narrow_block(W.shape, W.itemsize)
+                                                                        for W in system.weights[1:])))
+             if used]
     traffic_calls, traffic_bytes = _traffic_calls([W.shape for W in system.weights], system.dtype, streamed)
     # Steps, their recorded products and the floor in interleaved rounds, so that a change in the machine's
     # load falls on all three alike.
@@ -268,7 +289,8 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
         "runnable": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
         "streamed_first_block": streamed,
-        "numba_threads": _numba_threads() if streamed else None,
+        "numba_loops": loops,
+        "numba_threads": _numba_threads() if loops else None,
     }
 
 
@@ -305,6 +327,7 @@ def format_report(r: dict) -> str:
         f"{min(512, r['eval_samples'])} {r['peak_traced_evaluation_mb']:.2f} MB",
         f"  machine: {os.cpu_count()} cores, runnable processes {r['runnable'][0]} -> {r['runnable'][1]}, "
         f"OPENBLAS_NUM_THREADS={r['blas_threads']}"
-        + (f", first block streamed on {r['numba_threads']} numba threads" if r["streamed_first_block"] else ""),
+        + (f", numba loops ({', '.join(r['numba_loops'])}) on {r['numba_threads']} threads" if r["numba_loops"]
+           else ""),
     ]
     return "\n".join(lines)

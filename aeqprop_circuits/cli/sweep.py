@@ -24,7 +24,8 @@ EXIT_POINTS_FAILED = 4
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="Times a point is rerun after its worker died (it resumes from its last checkpoint).")
 @click.option("--processes/--threads", default=True, show_default=True,
-              help="LocalCluster workers as processes or as threads of this process.")
+              help="LocalCluster workers as processes (the cores shared out among their numba threads) or as "
+                   "threads of this process.")
 @click.option("--list", "list_only", is_flag=True, help="List the points and their state; run nothing.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @user_errors
@@ -35,6 +36,8 @@ def sweep(spec_file, scheduler, workers, out, retries, processes, list_only, qui
     Each point trains in DIR/points/KEY=VALUE,... (see docs/how-to/sweep.md); DIR/summary.md,
     summary.csv and summary.png hold the results. Exit code 4 when some points failed.
     """
+    from dask.system import CPU_COUNT
+
     from aeqprop_circuits.experiments.sweep.runner import (
         logs_directory,
         point_state,
@@ -69,7 +72,7 @@ def sweep(spec_file, scheduler, workers, out, retries, processes, list_only, qui
     if todo:
         if scheduler and workers:
             click.echo("sweep: --workers is ignored with --scheduler (the cluster has its own)", err=True)
-        client = start_client(scheduler, workers or min(len(todo), os.cpu_count() or 1), processes=processes)
+        client = start_client(scheduler, workers or min(len(todo), CPU_COUNT), processes=processes)
         cluster = None if scheduler else client.cluster
         try:
             records.update(run_points(todo, out, client, retries=retries, progress=progress_bar(quiet)))

@@ -170,7 +170,9 @@ def worker_environment(workers: int | None, cores: int | None = None) -> dict:
     per core, in each process). A NUMBA_NUM_THREADS the user set is kept."""
     if "NUMBA_NUM_THREADS" in os.environ:
         return {"NUMBA_NUM_THREADS": os.environ["NUMBA_NUM_THREADS"]}
-    cores = cores or os.cpu_count() or 1
+    from dask.system import CPU_COUNT  # the cores this process may use (affinity, cgroup quota), as dask counts them
+
+    cores = cores or CPU_COUNT
     return {"NUMBA_NUM_THREADS": str(max(1, cores // (workers or cores)))}
 
 

@@ -4,7 +4,8 @@ DRN-XL's relaxation multiplies its 4 x 10 outputs by the 10 x 32 768 transpose o
 its 4 x 32 768 hidden layer by that block, 12 times each per training step. OpenBLAS runs these shapes at
 a fraction of the rate the block's 1.3 MB allow: one thread, and kernels made for a wide inner dimension.
 These loops run over the block's transpose (narrow x wide, C-contiguous, kept by the caller per theta) in
-column chunks, one per numba thread, so every inner loop is a unit-stride loop over the wide dimension.
+tiles of its columns shared out among numba's threads, so every inner loop is a unit-stride loop over the
+wide dimension, and the results do not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -32,22 +33,25 @@ def _times(V, WT, out):
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, boundscheck=False, error_model="numpy", cache=True)
-def _times_transpose(V, WT, chunks):
+def _times_transpose(V, WT):
     B, wide = V.shape
     narrow = WT.shape[0]
-    width = ((wide + chunks - 1) // chunks + 15) // 16 * 16  # whole cache lines per chunk
-    parts = np.zeros((chunks, B, narrow), V.dtype)
-    for c in numba.prange(chunks):
-        t0, t1 = min(wide, c * width), min(wide, (c + 1) * width)
+    tiles = (wide + TILE - 1) // TILE
+    parts = np.zeros((tiles, B, narrow), V.dtype)  # per tile, not per thread: the sums do not depend on the threads
+    for t in numba.prange(tiles):
+        t0, t1 = t * TILE, min(wide, (t + 1) * TILE)
         for b in range(B):
             v = V[b, t0:t1]
             for o in range(narrow):
                 w = WT[o, t0:t1]
-                total = parts[c, b, o]
+                total = parts[t, b, o]
                 for j in range(t1 - t0):
                     total += v[j] * w[j]
-                parts[c, b, o] = total
-    return parts.sum(axis=0)
+                parts[t, b, o] = total
+    out = np.zeros((B, narrow), V.dtype)
+    for t in range(tiles):  # in order
+        out += parts[t]
+    return out
 
 
 def times(V: np.ndarray, WT: np.ndarray) -> np.ndarray:
@@ -59,4 +63,4 @@ def times(V: np.ndarray, WT: np.ndarray) -> np.ndarray:
 
 def times_transpose(V: np.ndarray, WT: np.ndarray) -> np.ndarray:
     """V @ WT.T: V (B, wide), WT (narrow, wide) C-contiguous, both of one dtype; a new (B, narrow) array."""
-    return _times_transpose(np.ascontiguousarray(V, dtype=WT.dtype), WT, numba.get_num_threads())
+    return _times_transpose(np.ascontiguousarray(V, dtype=WT.dtype), WT)

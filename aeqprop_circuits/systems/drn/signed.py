@@ -74,6 +74,13 @@ def _panels(fan_in: int, fan_out: int, itemsize: int) -> list:
     return [slice(start, min(start + rows, fan_in)) for start in range(0, fan_in, rows)]
 
 
+def narrow_block(shape: tuple, itemsize: int) -> bool:
+    """Whether a block's relaxation products run as narrow.py's loops: a block into at most 16 nodes of 1 MB
+    or more (smaller blocks keep BLAS)."""
+    fan_in, fan_out = shape
+    return fan_out <= _NARROW_WIDTH and fan_in * fan_out * itemsize >= _NARROW_BYTES
+
+
 def _node_sums(columns: np.ndarray | None, rows_after: np.ndarray | None) -> np.ndarray | None:
     """A free layer's conductance sums: its incoming block's column sums plus its outgoing block's row sums
     (None while the incoming block's update is pending)."""
@@ -370,7 +377,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         """V @ W_k, or V @ W_k^T, for a block k >= 1 (the first block's products are the input drive):
         BLAS, or narrow.py's loops for a large block into a few nodes (its transpose kept per theta)."""
         W = self.weights[k]
-        if W.shape[1] > _NARROW_WIDTH or W.nbytes < _NARROW_BYTES:
+        if not narrow_block(W.shape, W.itemsize):
             return matmul(V, W.T if transpose else W)
         from aeqprop_circuits.systems.drn import narrow  # numba is imported only where a block needs it
 
@@ -586,7 +593,8 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         conductance = self._theta[:self.n_weights].astype(np.float64) * self.g0
         resistors = Resistors(tuple(r_names), np.concatenate(nodes), conductance)
         hidden = np.concatenate(layers[:-1])
-        excitatory = np.concatenate([np.arange(len(layer)) < len(layer) // 2 for layer in layers[:-1]])
+        excitatory = np.concatenate([np.arange(len(layer)) < half
+                                     for layer, half in zip(layers[:-1], self._excitatory)])
         zero = np.zeros_like(hidden)  # ground -> node holds V >= 0; node -> ground holds V <= 0
         d_nodes = np.where(excitatory[:, None], np.stack([zero, hidden], 1), np.stack([hidden, zero], 1))
         d_names = tuple(f"d{names[node]}" for node in hidden)
