@@ -227,6 +227,8 @@ def _mutants() -> list[Mutant]:
         ("(a - b) * pull", "(a + b) * pull"), ("(b - c) * pull", "(b + c) * pull"))
     add(drn, "Dh.append(D[k] + self._junction_conductance(V[k]))", ("D[k] + self", "D[k] - self"))
 
+    add(drn, "clip(values, values.dtype.type(0), values.dtype.type(np.inf), out=values)",
+        ("type(0)", "type(-1)"))
     # the signed DRN
     signed = "aeqprop_circuits/systems/drn/signed.py"
     streaming = "aeqprop_circuits/systems/drn/streaming.py"
