@@ -256,6 +256,8 @@ def _mutants() -> list[Mutant]:
     add(signed, "clip(head, zero, inf, out=head)", ("zero, inf", "-inf, inf"))
     add(signed, "clip(tail, -inf, zero, out=tail)", ("-inf, zero", "-inf, inf"))
     add(signed, "self._excitatory = [width // 2 for", ("width // 2", "width // 2 + 1"))
+    add(signed, "self._windows = [(np.r_[np.zeros(half), np.full(width - half, -np.inf)]",
+        ("np.zeros(half), np.full", "np.zeros(half + 1), np.full"))
     add(streaming, "Wq[j] += b0 * r0[j]", ("+=", "-="))
     add(streaming, "c[j] += v0 + w1 * v1 + w2 * v2 + w3 * v3", ("+ w3 * v3", "- w3 * v3"))
     add(streaming, "d2[j] += x20 * v0 + x21 * v1", ("+ x21 * v1", "- x21 * v1"))

@@ -14,6 +14,7 @@ from aeqprop_circuits.experiments.trainer import TrainOptions, evaluate
 from aeqprop_circuits.learning.algorithms import ep_step, get_algorithm
 from aeqprop_circuits.solvers import solve
 from aeqprop_circuits.systems.base import Phase
+from aeqprop_circuits.systems.drn import signed
 from aeqprop_circuits.systems.drn.signed import SignedDRNSystem
 from aeqprop_circuits.systems.models import load_system
 
@@ -33,9 +34,12 @@ def _system(sizes, seed=1, **options):
     return system, x, y
 
 
+@pytest.mark.parametrize("windows", ["bound arrays", "scalar clips on the halves"])
 @pytest.mark.parametrize("sizes", SIZES)
 @pytest.mark.parametrize("beta", [0.0, 0.3, -0.2])
-def test_settle_is_the_bounded_minimiser_of_the_energy(sizes, beta):
+def test_settle_is_the_bounded_minimiser_of_the_energy(sizes, beta, windows, monkeypatch):
+    """Both ways of clipping a layer to its sign windows (a small layer's and a large one's)."""
+    monkeypatch.setattr(signed, "_SMALL_LAYER", 1 << 62 if windows == "bound arrays" else 0)
     system, x, y = _system(sizes)
     state = system.settle(Phase(x, beta, y))
     hidden = system.widths[1:-1]

@@ -65,6 +65,7 @@ def _axpy(x: np.ndarray, y: np.ndarray, alpha: float) -> None:
 
 _STREAM_BYTES = 1 << 26  # a first block above this (64 MB, twice the L3 cache) is updated by streaming.py
 _NARROW_WIDTH, _NARROW_BYTES = 16, 1 << 20  # a block into at most 16 nodes, of 1 MB or more, is multiplied by narrow.py
+_SMALL_LAYER = 2048  # values in a hidden layer below which its sign windows are one clip with bound arrays
 _PANEL_BYTES = 1 << 19  # a weight panel that stays in a core's L2 cache while it is updated, clipped and summed
 
 
@@ -170,6 +171,9 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         self.n_parameters = self.n_weights + sum(self.widths[1:])
         # Sign windows of the hidden layers: excitatory first half [0, inf), inhibitory second half (-inf, 0].
         self._excitatory = [width // 2 for width in self.widths[1:-1]]
+        self._windows = [(np.r_[np.zeros(half), np.full(width - half, -np.inf)].astype(self.dtype),
+                          np.r_[np.full(half, np.inf), np.zeros(width - half)].astype(self.dtype))
+                         for width, half in zip(self.widths[1:-1], self._excitatory)]  # as bound arrays
         self._version = 0
         self._cache = None  # (version, conductance sums per free layer)
         self._transposes = None  # (version, {k: W_k^T contiguous}) of the large narrow blocks (narrow.py)
@@ -337,7 +341,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
                 new = self._incoming(k, V, drive)  # a fresh array: the layer's update is made in it
                 if k < last:
                     new /= D[k]
-                    self._to_signs(new, self._excitatory[k])
+                    self._to_signs(new, k)
                 else:
                     new += pull
                     new /= D_out
@@ -356,11 +360,15 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
                                   "trained to 0) or the phase diverged")
         return SignedDRNState(V, v_in, phase, self, self._version)
 
-    def _to_signs(self, layer: np.ndarray, excitatory: int) -> None:
-        """Clip a hidden layer (B, width) in place to its diodes' windows: its first `excitatory` nodes to
-        [0, inf), the others to (-inf, 0] (two clips with scalar bounds: a clip with bound arrays costs 4x)."""
-        zero, inf = self.dtype.type(0), self.dtype.type(np.inf)
-        head, tail = layer[:, :excitatory], layer[:, excitatory:]
+    def _to_signs(self, layer: np.ndarray, k: int) -> None:
+        """Clip hidden layer k (B, width) in place to its diodes' windows: its first half to [0, inf), the other
+        half to (-inf, 0]. Two clips with scalar bounds on the halves; below _SMALL_LAYER values, where a
+        call's overhead outweighs the clip, one clip with bound arrays (4x slower per value)."""
+        if layer.size < _SMALL_LAYER:
+            clip(layer, *self._windows[k], out=layer)
+            return
+        zero, inf, half = self.dtype.type(0), self.dtype.type(np.inf), self._excitatory[k]
+        head, tail = layer[:, :half], layer[:, half:]
         clip(head, zero, inf, out=head)
         clip(tail, -inf, zero, out=tail)
 
