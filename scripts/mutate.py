@@ -227,6 +227,7 @@ def _mutants() -> list[Mutant]:
         ("(a - b) * pull", "(a + b) * pull"), ("(b - c) * pull", "(b + c) * pull"))
     add(drn, "Dh.append(D[k] + self._junction_conductance(V[k]))", ("D[k] + self", "D[k] - self"))
 
+    add(drn, "gemm_into(panel, left[:, where], right, -step)", ("-step", "step"))
     add(drn, "clip(values, values.dtype.type(0), values.dtype.type(np.inf), out=values)",
         ("type(0)", "type(-1)"))
     # the signed DRN

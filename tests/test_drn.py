@@ -10,6 +10,7 @@ from aeqprop_circuits.circuit.energy import Nudge
 from aeqprop_circuits.errors import DivergenceError
 from aeqprop_circuits.learning.algorithms import get_algorithm
 from aeqprop_circuits.solvers import solve
+from aeqprop_circuits.systems import kernels
 from aeqprop_circuits.systems.base import Phase
 from aeqprop_circuits.systems.circuit import CircuitSystem
 from aeqprop_circuits.systems.drn import DRNSystem
@@ -94,8 +95,12 @@ def _settled_contrast():
     return system, base, free, minus, plus
 
 
-def test_in_place_descent_equals_the_contrast_of_measured_gradients():
+@pytest.mark.parametrize("panel_bytes", [1 << 19, 64])
+def test_in_place_descent_equals_the_contrast_of_measured_gradients(panel_bytes, monkeypatch):
+    """Also with the blocks updated and clipped a panel of rows at a time (as a block beyond the L2 cache is)."""
+    monkeypatch.setattr(kernels, "PANEL_BYTES", panel_bytes)
     system, base, free, minus, plus = _settled_contrast()
+    assert len(kernels.row_panels(*system.weights[0].shape, system.weights[0].itemsize)) > 2 or panel_bytes > 64
     for nudged, beta in ((minus, -0.1), (plus, 0.1)):  # stacked phases = separate phases
         alone = system.settle(base.nudged(beta), start=free)
         assert max(np.abs(a - b).max() for a, b in zip(nudged.layers, alone.layers)) < 1e-12

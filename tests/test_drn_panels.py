@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from aeqprop_circuits.learning.algorithms import ep_step, get_algorithm
+from aeqprop_circuits.systems import kernels
 from aeqprop_circuits.systems.base import Phase
 from aeqprop_circuits.systems.drn import signed
 from aeqprop_circuits.systems.drn.signed import SignedDRNSystem
@@ -25,7 +26,7 @@ def _trained(momentum, dtype, steps=3):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_panelled_update_and_drive_match_whole_blocks(monkeypatch, momentum, dtype):
     whole, outputs = _trained(momentum, dtype)
-    monkeypatch.setattr(signed, "_PANEL_BYTES", 64)  # panels of one or two rows; the drive of 2 rows panelled
+    monkeypatch.setattr(kernels, "PANEL_BYTES", 64)  # panels of one or two rows; the drive of 2 rows panelled
     products = []
     monkeypatch.setattr(signed, "matmul", lambda a, b: products.append(a.shape) or np.matmul(a, b))
     panelled, panelled_outputs = _trained(momentum, dtype)

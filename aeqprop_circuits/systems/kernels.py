@@ -25,3 +25,12 @@ def gemm_into(weights: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: f
     out = gemm(alpha, right.T, left.T, beta=1.0, c=weights.T, trans_b=True, overwrite_c=True)
     if not np.may_share_memory(out, weights):  # the wrapper copied (unexpected layout): write back
         weights[...] = out.T
+
+
+PANEL_BYTES = 1 << 19  # a weight panel that stays in a core's L2 cache while it is updated, clipped and summed
+
+
+def row_panels(fan_in: int, fan_out: int, itemsize: int) -> list:
+    """Row slices of a (fan_in, fan_out) block, each ~PANEL_BYTES (one slice when the block is that small)."""
+    rows = max(1, PANEL_BYTES // (fan_out * itemsize))
+    return [slice(start, min(start + rows, fan_in)) for start in range(0, fan_in, rows)]

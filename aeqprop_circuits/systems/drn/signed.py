@@ -42,6 +42,7 @@ from scipy.linalg import blas
 
 from aeqprop_circuits.circuit.elements import CURRENT_SOURCE, NUDGE
 from aeqprop_circuits.errors import AeqpropError, DivergenceError
+from aeqprop_circuits.systems import kernels
 from aeqprop_circuits.systems.base import (
     ExactLossGradient,
     FusedContrastStep,
@@ -52,7 +53,7 @@ from aeqprop_circuits.systems.base import (
     PhysicalSystem,
     VelocityCheckpoint,
 )
-from aeqprop_circuits.systems.kernels import clip, gemm_into
+from aeqprop_circuits.systems.kernels import clip, gemm_into, row_panels
 
 
 def _axpy(x: np.ndarray, y: np.ndarray, alpha: float) -> None:
@@ -66,13 +67,6 @@ def _axpy(x: np.ndarray, y: np.ndarray, alpha: float) -> None:
 _STREAM_BYTES = 1 << 26  # a first block above this (64 MB, twice the L3 cache) is updated by streaming.py
 _NARROW_WIDTH, _NARROW_BYTES = 16, 1 << 20  # a block into at most 16 nodes, of 1 MB or more, is multiplied by narrow.py
 _SMALL_LAYER = 2048  # values in a hidden layer below which its sign windows are one clip with bound arrays
-_PANEL_BYTES = 1 << 19  # a weight panel that stays in a core's L2 cache while it is updated, clipped and summed
-
-
-def _panels(fan_in: int, fan_out: int, itemsize: int) -> list:
-    """Row slices of a (fan_in, fan_out) block, each ~_PANEL_BYTES (one slice when the block is that small)."""
-    rows = max(1, _PANEL_BYTES // (fan_out * itemsize))
-    return [slice(start, min(start + rows, fan_in)) for start in range(0, fan_in, rows)]
 
 
 def narrow_block(shape: tuple, itemsize: int) -> bool:
@@ -93,9 +87,9 @@ def _node_sums(columns: np.ndarray | None, rows_after: np.ndarray | None) -> np.
 def _drive(v: np.ndarray, W: np.ndarray) -> np.ndarray:
     """v @ W; for a block larger than the last-level cache and a few rows of v, summed over panels of W's rows
     (one BLAS call for the whole block is slower there: the output stays in cache, each panel is read once)."""
-    if W.nbytes <= 32 * _PANEL_BYTES or len(v) * W.shape[1] * W.itemsize > 2 * _PANEL_BYTES:
+    if W.nbytes <= 32 * kernels.PANEL_BYTES or len(v) * W.shape[1] * W.itemsize > 2 * kernels.PANEL_BYTES:
         return matmul(v, W)
-    panels = _panels(*W.shape, W.itemsize)
+    panels = row_panels(*W.shape, W.itemsize)
     out = matmul(v[:, panels[0]], W[panels[0]])
     for where in panels[1:]:
         out += matmul(v[:, where], W[where])
@@ -534,7 +528,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
                 continue
             velocity = self._velocity[self._slices[k]].reshape(W.shape) if self.momentum else None
             column, row = np.zeros(W.shape[1], dtype=self.dtype), np.empty(W.shape[0], dtype=self.dtype)
-            panels = _panels(*W.shape, W.itemsize)
+            panels = row_panels(*W.shape, W.itemsize)
             ones_in, ones_out = np.ones(panels[0].stop, dtype=self.dtype), np.ones(W.shape[1], dtype=self.dtype)
             for where in panels:
                 panel = W[where]
