@@ -228,8 +228,9 @@ def _mutants() -> list[Mutant]:
     add(drn, "Dh.append(D[k] + self._junction_conductance(V[k]))", ("D[k] + self", "D[k] - self"))
 
     add(drn, "gemm_into(panel, left[:, where], right, -step)", ("-step", "step"))
-    add(drn, "clip(values, values.dtype.type(0), values.dtype.type(np.inf), out=values)",
-        ("type(0)", "type(-1)"))
+    add("aeqprop_circuits/systems/kernels.py",
+        "clip(values, values.dtype.type(0), values.dtype.type(np.inf), out=values)", ("type(0)", "type(-1)"))
+    add(drn, "clip_nonnegative(panel)", ("clip_nonnegative(panel)", "panel.view()"))
     # the signed DRN
     signed = "aeqprop_circuits/systems/drn/signed.py"
     streaming = "aeqprop_circuits/systems/drn/streaming.py"
@@ -258,7 +259,9 @@ def _mutants() -> list[Mutant]:
     add(signed, "clip(tail, -inf, zero, out=tail)", ("-inf, zero", "-inf, inf"))
     add(signed, "self._excitatory = [width // 2 for", ("width // 2", "width // 2 + 1"))
     add(signed, "self._windows = [(np.r_[np.zeros(half), np.full(width - half, -np.inf)]",
-        ("np.zeros(half), np.full", "np.zeros(half + 1), np.full"))
+        ("np.zeros(half), np.full", "np.full(half, -np.inf), np.full"))
+    add(signed, "np.r_[np.full(half, np.inf), np.zeros(width - half)]",
+        ("np.zeros(width - half)", "np.full(width - half, np.inf)"))
     add(streaming, "Wq[j] += b0 * r0[j]", ("+=", "-="))
     add(streaming, "c[j] += v0 + w1 * v1 + w2 * v2 + w3 * v3", ("+ w3 * v3", "- w3 * v3"))
     add(streaming, "d2[j] += x20 * v0 + x21 * v1", ("+ x21 * v1", "- x21 * v1"))

@@ -128,8 +128,8 @@ def _product_calls(products: list[tuple], seed: int) -> list:
 
 
 def _update(weights: np.ndarray, left: np.ndarray, right: np.ndarray) -> None:
-    """weights += 1e-3 left^T right as the signed DRN's update makes it: by cache-sized panels of rows."""
-    for where in kernels.row_panels(*weights.shape, weights.itemsize):
+    """weights += 1e-3 left^T right as the DRNs' update makes it: in update_panels' slices of rows."""
+    for where in kernels.update_panels(*weights.shape, weights.itemsize):
         kernels.gemm_into(weights[where], left[:, where], right, 1e-3)
 
 

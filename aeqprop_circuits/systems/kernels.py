@@ -19,7 +19,8 @@ def gemm_into(weights: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: f
     """weights += alpha * left^T @ right, in place, one BLAS call (weights C-contiguous (n_in, n_out)).
 
     weights^T is Fortran-ordered (n_out, n_in): C = alpha * right^T @ left + C, written in place;
-    C-ordered operands go in as Fortran-ordered transposes, so the wrapper copies nothing.
+    C-ordered operands go in as Fortran-ordered transposes, so the wrapper copies no weights (a strided
+    factor, a panel's columns of `left`, it copies: k rows of a panel).
     """
     gemm = blas.sgemm if weights.dtype == np.float32 else blas.dgemm
     out = gemm(alpha, right.T, left.T, beta=1.0, c=weights.T, trans_b=True, overwrite_c=True)
@@ -34,3 +35,16 @@ def row_panels(fan_in: int, fan_out: int, itemsize: int) -> list:
     """Row slices of a (fan_in, fan_out) block, each ~PANEL_BYTES (one slice when the block is that small)."""
     rows = max(1, PANEL_BYTES // (fan_out * itemsize))
     return [slice(start, min(start + rows, fan_in)) for start in range(0, fan_in, rows)]
+
+
+def update_panels(fan_in: int, fan_out: int, itemsize: int) -> list:
+    """The row slices a block's in-place update and clip are made in: the whole block while it fits the L2
+    cache (two panels), else row_panels, each panel clipped while the update has left it in the cache."""
+    panels = row_panels(fan_in, fan_out, itemsize)
+    return panels if len(panels) > 2 else [slice(0, fan_in)]
+
+
+def clip_nonnegative(values: np.ndarray) -> None:
+    """values <- max(values, 0) in place (conductances stay physical), a NaN kept a NaN: the clip ufunc with
+    scalar bounds, faster than a masked copy or np.maximum."""
+    clip(values, values.dtype.type(0), values.dtype.type(np.inf), out=values)

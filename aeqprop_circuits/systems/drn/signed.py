@@ -53,7 +53,7 @@ from aeqprop_circuits.systems.base import (
     PhysicalSystem,
     VelocityCheckpoint,
 )
-from aeqprop_circuits.systems.kernels import clip, gemm_into, row_panels
+from aeqprop_circuits.systems.kernels import clip, clip_nonnegative, gemm_into, row_panels, update_panels
 
 
 def _axpy(x: np.ndarray, y: np.ndarray, alpha: float) -> None:
@@ -518,7 +518,6 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         if self.momentum and self._velocity is None:
             self._velocity = np.zeros_like(self._theta)
         columns, rows = [], []
-        zero, inf = dt(0.0), dt(np.inf)
         stream = self.streams_first_block
         for k, (W, (left, right), step) in enumerate(zip(self.weights, pairs, steps)):
             if k == 0 and stream:
@@ -528,7 +527,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
                 continue
             velocity = self._velocity[self._slices[k]].reshape(W.shape) if self.momentum else None
             column, row = np.zeros(W.shape[1], dtype=self.dtype), np.empty(W.shape[0], dtype=self.dtype)
-            panels = row_panels(*W.shape, W.itemsize)
+            panels = update_panels(*W.shape, W.itemsize)
             ones_in, ones_out = np.ones(panels[0].stop, dtype=self.dtype), np.ones(W.shape[1], dtype=self.dtype)
             for where in panels:
                 panel = W[where]
@@ -539,7 +538,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
                     _axpy(moving, panel, -step)
                 else:
                     gemm_into(panel, left[:, where], right, -step)
-                clip(panel, zero, inf, out=panel)  # in place, no boolean mask
+                clip_nonnegative(panel)
                 column += np.matmul(ones_in[:len(panel)], panel)  # the sums as products: faster than ndarray.sum
                 np.matmul(panel, ones_out, out=row[where])
             columns.append(column)

@@ -53,13 +53,7 @@ from aeqprop_circuits.systems.base import (
     PhysicalSystem,
     VelocityCheckpoint,
 )
-from aeqprop_circuits.systems.kernels import clip, gemm_into, row_panels
-
-
-def _clip_nonnegative(values: np.ndarray) -> None:
-    """values <- max(values, 0) in place (conductances stay physical), a NaN kept a NaN: the clip ufunc with
-    scalar bounds, faster than a masked copy or np.maximum at these sizes."""
-    clip(values, values.dtype.type(0), values.dtype.type(np.inf), out=values)
+from aeqprop_circuits.systems.kernels import clip, clip_nonnegative, gemm_into, update_panels
 
 
 @dataclass(eq=False)
@@ -712,26 +706,22 @@ class DRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlaceDesce
             velocity += gradient
             gradient = velocity
         biases -= self.dtype.type(step) * gradient
-        _clip_nonnegative(biases)
+        clip_nonnegative(biases)
 
     def _descend_block(self, k: int, left: np.ndarray, right: np.ndarray, step: float) -> None:
         """W_k <- max(0, W_k - step * left^T right), through the velocity when momentum > 0."""
         W = self.weights[k]
-        panels = row_panels(*W.shape, W.itemsize)
         if self.momentum:
             velocity = self._velocities()[self._slices[k]].reshape(W.shape)
             velocity *= self.dtype.type(self.momentum)
             gemm_into(velocity, left, right, 1.0)
             W -= self.dtype.type(step) * velocity
-            _clip_nonnegative(W)
-        elif len(panels) <= 2:  # within the L2 cache: one update, one clip
-            gemm_into(W, left, right, -step)
-            _clip_nonnegative(W)
-        else:  # larger: each panel clipped while the update has left it in the cache
-            for where in panels:
-                panel = W[where]
-                gemm_into(panel, left[:, where], right, -step)
-                _clip_nonnegative(panel)
+            clip_nonnegative(W)
+            return
+        for where in update_panels(*W.shape, W.itemsize):
+            panel = W[where]
+            gemm_into(panel, left[:, where], right, -step)
+            clip_nonnegative(panel)
 
     def _velocities(self) -> np.ndarray:
         """The momentum buffer, zero at the first step (and after a resume: it is not checkpointed)."""
