@@ -39,3 +39,7 @@ class DivergenceError(AeqpropError):
 
 class DatasetError(AeqpropError):
     """A dataset that cannot be loaded; the message says how to get it."""
+
+
+class ThreadsWarning(UserWarning):
+    """A setting that makes threads compete for the cores (a threaded BLAS beside numba's loops)."""

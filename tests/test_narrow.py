@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numba
 import numpy as np
 import pytest
 
+from aeqprop_circuits.errors import ThreadsWarning
 from aeqprop_circuits.learning.algorithms import ep_step, get_algorithm
+from aeqprop_circuits.systems import kernels
 from aeqprop_circuits.systems.base import Phase
 from aeqprop_circuits.systems.drn import narrow, signed
 
@@ -107,3 +111,21 @@ def test_new_parameters_are_multiplied_not_the_cached_transpose(monkeypatch):
     fresh.parameters = theta
     for a, b in zip(system.settle(Phase(x, 0.0)).layers, fresh.settle(Phase(x, 0.0)).layers):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_threaded_blas_beside_the_numba_loops_is_warned_of(monkeypatch):
+    monkeypatch.setattr(signed, "_NARROW_BYTES", 0)
+    monkeypatch.setattr(kernels, "blas_threads", lambda: 4)
+    with pytest.warns(ThreadsWarning, match="OPENBLAS_NUM_THREADS=1"):
+        assert signed.SignedDRNSystem([30, 40, 4]).uses_numba_loops
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        monkeypatch.setattr(signed, "_NARROW_BYTES", 1 << 62)  # no numba loops: BLAS may use every core
+        assert not signed.SignedDRNSystem([30, 40, 4]).uses_numba_loops
+        monkeypatch.setattr(signed, "_NARROW_BYTES", 0)
+        monkeypatch.setattr(kernels, "blas_threads", lambda: 1)
+        signed.SignedDRNSystem([30, 40, 4])
+
+
+def test_the_blas_thread_count_is_read_off_the_loaded_library():
+    assert kernels.blas_threads() >= 1

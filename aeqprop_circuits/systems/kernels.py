@@ -48,3 +48,10 @@ def clip_nonnegative(values: np.ndarray) -> None:
     """values <- max(values, 0) in place (conductances stay physical), a NaN kept a NaN: the clip ufunc with
     scalar bounds, faster than a masked copy or np.maximum."""
     clip(values, values.dtype.type(0), values.dtype.type(np.inf), out=values)
+
+
+def blas_threads() -> int:
+    """The most threads a loaded BLAS library runs on (threadpoolctl), 1 when none is found."""
+    from threadpoolctl import threadpool_info
+
+    return max((pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), default=1)

@@ -34,6 +34,7 @@ stamp, held against `circuit.energy.Problem` on `circuit()` by tests/test_fast_p
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +42,7 @@ from numpy import matmul
 from scipy.linalg import blas
 
 from aeqprop_circuits.circuit.elements import CURRENT_SOURCE, NUDGE
-from aeqprop_circuits.errors import AeqpropError, DivergenceError
+from aeqprop_circuits.errors import AeqpropError, DivergenceError, ThreadsWarning
 from aeqprop_circuits.systems import kernels
 from aeqprop_circuits.systems.base import (
     ExactLossGradient,
@@ -177,6 +178,16 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         self.momentum, self._velocity = 0.0, None  # SGD momentum of `descend`, set by the trainer
         self._theta = self._initial(seed, init_gain)
         self._bind()
+        if self.uses_numba_loops and kernels.blas_threads() > 1:
+            warnings.warn(f"BLAS runs on {kernels.blas_threads()} threads beside this network's numba loops, "
+                          "which use the same cores and slow each other down: set OPENBLAS_NUM_THREADS=1 "
+                          "before numpy is imported (the aeqprop command does)", ThreadsWarning, stacklevel=2)
+
+    @property
+    def uses_numba_loops(self) -> bool:
+        """Whether training runs numba's threaded loops: a streamed first block or a narrow block's products."""
+        return self.weights[0].nbytes > _STREAM_BYTES or \
+            any(narrow_block(W.shape, W.itemsize) for W in self.weights[1:])
 
     @classmethod
     def from_spec(cls, spec: str, seed: int = 0, **options) -> SignedDRNSystem:
