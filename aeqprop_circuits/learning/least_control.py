@@ -61,7 +61,7 @@ OUTPUT_CONTROLLERS = ("oracle", "integral")
 CONTROLLERS = ("oracle", "integral")  # of lcp and lcp-current
 
 
-class OutputControl:
+class OutputFeedback:
     """lcp-output (module docstring): beta = gain / leak; leak = 0 is the strong-control (clamped) limit."""
 
     name, rate, contrastive = "lcp-output", None, False
@@ -86,7 +86,7 @@ class OutputControl:
     def betas(self) -> tuple[float, float]:
         return (0.0, 0.0) if self.strong else (0.0, self.beta)
 
-    def with_rate(self, rate) -> OutputControl:
+    def with_rate(self, rate) -> OutputFeedback:
         return self
 
     def in_place(self, system: PhysicalSystem, learning_rate) -> None:
@@ -239,7 +239,7 @@ LEAST_CONTROL_RULES = ("lcp-output", "lcp", "lcp-current")
 def least_control_rule(name: str, beta: float, **options):
     """lcp-output (beta = gain / leak), lcp (control measured in volts) or lcp-current (in amperes)."""
     if name == "lcp-output":
-        return OutputControl(beta, **options)
+        return OutputFeedback(beta, **options)
     if name == "lcp-current":
         return LeastControl("current", **options)
     return LeastControl(**options)

@@ -370,7 +370,7 @@ def _ratio(panel, method) -> str:
     return f"{np.median(ratios):.3f} [{ratios.min():.3f}, {ratios.max():.3f}]"
 
 
-def _outcome(panel, method) -> str:
+def _verdict(panel, method) -> str:
     runs = panel[method]
     diverged = sum(r["diverged"] for r in runs)
     finals = [r["final_loss"] for r in runs if r["final_loss"] is not None]
@@ -407,13 +407,13 @@ def claims_table(records: list[dict]) -> str:
         panel = _panel(records, 2, 0.5, 0.5)
         if panel["sgd"]:
             lines.append("| β = ε = 0.5: SGD diverges (lr 0.25, ‖φ‖² = 11), pessimistic and centered diverge, "
-                         "optimistic still optimises | " + "<br>".join(f"{SHORT[m]}: {_outcome(panel, m)}"
+                         "optimistic still optimises | " + "<br>".join(f"{SHORT[m]}: {_verdict(panel, m)}"
                                                                          for m in METHODS) + " |")
     if 3 in figures:
         cells = []
         for e in sorted({r["epsilon"] for r in records if r["figure"] == 3}, reverse=True):
             panel = _panel(records, 3, e, 1.5)
-            cells.append(f"ε={e}: " + "; ".join(f"{SHORT[m]} {_outcome(panel, m)}" for m in METHODS)
+            cells.append(f"ε={e}: " + "; ".join(f"{SHORT[m]} {_verdict(panel, m)}" for m in METHODS)
                          + f"; pess/SGD {_ratio(panel, 'aeqprop-pessimistic')}")
         lines.append("| Fig. 3 (β = 1.5, ‖s‖² added): pessimistic and centered stable again; all variants train "
                      "where SGD is unstable; pessimistic tends to the smallest error | " + "<br>".join(cells) + " |")
