@@ -207,25 +207,47 @@ def _mutants() -> list[Mutant]:
     add(drn, "np.multiply(np.add.reduce(Va * Va, axis=0), dt(0.5 * total / B), out=left[-2])",
         ("dt(0.5 * total", "dt(1.0 * total"), ("dt(0.5 * total", "dt(-0.5 * total"))
     add(drn, "np.negative(pulled, out=right[:len(Va)])", ("np.negative(pulled", "np.positive(pulled"))
-    add(drn, "D = plus + minus", ("plus + minus", "plus - minus"))
-    add(drn, "D[:H] += column_sums + row_sums", ("+= column", "-= column"), ("+ row_sums", "- row_sums"))
-    add(drn, "D[H:] += np.add.reduce(W1, axis=0)", ("D[H:] +=", "D[H:] -="))
-    add(drn, "bias_current = plus - minus", ("plus - minus", "plus + minus"))
-    add(drn, "inv_det = 1.0 / (D_out * D_swapped + beta * (D_out + D_swapped))",
-        ("D_swapped + beta", "D_swapped - beta"))
-    add(drn, "diagonal = (D_swapped + beta) * inv_det", ("+ beta", "- beta"))
-    add(drn, "cross = beta * inv_det  # [b, b]: multiplies r with its halves swapped", "negate")
-    add(drn, "+ (diagonal - cross) * (np.concatenate([y, y], axis=1) * plan.signed_betas)",
-        ("(diagonal - cross)", "(diagonal + cross)"))
-    add(drn, "np.matmul(plan.half_weights, np.square(stacked_outputs), out=right[-1])",
-        ("plan.half_weights", "plan.row_weights"))
-    add(drn, "np.matmul(plan.half_weights, np.square(stacked_hidden), out=plan.hidden_left[-2])",
-        ("plan.half_weights", "plan.row_weights"))
-    add(drn, "row_weights=weights, half_weights=weights * dt.type(0.5),", ("dt.type(0.5)", "dt.type(1.0)"))
     add(drn, "offset = (bias * diagonal + bias[swap] * cross", ("bias * diagonal +", "bias * diagonal -"))
     add(drn, "+ np.concatenate([(a - b) * pull, (b - c) * pull], axis=2)).reshape(-1, 2 * n)",
         ("(a - b) * pull", "(a + b) * pull"), ("(b - c) * pull", "(b + c) * pull"))
     add(drn, "Dh.append(D[k] + self._junction_conductance(V[k]))", ("D[k] + self", "D[k] - self"))
+    one = "aeqprop_circuits/systems/drn/one_hidden.py"  # the builder DRN's compiled one-hidden-layer step
+    add(one, "stacked[b, i] = x[b, i] * gain", "double")
+    add(one, "stacked[b, n_in + i] = -stacked[b, i]", "negate")
+    add(one, "D = plus + minus", ("plus + minus", "plus - minus"))
+    add(one, "D[H + q] += W1[i, q]", ("+=", "-="))
+    add(one, "D[i] += current[B, i] + total", ("+= current", "-= current"), ("+ total", "- total"))
+    add(one, "bias_current = plus - minus", ("plus - minus", "plus + minus"))
+    add(one, "scaled[b, i] = (current[b, i] + bias_current[i]) * inv_D[i]", ("+ bias_current", "- bias_current"))
+    add(one, "o[b, q] = (o[b, q] + out_bias[q]) * inv_out[q]", ("+ out_bias", "- out_bias"))
+    add(one, "row[i] = _clip(row[i] * inv_D[i] + drive[i], lo, hi)", ("+ drive[i]", "- drive[i]"))
+    add(one, "return hi if value > hi else value", ("value > hi", "value < hi"))
+    add(one, "inv_det = one / (D[H + q] * D[H + s] + beta * (D[H + q] + D[H + s]))", ("+ beta *", "- beta *"))
+    add(one, "diagonal[q], cross[q] = (D[H + s] + beta) * inv_det, beta * inv_det",
+        ("(D[H + s] + beta)", "(D[H + s] - beta)"), (", beta * inv_det", ", -beta * inv_det"))
+    add(one, "pull = y[b, q % n] * (beta if q < n else -beta)", ("else -beta", "else beta"))
+    add(one, "ok[b, q] = diagonal[q] * (r[b, q] + out_bias[q]) + cross[q] * (r[b, s] + out_bias[s])",
+        ("+ cross[q]", "- cross[q]"), ("(r[b, q] + out_bias[q])", "(r[b, q] - out_bias[q])"))
+    add(one, "+ (diagonal[q] - cross[q]) * pull", ("(diagonal[q] - cross[q])", "(diagonal[q] + cross[q])"))
+    add(one, "hk = h\n", ("hk = h", "hk = np.zeros_like(h)"))
+    add(one, "total64 -= float(row1[i]) / float(D[i]) * float(W1[i, q])", ("-=", "+="))
+    add(one, "pulled[b, i] -= c * v", ("-=", "+="))
+    add(one, "squares_h[i] += c_half * (v * v)", "double")
+    add(one, "negative[r, q] = -c * v", "negate")
+    add(one, "squares_o[q] += c_half * (v * v)", "double")
+    add(one, "c, c_half = weights[k], weights[k] * half", ("* half", "* one"))
+    add(one, "squares_in *= total_weight * half", ("* half", "* one"))
+    add(one, "rows = slice(start, min(start + panel_rows, W0.shape[0]))", ("start + panel_rows,", "start + 1,"))
+    add(one, "moving[j] = momentum * moving[j] + (g[j] + a + right_squares[j])", ("[j] + (g", "[j] - (g"))
+    add(one, "value = w[j] - step * moving[j]", ("- step", "+ step"))
+    add(one, "value = w[j] - step * (g[j] + a + right_squares[j])", ("- step", "+ step"), ("+ a +", "- a +"),
+        ("+ right_squares", "- right_squares"))
+    add(one, "up += c * ((v - one) * (v - one))", ("(v - one) * (v - one)", "(v + one) * (v + one)"))
+    add(one, "down += c * ((v + one) * (v + one))", "double")
+    add(one, "c = weights[k] * half", ("* half", "* one"))
+    add(one, "velocity_bias[j] = momentum * velocity_bias[j] + up", ("+ up", "- up"))
+    add(one, "value = plus[j] - rates[2] * up", ("- rates", "+ rates"))
+    add(one, "value = minus[j] - rates[2] * down", ("- rates", "+ rates"))
 
     add(drn, "gemm_into(panel, left[:, where], right, -step)", ("-step", "step"))
     add("aeqprop_circuits/systems/kernels.py",

@@ -244,13 +244,20 @@ def test_the_nudge_contrasts_offer_the_in_place_step_and_the_others_do_not():
     assert system.in_place_rates(0.5) == [0.5, 0.5, 0.5]
 
 
-@pytest.mark.parametrize("rule", ["c-ep", "p-ep", "n-ep", "squares"])
-def test_fused_contrast_step_makes_the_same_update_as_the_generic_phases(rule):
+@pytest.mark.parametrize("rule", ["c-ep", "p-ep", "n-ep", "squares", "free-between", "panels"])
+def test_fused_contrast_step_makes_the_same_update_as_the_generic_phases(rule, monkeypatch):
     """contrast_step (one hidden layer, ideal diodes, fixed sweeps) = settle, settle_nudges, descend, float32."""
     from aeqprop_circuits.learning.algorithms import Contrast
+    from aeqprop_circuits.systems import kernels
+
+    if rule == "panels":  # the input block updated two rows at a time
+        monkeypatch.setattr(kernels, "PANEL_BYTES", 64)
+        rule = "c-ep"
 
     if rule == "squares":  # weights summing to non-zero: the input block's squares enter the update
         algorithm = Contrast("squares", "nudge", (0.0, 1.0), (-0.5, 1.0), beta=0.1)
+    elif rule == "free-between":  # the free phase's term between two nudged ones
+        algorithm = Contrast("between", "nudge", (-1.0, 0.0, 1.0), (-1.0, 0.5, 1.0), beta=0.1)
     else:
         algorithm = get_algorithm(rule, beta=0.1)
     options = dict(seed=24, iterations=4, dtype="float32", input_gain=3.0)
@@ -275,13 +282,19 @@ def test_fused_contrast_step_declines_what_it_does_not_cover():
     x, y = _batch([6, 5, 4, 3], seed=26)
     assert DRNSystem([6, 5, 4, 3], iterations=4).contrast_step(x, y, terms, 0.01) is None  # two hidden layers
     assert DRNSystem([6, 5, 3]).contrast_step(x, y[:, :3], terms, 0.01) is None  # sweeps to convergence
-    system = DRNSystem([6, 5, 3], iterations=4)
-    assert system.contrast_step(x, y[:, :3], ((-1.0, -0.1), (0.5, 0.0), (1.0, 0.1)), 0.01) is None  # free in between
+    assert DRNSystem([6, 5, 3], iterations=4, bias=False).contrast_step(x, y[:, :3], terms, 0.01) is None
+    assert DRNSystem([6, 5, 3], iterations=4, diodes="shockley").contrast_step(x, y[:, :3], terms, 0.01) is None
 
 
-@pytest.mark.parametrize("sizes", [[30, 8, 3], [30, 6, 5, 3]])  # the fused step, then settle/descend
-def test_in_place_momentum_equals_the_generic_trainers_sgd_momentum(sizes):
+@pytest.mark.parametrize("sizes,panel_bytes", [([30, 8, 3], None), ([30, 8, 3], 64), ([30, 6, 5, 3], None)])
+def test_in_place_momentum_equals_the_generic_trainers_sgd_momentum(sizes, panel_bytes, monkeypatch):
+    """The compiled step (one hidden layer; its input block in panels of two rows too), then settle/descend."""
     from dataclasses import replace
+
+    from aeqprop_circuits.systems import kernels
+
+    if panel_bytes:
+        monkeypatch.setattr(kernels, "PANEL_BYTES", panel_bytes)
 
     from aeqprop_circuits.data.datasets import Dataset
     from aeqprop_circuits.experiments.trainer import History, TrainOptions, train

@@ -1,10 +1,11 @@
 """`aeqprop bench train`: the cost of a DRN training step, of its matrix products, of an epoch.
 
 Times `steps` training steps (after a warm-up) of the in-place loop the trainer uses
-(for one hidden layer, DRNSystem.contrast_step's fused step). The report says how much of a
-step is BLAS: one more step runs with the DRN modules' `matmul` and `gemm_into` recording
-the products it makes (their shapes, layouts and dtype; the signed DRN's streamed first block and
-narrow-block products are numba loops, not counted there), and those products are then timed
+(for one hidden layer of the builder's circuit, DRNSystem.contrast_step's compiled step). The
+report says how much of a step is BLAS: one more step runs with the DRN modules' `matmul` and
+`gemm_into` recording the products it makes (their shapes, layouts and dtype; the compiled step's
+products, the signed DRN's streamed first block and its narrow-block products run inside numba
+and are not recorded), and those products are then timed
 bare, on fresh operands, `steps` times; the timed steps themselves run uninstrumented, in five
 rounds interleaved with the products' and the floor's rounds (below). An epoch is
 extrapolated from the step time (60 000 / batch steps for Fashion-MNIST) plus a measured
@@ -223,7 +224,7 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
     traced_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the bench's own operands
-    fused = any(plan is not None for plan in getattr(system, "_plans", {}).values())  # DRNSystem.contrast_step
+    compiled = any(plan is not None for plan in getattr(system, "_plans", {}).values())  # DRNSystem.contrast_step
     products = _recorded_products(step)
     floor = _floor_products(system, rule, batch)
     recorded_calls, floor_calls = _product_calls(products, seed), _product_calls(floor, seed + 1)
@@ -265,7 +266,7 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
         "model": model, "algorithm": algorithm, "batch": batch, "iterations": system.iterations,
         "dtype": str(system.dtype), "parameters": system.n_parameters, "data": source, "steps": steps,
         "eval_samples": eval_samples,
-        "step_path": "fused one-hidden-layer step" if fused else "generic phases",
+        "step_path": "compiled one-hidden-layer step" if compiled else "generic phases",
         "ms_per_step_wall": 1e3 * wall / steps, "ms_per_step_cpu": 1e3 * cpu / steps,
         "ms_per_step_matmul": 1e3 * gemm_seconds / steps, "matmul_calls_per_step": gemm_calls / steps,
         "matmul_share": gemm_seconds / wall,
@@ -305,9 +306,10 @@ def format_report(r: dict) -> str:
         f"{r['model']}  {r['algorithm']}  batch {r['batch']}  {r['iterations']} block iterations/phase  "
         f"{r['dtype']}  {r['parameters']:,} conductances  ({r['data']} inputs, {r['steps']} steps, "
         f"{r['step_path']})",
-        f"  step:    {r['ms_per_step_wall']:.3f} ms wall, {r['ms_per_step_cpu']:.3f} ms CPU; BLAS products "
-        f"{r['ms_per_step_matmul']:.3f} ms ({r['matmul_calls_per_step']:.0f} calls, "
-        f"{100 * r['matmul_share']:.0f}% of the step)",
+        f"  step:    {r['ms_per_step_wall']:.3f} ms wall, {r['ms_per_step_cpu']:.3f} ms CPU; "
+        + ("its products run inside the compiled step" if r["step_path"] == "compiled one-hidden-layer step" else
+           f"BLAS products {r['ms_per_step_matmul']:.3f} ms ({r['matmul_calls_per_step']:.0f} calls, "
+           f"{100 * r['matmul_share']:.0f}% of the step)"),
         f"  floor:   {r['ms_per_step_floor']:.3f} ms wall, {r['ms_per_step_floor_cpu']:.3f} ms CPU "
         f"({r['floor_calls_per_step']} products: input drive once, relaxations, one rank-k update per block); "
         f"step / floor {r['step_over_floor']:.2f}x wall, {r['step_over_floor_cpu']:.2f}x CPU",

@@ -53,36 +53,17 @@ from aeqprop_circuits.systems.base import (
     PhysicalSystem,
     VelocityCheckpoint,
 )
-from aeqprop_circuits.systems.kernels import clip, clip_nonnegative, gemm_into, update_panels
+from aeqprop_circuits.systems.kernels import clip_nonnegative, gemm_into, update_panels
 
 
 @dataclass(eq=False)
 class _StepPlan:
-    """Constants and reusable buffers of `contrast_step` for one contrast and batch size (B rows per phase).
+    """What the compiled step (one_hidden.py) takes of one contrast, per batch size."""
 
-    The states' rows are stacked in the order of the terms, as `descend` stacks them; the nudged
-    phases relax in place inside the output block's augmented matrices, so the update finds its
-    rows where the settle left them.
-    """
-
-    betas: np.ndarray  # (m, 1, 1) the nudged phases' beta
-    signed_betas: np.ndarray  # (m, 1, 2n) [beta, -beta]: the nudge's pull on [op, on] per volt of target
+    weights: np.ndarray  # (K,) c_k / B per term
+    betas: np.ndarray  # (K,) beta_k per term (0: the free phase)
     min_beta: float
-    total: float  # sum_k c_k: the weight of the input block's squares (0 for p-, n- and c-ep)
-    row_weights: np.ndarray  # (R,) c_k / B per row, R = K B
-    half_weights: np.ndarray  # (R,) c_k / 2B
-    negative_weights: np.ndarray  # (R, 1) -c_k / B
-    phase_weights: np.ndarray  # (K, 1, 1) -c_k / B
-    free_rows: slice | None  # the free phase's rows when its term has a weight
-    input_right: np.ndarray  # input block: [-sum_k c_k h_k / B; (1); 1/2 sum c h^2 / B]
-    hidden_left: np.ndarray  # output block: [h (R rows); 1/2 sum c h^2 / B; 1]
-    output_right: np.ndarray  # output block: [-(c/B) o (R rows); 1; 1/2 sum c o^2 / B]
-    outputs: np.ndarray  # (R, 2n) the stacked output layers
-    hidden_nudged: np.ndarray  # (m B, H) view of hidden_left: the nudged phases' hidden layers
-    outputs_nudged: np.ndarray  # (m, B, 2n) view of outputs
-    pulled: np.ndarray  # (K, B, H) scratch
-    rails: np.ndarray  # (2, R, H + 2n) scratch: [V - 1, V + 1]
-    to_hidden: np.ndarray  # (2n, H) scratch: the output-to-hidden block with 1 / D folded in
+    panel_rows: int  # rows of the input block updated at a time (kernels.update_panels)
 
 
 @dataclass(eq=False)
@@ -177,6 +158,7 @@ class DRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlaceDesce
         self._swap = np.r_[n:2 * n, 0:n]  # output layer [op, on] -> [on, op]
         self._augmented = {}  # (rows, width) -> reusable buffer of descend's augmented matrices
         self._plans = {}  # (batch size, terms) -> _StepPlan of contrast_step, or None if it does not apply
+        self._no_velocity = (np.empty((0, 0), self.dtype), np.empty(0, self.dtype))  # contrast_step without momentum
         self.momentum = 0.0  # SGD momentum of `descend` / `contrast_step` (PyTorch's form), set by the trainer
         self._velocity = None  # (P,) like theta, allocated at the first step with momentum
         self.parameters = self._initial(seed, init, init_gain)
@@ -813,143 +795,51 @@ class DRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlaceDesce
         return self.block_steps(learning_rate)
 
     def contrast_step(self, x: np.ndarray, target: np.ndarray, terms, rates) -> DRNState | None:
-        """One step of a nudge contrast, fused for one hidden layer: free phase, nudged phases, update in place.
+        """One step of a nudge contrast for one hidden layer, compiled (one_hidden.py): free phase, nudged
+        phases, update in place, in the arithmetic of settle, settle_nudges and descend (tests check one step
+        against them) and one call instead of about sixty numpy calls.
 
-        What runs/inplace.py's generic step does with `settle`, `settle_nudges` and `descend`, in the
-        same arithmetic (tests check one step against it), with about half the numpy calls, which
-        are most of the cost at batch 4: the per-theta factors as (H + 2n,) vectors over [hidden,
-        outputs] (the biases' layout), no stacking of the free state (broadcasting), the nudged
-        phases relaxed in the update's buffers, the hidden squares shared by both blocks' updates,
-        the biases in one product.
         terms: ((c_k, beta_k), ...), the contrast's weights / beta and the phases' nudges (0: the free
-        phase); rates: per-block step sizes [w1, w2, bias] or a scalar. Returns the free phase's
-        state, or None where there is no fused step (several hidden layers, Shockley diodes,
-        sweeps to convergence, no biases, the free phase between nudged phases).
+        phase); rates: per-block step sizes [w1, w2, bias] or a scalar. Returns the free phase's state, or
+        None where there is no compiled step (several hidden layers, Shockley diodes, sweeps to
+        convergence, no biases).
         """
         plan = self._plans.get((len(x), terms), False)
         if plan is False:
             plan = self._plans[len(x), terms] = self._make_plan(terms, len(x))
         if plan is None:
             return None
-        if not isinstance(rates, (list, tuple)):
-            rates = [float(rates)] * 3
+        from aeqprop_circuits.systems.drn import one_hidden  # numba is imported only where a step is compiled
+
         dt = self.dtype.type
+        rates = np.array(rates if isinstance(rates, (list, tuple)) else [rates] * 3, dtype=self.dtype)
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        y = np.ascontiguousarray(target, dtype=self.dtype)
         W0, W1 = self.weights
-        B, (H, n2), n_in = len(x), W1.shape, self.n_inputs
-        lo, hi = dt(self.v_low), dt(self.v_high)
-        if x.dtype != self.dtype:
-            x = x.astype(self.dtype)
-        y = target if target.dtype == self.dtype else target.astype(self.dtype)
-        # The input layer and a row of ones, which is also the input block's augmented [v_in; 1] (no squares
-        # when sum_k c_k = 0). Fresh: the state keeps v_in.
-        input_left = np.empty((B + 1, 2 * n_in), self.dtype)
-        input_left[-1] = 1.0
-        v_in = input_left[:B]
-        np.multiply(x, dt(self.input_gain), out=v_in[:, :n_in])
-        np.negative(v_in[:, :n_in], out=v_in[:, n_in:])
-        current = matmul(input_left, W0)  # the input currents and, in the last row, W0's column sums
-        # What the settles need of theta (_derived's D, 1/D, bias currents) over [hidden, op, on].
         plus, minus = self._theta[self._bias_slices[0]], self._theta[self._bias_slices[1]]
-        column_sums, current = current[B], current[:B]
-        row_sums = np.add.reduce(W1, axis=1)
-        D = plus + minus
-        D[:H] += column_sums + row_sums
-        D[H:] += np.add.reduce(W1, axis=0)
-        inv_D = 1.0 / D
-        bias_current = plus - minus
-        current += bias_current[:H]
-        scaled = current * inv_D[:H]
-        to_hidden = np.multiply(W1.T, inv_D[:H], out=plan.to_hidden)
-        to_output, output_bias = W1 * inv_D[H:], bias_current[H:] * inv_D[H:]
-        # Free phase: the generic sweeps from V = 0, whose first hidden update is the clipped scaled current.
-        h = clip(scaled, lo, hi)
-        o = matmul(h, to_output)
-        o += output_bias
-        for _ in range(self.iterations - 1):
-            h = matmul(o, to_hidden)
-            h += scaled
-            clip(h, lo, hi, out=h)
-            o = matmul(h, to_output)
-            o += output_bias
-        # Nudged phases from the free state: _relax_one_hidden's folded output update, per phase.
-        if plan.min_beta < 0:  # _check_convex's bound, from the row sums at hand; its full test where that fails
-            bound = float((D[H:].astype(np.float64) - (row_sums / D[:H]) @ W1).min())
-            if bound + 2.0 * plan.min_beta <= 0:
-                self._check_convex(plan.min_beta, self._derived())
-        swap, beta = self._swap, plan.betas
-        D_out, out_bias = D[H:], bias_current[H:]
-        D_swapped = D_out[swap]
-        inv_det = 1.0 / (D_out * D_swapped + beta * (D_out + D_swapped))  # (m, 1, 2n)
-        diagonal = (D_swapped + beta) * inv_det  # [a, c]: multiplies r
-        cross = beta * inv_det  # [b, b]: multiplies r with its halves swapped
-        blocks = W1 * diagonal + W1[:, swap] * cross  # (m, H, 2n)
-        offset = out_bias * diagonal + out_bias[swap] * cross \
-            + (diagonal - cross) * (np.concatenate([y, y], axis=1) * plan.signed_betas)
-        hidden, outputs = plan.hidden_nudged, plan.outputs_nudged
-        hidden_3d = hidden.reshape(outputs.shape[0], B, H)
-        scaled_rows = np.concatenate([scaled] * len(outputs))
-        start = h
-        for _ in range(self.iterations):
-            matmul(start, blocks, out=outputs)
-            outputs += offset
-            matmul(outputs.reshape(-1, n2), to_hidden, out=hidden)
-            hidden += scaled_rows
-            clip(hidden, lo, hi, out=hidden)
-            start = hidden_3d
-        # The update (descend's products, on the buffers the phases filled).
-        R = len(plan.outputs)
-        stacked_hidden, stacked_outputs = plan.hidden_left[:R], plan.outputs
-        if plan.free_rows is not None:
-            stacked_hidden[plan.free_rows], stacked_outputs[plan.free_rows] = h, o
-        right = plan.input_right
-        np.multiply(stacked_hidden.reshape(-1, B, H), plan.phase_weights, out=plan.pulled)
-        np.add.reduce(plan.pulled, axis=0, out=right[:B])
-        np.matmul(plan.half_weights, np.square(stacked_hidden), out=plan.hidden_left[-2])
-        right[-1] = plan.hidden_left[-2]
-        if plan.total:  # [v_in; 1/2 sum c a^2 / B; 1]
-            input_left = np.empty((B + 2, 2 * n_in), self.dtype)
-            input_left[:B], input_left[-1] = v_in, 1.0
-            np.multiply(np.add.reduce(np.square(v_in), axis=0), dt(0.5 * plan.total / B), out=input_left[-2])
-        self._descend_block(0, input_left, right, rates[0])
-        right = plan.output_right
-        np.multiply(stacked_outputs, plan.negative_weights, out=right[:R])
-        np.matmul(plan.half_weights, np.square(stacked_outputs), out=right[-1])
-        self._descend_block(1, plan.hidden_left, right, rates[1])
-        rails = plan.rails
-        np.subtract(stacked_hidden, 1.0, out=rails[0, :, :H])
-        np.subtract(stacked_outputs, 1.0, out=rails[0, :, H:])
-        np.add(stacked_hidden, 1.0, out=rails[1, :, :H])
-        np.add(stacked_outputs, 1.0, out=rails[1, :, H:])
-        self._descend_biases(rails, plan.row_weights, rates[-1])
+        if self.momentum:
+            velocity = self._velocities()
+            velocities = (velocity[self._slices[0]].reshape(W0.shape), velocity[self._slices[1]].reshape(W1.shape),
+                          velocity[self._bias_slices[0].start:])
+        else:
+            velocities = (self._no_velocity[0], self._no_velocity[0], self._no_velocity[1])
+        for checked in (False, True):
+            convex, h, o, v_in = one_hidden.step(
+                x, y, W0, W1, plus, minus, dt(self.input_gain), dt(self.v_low), dt(self.v_high), self.iterations,
+                plan.weights, plan.betas, rates, dt(self.momentum), *velocities, plan.panel_rows, checked)
+            if convex:
+                break
+            self._check_convex(plan.min_beta, self._derived())  # the full test where the bound fails: raises
         self._version += 1
         return DRNState([h, o], v_in, Phase(x, 0.0, target), self._version - 1, self.iterations, True, self)
 
     def _make_plan(self, terms, B: int) -> _StepPlan | None:
         fusable = self.n_hidden == 1 and self.diodes == "ideal" and self.iterations and self.bias
         terms = [(float(c), float(b)) for c, b in terms if c != 0.0]
-        nudged = [i for i, (_, b) in enumerate(terms) if b != 0.0]
-        free = [i for i, (_, b) in enumerate(terms) if b == 0.0]
-        if not fusable or not nudged or len(free) > 1 or nudged != list(range(nudged[0], nudged[-1] + 1)):
+        if not fusable or not terms:
             return None
-        dt, n = self.dtype, self.n_outputs
-        H, n2, K, m = self.widths[1], 2 * n, len(terms), len(nudged)
-        R = K * B
-        weights = np.repeat(np.array([c / B for c, _ in terms]), B).astype(dt)  # as descend casts c_k / B
-        betas = np.array([b for _, b in terms if b != 0.0], dt)[:, None, None]
-        total = sum(c for c, _ in terms)
-        input_right = np.empty((B + (2 if total else 1), H), dt)
-        hidden_left, output_right = np.empty((R + 2, H), dt), np.empty((R + 2, n2), dt)
-        hidden_left[-1], output_right[-2] = 1.0, 1.0
-        if total:
-            input_right[-2] = 1.0
-        outputs = np.empty((R, n2), dt)
-        rows = slice(nudged[0] * B, (nudged[-1] + 1) * B)
-        signed_betas = np.concatenate([np.repeat(betas, n, axis=2), np.repeat(-betas, n, axis=2)], axis=2)
-        return _StepPlan(
-            betas=betas, signed_betas=signed_betas, min_beta=float(betas.min()), total=total,
-            row_weights=weights, half_weights=weights * dt.type(0.5),
-            negative_weights=-weights[:, None], phase_weights=-weights[::B, None, None],
-            free_rows=slice(free[0] * B, (free[0] + 1) * B) if free else None, input_right=input_right,
-            hidden_left=hidden_left, output_right=output_right, outputs=outputs, hidden_nudged=hidden_left[rows],
-            outputs_nudged=outputs[rows].reshape(m, B, n2), pulled=np.empty((K, B, H), dt),
-            rails=np.empty((2, R, H + n2), dt), to_hidden=np.empty((n2, H), dt))
+        weights = np.array([c / B for c, _ in terms]).astype(self.dtype)  # as descend casts c_k / B
+        betas = np.array([b for _, b in terms])
+        panel_rows = update_panels(*self.weights[0].shape, self.dtype.itemsize)[0].stop
+        return _StepPlan(weights=weights, betas=betas.astype(self.dtype), min_beta=float(betas.min()),
+                         panel_rows=panel_rows)
