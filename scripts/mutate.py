@@ -268,11 +268,20 @@ def _mutants() -> list[Mutant]:
         ("+ self.biases[k]", "- self.biases[k]"))
     add(signed, "drive += self.biases[0]", ("+=", "-="))
     narrow = "aeqprop_circuits/systems/drn/narrow.py"
-    add(narrow, "row[j] += v * w[j]", ("+=", "-="))
-    add(narrow, "total += v[j] * w[j]", ("+=", "-="))
+    add(narrow, "row[j] += v0 * m0[j] + v1 * m1[j]", ("+ v1 * m1[j]", "- v1 * m1[j]"))
+    add(narrow, "row[j] += v0 * m0[j]\n", ("+=", "-="))
+    add(narrow, "s3 += x * m3[j]", ("+=", "-="))
+    add(narrow, "s0 += row[j] * m0[j]", ("+=", "-="))
+    add(narrow, "out[o + 4] += s4", ("+= s4", "+= 2 * s4"))
+    add(narrow, "factors = -step * right.T.copy()", "negate")
+    add(narrow, "value = zero if w[j] < zero else w[j]", ("zero if w[j] < zero else w[j]", "w[j]"))
+    add(narrow, "block[j, o] = w[j]", ("= w[j]", "= 2 * w[j]"))
+    add(narrow, "row_sums[j] += value", "double")
+    add(narrow, "total += value", "double")
     add(signed, "return narrow.times(V, WT) if transpose else narrow.times_transpose(V, WT)",
         ("if transpose else", "if not transpose else"))
-    add(signed, "WT = self._transposes[1][k] = np.ascontiguousarray(W.T)", ("(W.T)", "(W.T * 2)"))
+    add(signed, "WT = self._transposes[1][k] = np.ascontiguousarray(self.weights[k].T)",
+        ("(self.weights[k].T)", "(self.weights[k].T * 2)"))
     add(signed, "self._transposes = (self._version, {})",
         ("= (self._version, {})", "= self._transposes or (self._version, {})"))
     add(streaming, "a[q, r] = -step * left[r, i[q]] * w[q]", ("-step", "step"))

@@ -65,6 +65,41 @@ def test_a_nan_stays_a_nan():
     assert np.isnan(narrow.times_transpose(np.array([[1.0, np.nan, 1.0]], np.float32), WT)).all()
 
 
+@pytest.mark.parametrize("count", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k, n, m", [(14, 10, 2 * narrow.TILE + 7), (1, 1, 64), (3, 16, narrow.TILE)])
+def test_the_update_on_the_transpose_is_descends_formula(k, n, m, dtype, count, threads):
+    """W <- max(W - step left^T right, 0) in both layouts, with W's row and column sums; some values clip."""
+    threads(count)
+    rng = np.random.default_rng(k + n + m)
+    W = rng.random((m, n)).astype(dtype)
+    left, right = rng.normal(size=(k, m)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)
+    expected = np.maximum(W.astype(np.float64) - left.T.astype(np.float64) @ right, 0.0)
+    WT = np.ascontiguousarray(W.T)
+    rows, columns = narrow.descend(WT, W, left, right, 1.0)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert (expected == 0).any() and (expected > 0).any()
+    np.testing.assert_allclose(W, expected, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(WT, W.T)
+    np.testing.assert_allclose(rows, expected.sum(axis=1), rtol=tol, atol=tol * n)
+    np.testing.assert_allclose(columns, expected.sum(axis=0), rtol=tol, atol=tol * m)
+
+
+def test_the_update_on_the_transpose_does_not_depend_on_the_thread_count_and_keeps_nans(threads):
+    rng = np.random.default_rng(7)
+    W = rng.random((3 * narrow.TILE + 5, 10)).astype(np.float32)
+    left, right = rng.normal(size=(5, len(W))).astype(np.float32), rng.normal(size=(5, 10)).astype(np.float32)
+    results = []
+    for count in (1, 2):
+        threads(count)
+        copy = W.copy()
+        results.append((copy, *narrow.descend(np.ascontiguousarray(copy.T), copy, left, right, 0.1)))
+    assert all(np.array_equal(a, b) for a, b in zip(*results))
+    left[0, 3] = np.nan
+    rows, columns = narrow.descend(np.ascontiguousarray(W.T), W, left, right, 0.1)
+    assert np.isnan(W[3]).all() and np.isnan(rows[3]) and np.isnan(columns).all() and np.isfinite(W[4]).all()
+
+
 def test_drn_xls_output_block_is_narrow_and_drn_1hs_is_not():
     assert signed.narrow_block((32768, 10), 4)  # DRN-XL's W2, 1.3 MB
     assert not signed.narrow_block((1024, 10), 4)  # DRN-1H's, 40 kB: BLAS is faster there

@@ -394,12 +394,17 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             return matmul(V, W.T if transpose else W)
         from aeqprop_circuits.systems.drn import narrow  # numba is imported only where a block needs it
 
+        WT = self._transpose(k)
+        return narrow.times(V, WT) if transpose else narrow.times_transpose(V, WT)
+
+    def _transpose(self, k: int) -> np.ndarray:
+        """W_k^T, C-contiguous, kept per theta (narrow.py's operand)."""
         if self._transposes is None or self._transposes[0] != self._version:
             self._transposes = (self._version, {})
         WT = self._transposes[1].get(k)
         if WT is None:
-            WT = self._transposes[1][k] = np.ascontiguousarray(W.T)
-        return narrow.times(V, WT) if transpose else narrow.times_transpose(V, WT)
+            WT = self._transposes[1][k] = np.ascontiguousarray(self.weights[k].T)
+        return WT
 
     def _gradient(self, V, phase: Phase) -> list:
         """d(energy)/dV per free layer (B, width), from the settle's own pieces: the net current leaving
@@ -528,13 +533,21 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         dt = self.dtype.type
         if self.momentum and self._velocity is None:
             self._velocity = np.zeros_like(self._theta)
-        columns, rows = [], []
+        columns, rows, transposes = [], [], {}
         stream = self.streams_first_block
         for k, (W, (left, right), step) in enumerate(zip(self.weights, pairs, steps)):
             if k == 0 and stream:
                 pending = (left, right, step)
                 columns.append(None)  # the pending pass computes W1's column sums
                 rows.append(None)  # the input layer is not free: W1's row sums are never needed
+                continue
+            if k and not self.momentum and narrow_block(W.shape, W.itemsize):  # on the kept transpose, in tiles
+                from aeqprop_circuits.systems.drn import narrow
+
+                transposes[k] = self._transpose(k)
+                row, column = narrow.descend(transposes[k], W, left, right, step)
+                columns.append(column)
+                rows.append(row)
                 continue
             velocity = self._velocity[self._slices[k]].reshape(W.shape) if self.momentum else None
             column, row = np.zeros(W.shape[1], dtype=self.dtype), np.empty(W.shape[0], dtype=self.dtype)
@@ -561,6 +574,8 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             bias = velocity
         self._theta[self.n_weights:] -= dt(steps[-1]) * bias
         self._version += 1
+        if transposes:
+            self._transposes = (self._version, transposes)  # the narrow blocks' transposes, updated with them
         sums = [_node_sums(columns[k], rows[k + 1] if k + 1 < len(rows) else None) for k in range(len(columns))]
         self._cache = (self._version, sums)
         if stream:
