@@ -64,7 +64,8 @@ def test_bench_train_counts_no_separate_drive_read_where_the_update_pass_makes_t
 
 
 def test_bench_train_times_a_narrow_block_as_the_step_multiplies_it(monkeypatch):
-    """The floor's relaxation products with a narrow block are narrow.py's loops, on V and the block's transpose."""
+    """The floor's relaxation products and updates with a narrow block are narrow.py's loops, on V and the block's
+    transpose."""
     from aeqprop_circuits.bench.drn import _floor_products, _product_calls, bench_train, format_report
     from aeqprop_circuits.learning.algorithms import get_algorithm
     from aeqprop_circuits.systems.drn import signed
@@ -73,12 +74,13 @@ def test_bench_train_times_a_narrow_block_as_the_step_multiplies_it(monkeypatch)
     monkeypatch.setattr(signed, "_NARROW_BYTES", 0)  # every block into at most 16 nodes is narrow
     system = load_system("drn:8-5-6-3", circuit="signed", iterations=1)
     floor = _floor_products(system, get_algorithm("c-ep", beta=0.5), batch=2)
-    relaxation = [(kind, shapes) for kind, shapes, *_ in floor if kind not in ("drive", "update")]
+    relaxation = [(kind, shapes) for kind, shapes, *_ in floor if kind not in ("drive", "update", "narrow update")]
+    assert [kind for kind, *_ in floor if kind.endswith("update")] == ["update", "narrow update", "narrow update"]
     # per phase: layer 1 <- V2 W2^T, layer 2 <- V1 W2 and V3 W3^T, outputs <- V2 W3 (W2 5 x 6, W3 6 x 3)
     assert relaxation[:4] == [("narrow times", ((2, 6), (6, 5))), ("narrow times transpose", ((2, 5), (6, 5))),
                               ("narrow times", ((2, 3), (3, 6))), ("narrow times transpose", ((2, 6), (3, 6)))]
     for call in _product_calls(floor, seed=0):
         call()
     report = bench_train("drn:8-5-6-3", "drn-xl", steps=3, warmup=1, eval_samples=8)
-    assert report["numba_loops"] == ["narrow products"] and report["numba_threads"] >= 1
-    assert "numba loops (narrow products)" in format_report(report)
+    assert report["numba_loops"] == ["narrow blocks"] and report["numba_threads"] >= 1
+    assert "numba loops (narrow blocks)" in format_report(report)

@@ -121,6 +121,10 @@ def _product_calls(products: list[tuple], seed: int) -> list:
             calls.append(lambda a=arrays[0], b=arrays[1], out=out: np.matmul(a, b, out=out))
         elif kind == "update":
             calls.append(lambda w=arrays[0], left=arrays[1], right=arrays[2]: _update(w, left, right))
+        elif kind == "narrow update":
+            transpose = np.ascontiguousarray(arrays[0].T)
+            calls.append(lambda w=arrays[0], wt=transpose, left=arrays[1], right=arrays[2]:
+                         narrow.descend(wt, w, left, right, 1e-3))
         else:
             calls.append(lambda w=arrays[0], left=arrays[1], right=arrays[2]: kernels.gemm_into(w, left, right, 1e-3))
     for call in calls:  # operands paged in, BLAS buffers allocated
@@ -146,7 +150,8 @@ def _time_calls(calls: list, repeats: int) -> tuple[float, float]:
 def _floor_products(system, rule, batch: int) -> list[tuple]:
     """The products a training step needs, in `_recorded_products`' form: the input drive once, each phase's
     relaxation products (nudged phases stacked; a signed DRN's narrow blocks by its narrow.py loops, as its
-    step makes them), one rank-k update per weight block."""
+    step makes them), one rank-k update per weight block (a signed DRN's narrow block's on its transpose, as
+    narrow.descend makes it)."""
     used = [(m, w) for m, w in zip(rule.multipliers, rule.weights) if w != 0.0]
     nudges, terms = sum(m != 0.0 for m, _ in used), len(used)
     widths, dtype, sweeps = system.widths, system.dtype, system.iterations or 1
@@ -173,7 +178,10 @@ def _floor_products(system, rule, batch: int) -> list[tuple]:
             products.append(product(rows, len(widths) - 2, transpose=False))
     for k in range(len(widths) - 1):
         rank = (batch if k == 0 else terms * batch) + 2  # the input block's rows are shared by the phases
-        products.append(("update", ((widths[k], widths[k + 1]), (rank, widths[k]), (rank, widths[k + 1])),
+        narrow_update = signed and k and not system.momentum and narrow_block((widths[k], widths[k + 1]),
+                                                                              dtype.itemsize)
+        products.append(("narrow update" if narrow_update else "update",
+                         ((widths[k], widths[k + 1]), (rank, widths[k]), (rank, widths[k + 1])),
                          (False, False, False), dtype))
     return products
 
@@ -231,7 +239,7 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
     signed = isinstance(system, SignedDRNSystem)
     streamed = signed and system.streams_first_block
     loops = [name for name, used in (("streamed first block", streamed),
-                                     ("narrow products", signed and any(narrow_block(W.shape, W.itemsize)
+                                     ("narrow blocks", signed and any(narrow_block(W.shape, W.itemsize)
                                                                         for W in system.weights[1:])))
              if used]
     traffic_calls, traffic_bytes = _traffic_calls([W.shape for W in system.weights], system.dtype, streamed)
