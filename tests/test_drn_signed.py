@@ -130,6 +130,26 @@ def test_too_negative_a_nudge_is_refused_by_name():
     beta = -1.01 * system._conductance_sums()[-1].min()
     with pytest.raises(DivergenceError, match="non-convex"):
         system.settle(Phase(x, beta, y))
+    base = Phase(x, 0.0, y)
+    with pytest.raises(DivergenceError, match="non-convex"):  # as one of the phases settled together
+        system.settle_nudges(base, [0.1, beta], start=system.settle(base))
+
+
+@pytest.mark.parametrize("iterations", [4, None])
+@pytest.mark.parametrize("schedule", ["forward-backward", "alternating"])
+def test_nudged_phases_settled_together_are_each_settled_alone(iterations, schedule):
+    """settle_nudges stacks its phases into one batch; each phase's layers are those it settles to alone."""
+    system = SignedDRNSystem([6, 9, 7, 3], seed=3, input_gain=2.0, iterations=iterations, dtype="float64",
+                             schedule=schedule)
+    rng = np.random.default_rng(8)
+    base = Phase(rng.random((5, 6)), 0.0, np.eye(3)[rng.integers(0, 3, 5)])
+    free = system.settle(base)
+    betas = (-0.05, 0.4, 0.7)
+    for state, beta in zip(system.settle_nudges(base, betas, start=free), betas):
+        alone = system.settle(base.nudged(beta), start=free)
+        assert state.phase.beta == beta and state.inputs is alone.inputs
+        for a, b in zip(state.layers, alone.layers):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-14 if iterations else 1e-10)
 
 
 def test_model_option_circuit_selects_the_system():
@@ -300,12 +320,15 @@ def test_every_schedule_settles_at_the_same_minimum(schedule):
 def test_the_next_free_phase_starts_where_the_warm_start_says(monkeypatch, warm_start, resting):
     """"last": where the step's last phase (+beta of c-ep) ended, as in the papers' code; "free": the free state."""
     system = SignedDRNSystem([5, 8, 3], seed=0, input_gain=2.0, warm_start=warm_start)
-    settled = []
-    settle = system.settle
-    monkeypatch.setattr(system, "settle", lambda phase, start=None: settled.append(settle(phase, start=start))
-                        or settled[-1])
+    calls = []
+    settle, settle_nudges = system.settle, system.settle_nudges
+    monkeypatch.setattr(system, "settle", lambda phase, start=None: calls.append([settle(phase, start=start)])
+                        or calls[-1][0])
+    monkeypatch.setattr(system, "settle_nudges", lambda base, betas, start: calls.append(
+        settle_nudges(base, betas, start)) or calls[-1])
     x, y = np.random.default_rng(0).random((4, 5)), np.eye(3)[[0, 1, 2, 0]]
     ep_step(system, get_algorithm("c-ep", beta=0.5), x, y, system.in_place_rates(0.01))
+    settled = [state for group in calls for state in group]
     assert [s.phase.beta for s in settled] == [0.0, -0.5, 0.5]
     assert system._resting is settled[resting].layers
 

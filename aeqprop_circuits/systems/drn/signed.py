@@ -329,15 +329,42 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             V = [np.zeros((B, w), dtype=self.dtype) for w in self.widths[1:]]
         if phase.clamp is not None:
             V[-1] = np.asarray(phase.clamp, dtype=self.dtype)
+        pull, D_out = self._output_factors(phase, self._conductance_sums()[-1])
+        energy = None if callback is None else (lambda layers: callback(self._energy(layers, v_in, phase)))
+        self._sweep(V, drive, pull, D_out, phase.beta == 0.0 and phase.clamp is None, phase.clamp is not None, energy)
+        return self._state(V, v_in, phase)
+
+    def settle_nudges(self, base: Phase, betas, start: SignedDRNState) -> list[SignedDRNState]:
+        """The phases base.nudged(b), b in betas, from `start`, settled together as one batch of len(betas) B rows.
+
+        Samples never interact, so the physics of each is unchanged; stacked, one product per block and one
+        clip per layer serve every phase (the nudged phases of a step share their inputs and theta).
+        """
+        v_in, drive = self._input_drive(base.inputs)
+        B, m = len(v_in), len(betas)
+        if m < 2 or len(start.layers[0]) != B:
+            return [self.settle(base.nudged(b), start=start) for b in betas]
+        D_out = self._conductance_sums()[-1]
+        factors = [self._output_factors(base.nudged(b), D_out) for b in betas]
+        pull = np.concatenate([np.broadcast_to(p, (B, self.n_outputs)) for p, _ in factors])
+        totals = np.concatenate([np.broadcast_to(total, (B, self.n_outputs)) for _, total in factors])
+        V = [np.concatenate([layer] * m) for layer in start.layers]
+        self._sweep(V, np.concatenate([drive] * m), pull, totals, False, False, None)
+        return [self._state([layer[i * B:(i + 1) * B] for layer in V], v_in, base.nudged(b))
+                for i, b in enumerate(betas)]
+
+    def _sweep(self, V: list, drive, pull, D_out, free: bool, clamped: bool, energy) -> None:
+        """Block sweeps on the layers V in place: `iterations` of them, or until the largest change is below tol.
+
+        Block order by `schedule`; the outputs are held where `clamped`; `energy(V)` after each sweep.
+        """
         D = self._conductance_sums()
-        pull, D_out = self._output_factors(phase, D[-1])
         last = len(V) - 1
-        free = phase.beta == 0.0 and phase.clamp is None
         if self.schedule == "alternating":
             order = list(range(0, last + 1, 2)) + list(range(1, last + 1, 2))
         else:
             order = list(range(last + 1)) if free else list(range(last, -1, -1))
-        if phase.clamp is not None:
+        if clamped:
             order.remove(last)
         limit = self.iterations or self.max_iterations
         for _ in range(limit):
@@ -353,13 +380,15 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
                 if self.iterations is None:
                     change = max(change, float(np.abs(new - V[k]).max(initial=0.0)))
                 V[k] = new
-            if callback is not None:
-                callback(self._energy(V, v_in, phase))
+            if energy is not None:
+                energy(V)
             if self.iterations is None and change <= self.tol:
                 break
         else:
             if self.iterations is None:
                 raise DivergenceError(f"a phase did not settle in {limit} block sweeps")
+
+    def _state(self, V: list, v_in: np.ndarray, phase: Phase) -> SignedDRNState:
         if not np.isfinite(V[-1]).all():
             raise DivergenceError("non-finite potentials: a node has no conductance left (all its resistors "
                                   "trained to 0) or the phase diverged")
@@ -415,9 +444,6 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         if phase.beta != 0.0 and phase.clamp is None:
             out[-1] = out[-1] + NUDGE.current(V[-1], phase.beta, phase.target)
         return out
-
-    def settle_nudges(self, base: Phase, betas, start: SignedDRNState) -> list[SignedDRNState]:
-        return [self.settle(base.nudged(b), start=start) for b in betas]
 
     def outputs(self, state: SignedDRNState) -> np.ndarray:
         return state.layers[-1].astype(np.float64)
