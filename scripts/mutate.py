@@ -37,7 +37,7 @@ TESTS = ("tests/test_fast_paths.py", "tests/test_learning.py", "tests/test_aeqpr
          "tests/test_layered.py", "tests/test_drn.py",
          "tests/test_drn_signed.py", "tests/test_drn_paper_circuit.py", "tests/test_circuit_regression.py",
          "tests/test_energy_system.py", "tests/test_solvers_properties.py", "tests/test_streaming.py",
-         "tests/test_narrow.py")
+         "tests/test_narrow.py", "tests/test_drn_panels.py")
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-seed=0",
           "-W", "ignore::DeprecationWarning"]
 
@@ -250,6 +250,9 @@ def _mutants() -> list[Mutant]:
     add(one, "value = minus[j] - rates[2] * down", ("- rates", "+ rates"))
 
     add(drn, "gemm_into(panel, left[:, where], right, -step)", ("-step", "step"))
+    add(drn, "gemm_into(velocity, left, right, 1.0, keep=self.momentum)", ("keep=self.momentum", "keep=1.0"))
+    add("aeqprop_circuits/systems/kernels.py", "out = gemm(alpha, right.T, left.T, beta=keep",
+        ("beta=keep", "beta=1.0"))
     add("aeqprop_circuits/systems/kernels.py",
         "clip(values, values.dtype.type(0), values.dtype.type(np.inf), out=values)", ("type(0)", "type(-1)"))
     add(drn, "clip_nonnegative(panel)", ("clip_nonnegative(panel)", "panel.view()"))
@@ -298,6 +301,18 @@ def _mutants() -> list[Mutant]:
     add(streaming, "d2[j] += x20 * v0 + x21 * v1", ("+ x21 * v1", "- x21 * v1"))
     add(signed, "self._cache[1][0] = _node_sums(columns, rows_after)", ("rows_after)", "None)"))
     add(signed, "ahead += r  # = r + ahead", ("ahead += r", "ahead = r - ahead"))
+    add(signed, "gemm_into(moving, left[:, where], right, 1.0, keep=self.momentum)", ("keep=self.momentum", "keep=1.0"))
+    panels = "aeqprop_circuits/systems/drn/panels.py"
+    add(panels, "value = w[j] - step * v[j]", ("- step", "+ step"))
+    add(panels, "value = zero if value < zero else value", ("value < zero", "value > zero"))
+    add(panels, "value = zero if w[j] < zero else w[j]", ("zero if w[j] < zero else w[j]", "w[j]"))
+    add(panels, "columns[j] += value\n                total += value\n        rows", ("+=", "-="))
+    add(panels, "rows[i] = total", "double")
+    add(signed, "panels.finish(panel, moving, step, column, row[where])", ("moving, step", "moving, -step"))
+    add(signed, "pull = np.concatenate([np.broadcast_to(p, (B, self.n_outputs)) for p, _ in factors])",
+        ("for p, _ in factors", "for p, _ in factors[::-1]"))
+    add(signed, "totals = np.concatenate([np.broadcast_to(total, (B, self.n_outputs))",
+        ("for _, total in factors", "for _, total in factors[::-1]"))
     add(signed, "sums = [_node_sums(W.sum(axis=0), rows)", ("W.sum(axis=0)", "2 * W.sum(axis=0)"))
     add(signed, "return columns + rows_after", ("+", "-"))
     add(signed, "        self._apply_pending()\n        steps = [float(steps)]", ("self._apply_pending()", "pass"))

@@ -50,3 +50,23 @@ def test_initial_conductances_are_one_draw_per_block_in_the_system_dtype():
     assert system.parameters.dtype == np.float32
     np.testing.assert_array_equal(system.parameters[:system.n_weights], expected.astype(np.float32))
     assert not system.parameters[system.n_weights:].any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_velocity", [False, True])
+def test_a_panels_finish_is_the_step_the_clip_and_the_sums(dtype, with_velocity):
+    """panels.finish: W <- max(W - step v, 0) (max(W, 0) without v), column sums added, row sums set; NaN kept."""
+    from aeqprop_circuits.systems.drn import panels
+
+    rng = np.random.default_rng(9)
+    W, velocity = rng.normal(size=(7, 37)).astype(dtype), rng.normal(size=(7, 37)).astype(dtype)
+    W[2, 5] = np.nan
+    expected = np.maximum(W - 0.3 * velocity, 0.0) if with_velocity else np.maximum(W, 0.0)
+    assert (expected == 0).any() and (expected > 0).any()
+    columns, rows = np.full(37, 2.0, dtype), np.full(7, 5.0, dtype)
+    panels.finish(W, velocity if with_velocity else None, 0.3, columns, rows)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(W, expected, rtol=tol)
+    np.testing.assert_allclose(columns, 2.0 + expected.sum(axis=0), rtol=tol)
+    np.testing.assert_allclose(rows, expected.sum(axis=1), rtol=tol)
+    assert np.isnan(W[2, 5]) and np.isnan(rows[2]) and np.isnan(columns[5]) and np.isfinite(rows[3])

@@ -79,9 +79,9 @@ def _recorded_products(step) -> list[tuple]:
         products.append(("matmul" if out is None else "matmul into", *layout(a, b), np.result_type(a, b)))
         return np.matmul(a, b, out=out)
 
-    def gemm_into(weights, left, right, alpha):
+    def gemm_into(weights, left, right, alpha, keep=1.0):
         products.append(("gemm", *layout(weights, left, right), weights.dtype))
-        return kernels.gemm_into(weights, left, right, alpha)
+        return kernels.gemm_into(weights, left, right, alpha, keep)
 
     modules = (drn_module, signed_module)
     saved = [(module.matmul, module.gemm_into) for module in modules]

@@ -15,15 +15,16 @@ clip = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", None)
     getattr(getattr(getattr(np, "core", None), "umath", None), "clip", None) or np.clip
 
 
-def gemm_into(weights: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: float) -> None:
-    """weights += alpha * left^T @ right, in place, one BLAS call (weights C-contiguous (n_in, n_out)).
+def gemm_into(weights: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: float, keep: float = 1.0) -> None:
+    """weights <- keep * weights + alpha * left^T @ right, in place, one BLAS call (weights C-contiguous
+    (n_in, n_out)); keep < 1 is a momentum's decay of its velocity, made in the same pass.
 
     weights^T is Fortran-ordered (n_out, n_in): C = alpha * right^T @ left + C, written in place;
     C-ordered operands go in as Fortran-ordered transposes, so the wrapper copies no weights (a strided
     factor, a panel's columns of `left`, it copies: k rows of a panel).
     """
     gemm = blas.sgemm if weights.dtype == np.float32 else blas.dgemm
-    out = gemm(alpha, right.T, left.T, beta=1.0, c=weights.T, trans_b=True, overwrite_c=True)
+    out = gemm(alpha, right.T, left.T, beta=keep, c=weights.T, trans_b=True, overwrite_c=True)
     if not np.may_share_memory(out, weights):  # the wrapper copied (unexpected layout): write back
         weights[...] = out.T
 

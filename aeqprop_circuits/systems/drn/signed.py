@@ -39,7 +39,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy import matmul
-from scipy.linalg import blas
 
 from aeqprop_circuits.circuit.elements import CURRENT_SOURCE, NUDGE
 from aeqprop_circuits.errors import AeqpropError, DivergenceError, ThreadsWarning
@@ -54,16 +53,7 @@ from aeqprop_circuits.systems.base import (
     PhysicalSystem,
     VelocityCheckpoint,
 )
-from aeqprop_circuits.systems.kernels import clip, clip_nonnegative, gemm_into, row_panels, update_panels
-
-
-def _axpy(x: np.ndarray, y: np.ndarray, alpha: float) -> None:
-    """y += alpha x in place, one BLAS pass (C-contiguous arrays of one dtype), no temporary."""
-    axpy = blas.saxpy if y.dtype == np.float32 else blas.daxpy
-    out = axpy(x.reshape(-1), y.reshape(-1), a=alpha)
-    if not np.may_share_memory(out, y):
-        y[...] = out.reshape(y.shape)
-
+from aeqprop_circuits.systems.kernels import clip, gemm_into, row_panels, update_panels
 
 _STREAM_BYTES = 1 << 26  # a first block above this (64 MB, twice the L3 cache) is updated by streaming.py
 _NARROW_WIDTH, _NARROW_BYTES = 16, 1 << 20  # a block into at most 16 nodes, of 1 MB or more, is multiplied by narrow.py
@@ -575,22 +565,19 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
                 columns.append(column)
                 rows.append(row)
                 continue
+            from aeqprop_circuits.systems.drn import panels  # numba is imported only where a system trains
+
             velocity = self._velocity[self._slices[k]].reshape(W.shape) if self.momentum else None
             column, row = np.zeros(W.shape[1], dtype=self.dtype), np.empty(W.shape[0], dtype=self.dtype)
-            panels = update_panels(*W.shape, W.itemsize)
-            ones_in, ones_out = np.ones(panels[0].stop, dtype=self.dtype), np.ones(W.shape[1], dtype=self.dtype)
-            for where in panels:
+            for where in update_panels(*W.shape, W.itemsize):
                 panel = W[where]
                 if self.momentum:  # velocity <- momentum velocity + gradient; W <- W - step velocity
                     moving = velocity[where]
-                    moving *= dt(self.momentum)
-                    gemm_into(moving, left[:, where], right, 1.0)
-                    _axpy(moving, panel, -step)
+                    gemm_into(moving, left[:, where], right, 1.0, keep=self.momentum)
+                    panels.finish(panel, moving, step, column, row[where])
                 else:
                     gemm_into(panel, left[:, where], right, -step)
-                clip_nonnegative(panel)
-                column += np.matmul(ones_in[:len(panel)], panel)  # the sums as products: faster than ndarray.sum
-                np.matmul(panel, ones_out, out=row[where])
+                    panels.finish(panel, None, step, column, row[where])
             columns.append(column)
             rows.append(row)
         if self.momentum:

@@ -695,8 +695,7 @@ class DRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlaceDesce
         W = self.weights[k]
         if self.momentum:
             velocity = self._velocities()[self._slices[k]].reshape(W.shape)
-            velocity *= self.dtype.type(self.momentum)
-            gemm_into(velocity, left, right, 1.0)
+            gemm_into(velocity, left, right, 1.0, keep=self.momentum)
             W -= self.dtype.type(step) * velocity
             clip_nonnegative(W)
             return
