@@ -169,6 +169,23 @@ def test_too_negative_a_nudge_is_reported_not_settled():
         system.settle(Phase(x, -5.0, y))
 
 
+def test_the_compiled_step_refuses_a_non_convex_nudge_its_bound_alone_would_pass():
+    """Just beyond the convexity limit, where the outputs' Schur bound fails but the co-content is not yet
+    far from convex: the compiled step runs the full test, raises, and leaves theta as it was."""
+    system = DRNSystem([6, 5, 3], seed=15, iterations=4)
+    x, y = _batch([6, 5, 3])
+    D, W = system._conductance_sums(), system.weights[-1]
+    S = np.diag(D[-1]) - (W.T / D[-2]) @ W
+    A = np.hstack([np.eye(3), -np.eye(3)])
+    limit = -np.linalg.eigvalsh(S).min()  # from 0 down to it: the first beta with S + beta A^T A not positive
+    beta = next(b for b in np.linspace(0.0, limit, 2001) if np.linalg.eigvalsh(S + b * A.T @ A).min() <= 0)
+    assert (D[-1] + (W.sum(axis=1) / D[-2]) @ W).min() + 2 * beta > 0  # a bound with its sign flipped passes
+    before = system.parameters
+    with pytest.raises(DivergenceError, match="non-convex"):
+        system.contrast_step(x, y, ((-1.0, beta), (1.0, -beta)), 0.01)
+    np.testing.assert_array_equal(system.parameters, before)
+
+
 def test_shockley_diodes_agree_with_newton_on_the_builder_circuit():
     system = DRNSystem([6, 5, 3], seed=16, diodes="shockley", saturation_current=1e-9, emission=1.0,
                        input_gain=2.0)

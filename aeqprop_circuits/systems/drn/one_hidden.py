@@ -104,16 +104,11 @@ def step(x, y, W0, W1, plus, minus, gain, lo, hi, iterations, weights, betas, ra
             scaled[b, i] = (current[b, i] + bias_current[i]) * inv_D[i]
     inv_hidden, inv_out, out_bias = inv_D[:H], inv_D[H:], bias_current[H:]
     W1T = W1.T
-    # Free phase: sweeps from V = 0, whose first hidden update is the clipped scaled current.
-    h = np.empty((B, H), dtype)
-    for b in range(B):
-        for i in range(H):
-            h[b, i] = _clip(scaled[b, i], lo, hi)
-    o = np.dot(h, W1)
-    for sweep in range(iterations):
-        if sweep:
-            h = _hidden(o, W1T, inv_hidden, scaled, lo, hi)
-            o = np.dot(h, W1)
+    # Free phase: sweeps from V = 0 (whose first hidden update is the clipped scaled current), hidden layer first.
+    o = np.zeros((B, n2), dtype)
+    for _ in range(iterations):
+        h = _hidden(o, W1T, inv_hidden, scaled, lo, hi)
+        o = np.dot(h, W1)
         for b in range(B):
             for q in range(n2):
                 o[b, q] = (o[b, q] + out_bias[q]) * inv_out[q]
