@@ -267,7 +267,7 @@ def _mutants() -> list[Mutant]:
     add(signed, "out = [D[k] * layer - self._incoming(k, V, drive)", ("[D[k] * layer", "[2 * D[k] * layer"),
         ("- self._incoming", "+ self._incoming"))
     add(signed, "out[-1] = out[-1] + NUDGE.current(V[-1]", ("+ NUDGE", "- NUDGE"), ("+ NUDGE", "+ 2 * NUDGE"))
-    add(signed, "r = drive if k == 0 else self._product(V[k - 1], k) + self.biases[k]",
+    add(signed, "return drive if k == 0 else self._product(V[k - 1], k) + self.biases[k]",
         ("+ self.biases[k]", "- self.biases[k]"))
     add(signed, "drive += self.biases[0]", ("+=", "-="))
     narrow = "aeqprop_circuits/systems/drn/narrow.py"
@@ -289,19 +289,22 @@ def _mutants() -> list[Mutant]:
         ("= (self._version, {})", "= self._transposes or (self._version, {})"))
     add(streaming, "a[q, r] = -step * left[r, i[q]] * w[q]", ("-step", "step"))
     add(streaming, "a14 * r4[j], zero)", (", zero)", ", zero - 1)"))
-    add(signed, "clip(head, zero, inf, out=head)", ("zero, inf", "-inf, inf"))
-    add(signed, "clip(tail, -inf, zero, out=tail)", ("-inf, zero", "-inf, inf"))
     add(signed, "self._excitatory = [width // 2 for", ("width // 2", "width // 2 + 1"))
-    add(signed, "self._windows = [(np.r_[np.zeros(half), np.full(width - half, -np.inf)]",
-        ("np.zeros(half), np.full", "np.full(half, -np.inf), np.full"))
-    add(signed, "np.r_[np.full(half, np.inf), np.zeros(width - half)]",
-        ("np.zeros(width - half)", "np.full(width - half, np.inf)"))
     add(streaming, "Wq[j] += b0 * r0[j]", ("+=", "-="))
     add(streaming, "c[j] += v0 + w1 * v1 + w2 * v2 + w3 * v3", ("+ w3 * v3", "- w3 * v3"))
     add(streaming, "d2[j] += x20 * v0 + x21 * v1", ("+ x21 * v1", "- x21 * v1"))
     add(signed, "self._cache[1][0] = _node_sums(columns, rows_after)", ("rows_after)", "None)"))
     add(signed, "ahead += r  # = r + ahead", ("ahead += r", "ahead = r - ahead"))
     add(signed, "gemm_into(moving, left[:, where], right, 1.0, keep=self.momentum)", ("keep=self.momentum", "keep=1.0"))
+    hidden = "aeqprop_circuits/systems/drn/hidden.py"
+    add(hidden, "value = (head[j] + from_head[j]) / D_in[j]", ("+ from_head", "- from_head"))
+    add(hidden, "value = (tail[j] + from_tail[j]) / D_out[j]", ("/ D_out[j]", "* D_out[j]"))
+    add(hidden, "head[j] = zero if value < zero else value", ("value < zero", "value > zero"))
+    add(hidden, "tail[j] = zero if value > zero else value", ("zero if value > zero else value", "value"))
+    add(hidden, "D_in, D_out = D[:excitatory], D[excitatory:]", ("D[:excitatory], D[excitatory:]",
+                                                                  "D[excitatory:], D[:excitatory]"))
+    add(signed, "new = hidden.update(self._ahead(k, V), self._behind(k, V, drive), D[k], self._excitatory[k])",
+        ("self._excitatory[k])", "self._excitatory[k] + 1)"))
     panels = "aeqprop_circuits/systems/drn/panels.py"
     add(panels, "value = w[j] - step * v[j]", ("- step", "+ step"))
     add(panels, "value = zero if value < zero else value", ("value < zero", "value > zero"))

@@ -14,7 +14,6 @@ from aeqprop_circuits.experiments.trainer import TrainOptions, evaluate
 from aeqprop_circuits.learning.algorithms import ep_step, get_algorithm
 from aeqprop_circuits.solvers import solve
 from aeqprop_circuits.systems.base import Phase
-from aeqprop_circuits.systems.drn import signed
 from aeqprop_circuits.systems.drn.signed import SignedDRNSystem
 from aeqprop_circuits.systems.models import load_system
 
@@ -34,12 +33,9 @@ def _system(sizes, seed=1, **options):
     return system, x, y
 
 
-@pytest.mark.parametrize("windows", ["bound arrays", "scalar clips on the halves"])
 @pytest.mark.parametrize("sizes", SIZES)
 @pytest.mark.parametrize("beta", [0.0, 0.3, -0.2])
-def test_settle_is_the_bounded_minimiser_of_the_energy(sizes, beta, windows, monkeypatch):
-    """Both ways of clipping a layer to its sign windows (a small layer's and a large one's)."""
-    monkeypatch.setattr(signed, "_SMALL_LAYER", 1 << 62 if windows == "bound arrays" else 0)
+def test_settle_is_the_bounded_minimiser_of_the_energy(sizes, beta):
     system, x, y = _system(sizes)
     state = system.settle(Phase(x, beta, y))
     hidden = system.widths[1:-1]
@@ -298,8 +294,8 @@ def test_a_sweep_updates_the_layers_in_its_schedules_order(monkeypatch, schedule
     system, x, y = _system([3, 4, 4, 2], schedule=schedule)
     system.iterations = 1
     visited = []
-    incoming = system._incoming
-    monkeypatch.setattr(system, "_incoming", lambda k, V, drive: visited.append(k) or incoming(k, V, drive))
+    behind = system._behind  # every layer update takes the current from behind once
+    monkeypatch.setattr(system, "_behind", lambda k, V, drive: visited.append(k) or behind(k, V, drive))
     system.settle(Phase(x))
     assert visited == free_order
     visited.clear()
@@ -338,3 +334,21 @@ def test_the_next_free_phase_starts_where_the_warm_start_says(monkeypatch, warm_
 def test_unknown_warm_starts_and_schedules_are_refused(options, message):
     with pytest.raises(AeqpropError, match=message):
         SignedDRNSystem([5, 8, 3], **options)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("excitatory", [0, 3, 7, 11])
+def test_the_hidden_update_is_numpys_add_divide_and_clips(dtype, excitatory):
+    """hidden.update = (ahead + behind) / D clipped to the sign windows, to the last bit; a NaN stays a NaN."""
+    from aeqprop_circuits.systems.drn import hidden
+
+    rng = np.random.default_rng(excitatory)
+    ahead, behind = rng.normal(size=(5, 11)).astype(dtype), rng.normal(size=(5, 11)).astype(dtype)
+    D = rng.uniform(0.5, 2.0, 11).astype(dtype)
+    ahead[1, 2] = np.nan
+    expected = (ahead + behind) / D
+    expected[:, :excitatory] = np.clip(expected[:, :excitatory], 0, np.inf)
+    expected[:, excitatory:] = np.clip(expected[:, excitatory:], -np.inf, 0)
+    result = hidden.update(ahead, behind, D, excitatory)
+    assert result is ahead and result.dtype == dtype
+    np.testing.assert_array_equal(result, expected)

@@ -53,11 +53,11 @@ from aeqprop_circuits.systems.base import (
     PhysicalSystem,
     VelocityCheckpoint,
 )
-from aeqprop_circuits.systems.kernels import clip, gemm_into, row_panels, update_panels
+from aeqprop_circuits.systems.drn import hidden
+from aeqprop_circuits.systems.kernels import gemm_into, row_panels, update_panels
 
 _STREAM_BYTES = 1 << 26  # a first block above this (64 MB, twice the L3 cache) is updated by streaming.py
 _NARROW_WIDTH, _NARROW_BYTES = 16, 1 << 20  # a block into at most 16 nodes, of 1 MB or more, is multiplied by narrow.py
-_SMALL_LAYER = 2048  # values in a hidden layer below which its sign windows are one clip with bound arrays
 
 
 def narrow_block(shape: tuple, itemsize: int) -> bool:
@@ -156,9 +156,6 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         self.n_parameters = self.n_weights + sum(self.widths[1:])
         # Sign windows of the hidden layers: excitatory first half [0, inf), inhibitory second half (-inf, 0].
         self._excitatory = [width // 2 for width in self.widths[1:-1]]
-        self._windows = [(np.r_[np.zeros(half), np.full(width - half, -np.inf)].astype(self.dtype),
-                          np.r_[np.full(half, np.inf), np.zeros(width - half)].astype(self.dtype))
-                         for width, half in zip(self.widths[1:-1], self._excitatory)]  # as bound arrays
         self._version = 0
         self._cache = None  # (version, conductance sums per free layer)
         self._transposes = None  # (version, {k: W_k^T contiguous}) of the large narrow blocks (narrow.py)
@@ -360,11 +357,10 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         for _ in range(limit):
             change = 0.0
             for k in order:
-                new = self._incoming(k, V, drive)  # a fresh array: the layer's update is made in it
-                if k < last:
-                    new /= D[k]
-                    self._to_signs(new, k)
+                if k < last:  # the current from ahead is a fresh array: the layer's update is made in it
+                    new = hidden.update(self._ahead(k, V), self._behind(k, V, drive), D[k], self._excitatory[k])
                 else:
+                    new = self._incoming(k, V, drive)
                     new += pull
                     new /= D_out
                 if self.iterations is None:
@@ -384,26 +380,22 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
                                   "trained to 0) or the phase diverged")
         return SignedDRNState(V, v_in, phase, self, self._version)
 
-    def _to_signs(self, layer: np.ndarray, k: int) -> None:
-        """Clip hidden layer k (B, width) in place to its diodes' windows: its first half to [0, inf), the other
-        half to (-inf, 0]. Two clips with scalar bounds on the halves; below _SMALL_LAYER values, where a
-        call's overhead outweighs the clip, one clip with bound arrays (4x slower per value)."""
-        if layer.size < _SMALL_LAYER:
-            clip(layer, *self._windows[k], out=layer)
-            return
-        zero, inf, half = self.dtype.type(0), self.dtype.type(np.inf), self._excitatory[k]
-        head, tail = layer[:, :half], layer[:, half:]
-        clip(head, zero, inf, out=head)
-        clip(tail, -inf, zero, out=tail)
-
     def _incoming(self, k: int, V: list, drive: np.ndarray) -> np.ndarray:
         """Current into free layer k from its neighbouring layers, sum_j g_ij V_j, plus its bias current."""
-        r = drive if k == 0 else self._product(V[k - 1], k) + self.biases[k]
+        r = self._behind(k, V, drive)
         if k + 1 < len(V):
-            ahead = self._product(V[k + 1], k + 1, transpose=True)
+            ahead = self._ahead(k, V)
             ahead += r  # = r + ahead, in a fresh array of the layer's size (r may be the cached drive)
             r = ahead
         return r
+
+    def _behind(self, k: int, V: list, drive: np.ndarray) -> np.ndarray:
+        """Current into free layer k from the layer behind it (the input drive for the first), plus its bias."""
+        return drive if k == 0 else self._product(V[k - 1], k) + self.biases[k]
+
+    def _ahead(self, k: int, V: list) -> np.ndarray:
+        """Current into free layer k from the layer ahead of it, a fresh array."""
+        return self._product(V[k + 1], k + 1, transpose=True)
 
     def _product(self, V: np.ndarray, k: int, transpose: bool = False) -> np.ndarray:
         """V @ W_k, or V @ W_k^T, for a block k >= 1 (the first block's products are the input drive):
