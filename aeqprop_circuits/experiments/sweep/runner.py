@@ -166,7 +166,7 @@ def start_client(scheduler: str | None, workers: int | None, processes: bool = T
 
 def worker_environment(workers: int | None, cores: int | None = None) -> dict:
     """Environment of a local worker process: the cores shared out among the workers for numba's loops (a
-    signed DRN's streamed first block and narrow products run on NUMBA_NUM_THREADS threads, by default one
+    signed DRN's streamed first block and narrow blocks run on NUMBA_NUM_THREADS threads, by default one
     per core, in each process). A NUMBA_NUM_THREADS the user set is kept."""
     if "NUMBA_NUM_THREADS" in os.environ:
         return {"NUMBA_NUM_THREADS": os.environ["NUMBA_NUM_THREADS"]}

@@ -172,7 +172,8 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
 
     @property
     def uses_numba_loops(self) -> bool:
-        """Whether training runs numba's threaded loops: a streamed first block or a narrow block's products."""
+        """Whether training runs numba's threaded loops: a streamed first block, a narrow block's products and
+        update."""
         return self.weights[0].nbytes > _STREAM_BYTES or \
             any(narrow_block(W.shape, W.itemsize) for W in self.weights[1:])
 
