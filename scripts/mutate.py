@@ -222,18 +222,25 @@ def _mutants() -> list[Mutant]:
     add(one, "o[b, q] = (o[b, q] + out_bias[q]) * inv_out[q]", ("+ out_bias", "- out_bias"))
     add(one, "row[i] = _clip(row[i] * inv_D[i] + drive[i], lo, hi)", ("+ drive[i]", "- drive[i]"))
     add(one, "return hi if value > hi else value", ("value > hi", "value < hi"))
-    add(one, "inv_det = one / (D[H + q] * D[H + s] + beta * (D[H + q] + D[H + s]))", ("+ beta *", "- beta *"))
-    add(one, "diagonal[q], cross[q] = (D[H + s] + beta) * inv_det, beta * inv_det",
-        ("(D[H + s] + beta)", "(D[H + s] - beta)"), (", beta * inv_det", ", -beta * inv_det"))
+    add(one, "inv_det = one / (D[H + q] * D[H + pair] + beta * (D[H + q] + D[H + pair]))", ("+ beta *", "- beta *"))
+    add(one, "diagonal[q], cross[q] = (D[H + pair] + beta) * inv_det, beta * inv_det",
+        ("(D[H + pair] + beta)", "(D[H + pair] - beta)"), (", beta * inv_det", ", -beta * inv_det"))
     add(one, "pull = y[b, q % n] * (beta if q < n else -beta)", ("else -beta", "else beta"))
-    add(one, "ok[b, q] = diagonal[q] * (r[b, q] + out_bias[q]) + cross[q] * (r[b, s] + out_bias[s])",
-        ("+ cross[q]", "- cross[q]"), ("(r[b, q] + out_bias[q])", "(r[b, q] - out_bias[q])"))
-    add(one, "+ (diagonal[q] - cross[q]) * pull", ("(diagonal[q] - cross[q])", "(diagonal[q] + cross[q])"))
-    add(one, "hk = h\n", ("hk = h", "hk = np.zeros_like(h)"))
-    add(one, "total64 -= float(row1[i]) / float(D[i]) * float(W1[i, q])", ("-=", "+="))
+    add(one, "pair = q + n if q < n else q - n  # op_j <-> on_j", ("q + n if", "q if"))
+    add(one, "outputs_k[b, q] = diagonal[q] * (currents[b, q] + out_bias[q])",
+        ("(currents[b, q] + out_bias[q])", "(currents[b, q] - out_bias[q])"))
+    add(one, "+ cross[q] * (currents[b, pair] + out_bias[pair]) + (diagonal[q] - cross[q]) * pull",
+        ("+ cross[q]", "- cross[q]"), ("(diagonal[q] - cross[q])", "(diagonal[q] + cross[q])"))
+    add(one, "hidden_k, outputs_k = h, outputs[rows]", ("hidden_k, outputs_k = h,", "hidden_k, outputs_k = 0 * h,"))
+    add(one, "schur_row -= float(W1_row_sums[i]) / float(D[i]) * float(W1[i, q])", ("-=", "+="))
+    add(one, "value = lo if value < lo else value", ("lo if value < lo", "lo if value > lo"))
+    add(one, "inv_D = one / D", ("one / D", "half / D"))
+    add(one, "squares_in[i] += v_in[b, i] * v_in[b, i]", "double")
+    add(one, "stacked[B] = one", ("= one", "= half"))
+    add(one, "velocity_bias[biased + j] = momentum * velocity_bias[biased + j] + down", ("+ down", "- down"))
     add(one, "pulled[b, i] -= c * v", ("-=", "+="))
     add(one, "squares_h[i] += c_half * (v * v)", "double")
-    add(one, "negative[r, q] = -c * v", "negate")
+    add(one, "negative[row, q] = -c * v", "negate")
     add(one, "squares_o[q] += c_half * (v * v)", "double")
     add(one, "c, c_half = weights[k], weights[k] * half", ("* half", "* one"))
     add(one, "squares_in *= total_weight * half", ("* half", "* one"))
@@ -310,6 +317,7 @@ def _mutants() -> list[Mutant]:
     add(panels, "value = zero if value < zero else value", ("value < zero", "value > zero"))
     add(panels, "value = zero if w[j] < zero else w[j]", ("zero if w[j] < zero else w[j]", "w[j]"))
     add(panels, "columns[j] += value\n                total += value\n        rows", ("+=", "-="))
+    add(panels, "columns[j] += value\n                total += value\n        else", ("+=", "-="))
     add(panels, "rows[i] = total", "double")
     add(signed, "panels.finish(panel, moving, step, column, row[where])", ("moving, step", "moving, -step"))
     add(signed, "pull = np.concatenate([np.broadcast_to(p, (B, self.n_outputs)) for p, _ in factors])",

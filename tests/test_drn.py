@@ -7,7 +7,7 @@ import pytest
 
 from aeqprop_circuits.circuit.builder import deep_resistive_network
 from aeqprop_circuits.circuit.energy import Nudge
-from aeqprop_circuits.errors import DivergenceError
+from aeqprop_circuits.errors import AeqpropError, DivergenceError
 from aeqprop_circuits.learning.algorithms import get_algorithm
 from aeqprop_circuits.solvers import solve
 from aeqprop_circuits.systems import kernels
@@ -186,6 +186,34 @@ def test_the_compiled_step_refuses_a_non_convex_nudge_its_bound_alone_would_pass
     np.testing.assert_array_equal(system.parameters, before)
 
 
+def test_the_compiled_step_takes_a_nudge_its_bound_doubts_but_the_full_test_passes():
+    """Where the outputs' Schur bound fails but the co-content is convex, the full test passes and the compiled
+    step runs again to its end: the same update as the generic phases."""
+    options = dict(seed=15, iterations=4, dtype="float64")
+    system, generic = DRNSystem([6, 5, 3], **options), DRNSystem([6, 5, 3], **options)
+    x, y = _batch([6, 5, 3])
+    D, W = system._conductance_sums(), system.weights[-1]
+    bound = (D[-1] - (W.sum(axis=1) / D[-2]) @ W).min()
+    S = np.diag(D[-1]) - (W.T / D[-2]) @ W
+    A = np.hstack([np.eye(3), -np.eye(3)])
+    beta = -0.5 * bound - 1e-3  # bound + 2 beta < 0
+    assert np.linalg.eigvalsh(S + beta * A.T @ A).min() > 0
+    free = system.contrast_step(x, y, ((-1.0, beta), (1.0, -beta)), 0.01)
+    base = Phase(x, 0.0, y)
+    expected = generic.settle(base)
+    low, high = generic.settle_nudges(base, [beta, -beta], start=expected)
+    generic.descend([(-1.0, low), (1.0, high)], 0.01)
+    np.testing.assert_allclose(free.layers[-1], expected.layers[-1], atol=1e-12)
+    np.testing.assert_allclose(system.parameters, generic.parameters, atol=1e-12)
+
+
+def test_the_compiled_step_takes_one_rate_or_three():
+    system = DRNSystem([6, 5, 3], seed=15, iterations=4)
+    x, y = _batch([6, 5, 3])
+    with pytest.raises(AeqpropError, match="three"):
+        system.contrast_step(x, y, ((-1.0, -0.1), (1.0, 0.1)), [0.01, 0.02])
+
+
 def test_shockley_diodes_agree_with_newton_on_the_builder_circuit():
     system = DRNSystem([6, 5, 3], seed=16, diodes="shockley", saturation_current=1e-9, emission=1.0,
                        input_gain=2.0)
@@ -262,13 +290,13 @@ def test_the_nudge_contrasts_offer_the_in_place_step_and_the_others_do_not():
 
 
 @pytest.mark.parametrize("rule", ["c-ep", "p-ep", "n-ep", "squares", "free-between", "panels"])
-def test_fused_contrast_step_makes_the_same_update_as_the_generic_phases(rule, monkeypatch):
+def test_compiled_contrast_step_makes_the_same_update_as_the_generic_phases(rule, monkeypatch):
     """contrast_step (one hidden layer, ideal diodes, fixed sweeps) = settle, settle_nudges, descend, float32."""
     from aeqprop_circuits.learning.algorithms import Contrast
     from aeqprop_circuits.systems import kernels
 
-    if rule == "panels":  # the input block updated two rows at a time
-        monkeypatch.setattr(kernels, "PANEL_BYTES", 64)
+    if rule == "panels":  # the input block (60 rows) updated seven rows at a time
+        monkeypatch.setattr(kernels, "PANEL_BYTES", 7 * 8 * 4)
         rule = "c-ep"
 
     if rule == "squares":  # weights summing to non-zero: the input block's squares enter the update
@@ -294,7 +322,7 @@ def test_fused_contrast_step_makes_the_same_update_as_the_generic_phases(rule, m
     assert np.array_equal(free.inputs, expected.inputs) and free.phase.beta == 0.0
 
 
-def test_fused_contrast_step_declines_what_it_does_not_cover():
+def test_compiled_contrast_step_declines_what_it_does_not_cover():
     terms = ((-5.0, -0.1), (5.0, 0.1))
     x, y = _batch([6, 5, 4, 3], seed=26)
     assert DRNSystem([6, 5, 4, 3], iterations=4).contrast_step(x, y, terms, 0.01) is None  # two hidden layers
@@ -303,9 +331,9 @@ def test_fused_contrast_step_declines_what_it_does_not_cover():
     assert DRNSystem([6, 5, 3], iterations=4, diodes="shockley").contrast_step(x, y[:, :3], terms, 0.01) is None
 
 
-@pytest.mark.parametrize("sizes,panel_bytes", [([30, 8, 3], None), ([30, 8, 3], 64), ([30, 6, 5, 3], None)])
+@pytest.mark.parametrize("sizes,panel_bytes", [([30, 8, 3], None), ([30, 8, 3], 7 * 8 * 4), ([30, 6, 5, 3], None)])
 def test_in_place_momentum_equals_the_generic_trainers_sgd_momentum(sizes, panel_bytes, monkeypatch):
-    """The compiled step (one hidden layer; its input block in panels of two rows too), then settle/descend."""
+    """The compiled step (one hidden layer; its input block of 60 rows in panels of seven too), then settle/descend."""
     from dataclasses import replace
 
     from aeqprop_circuits.systems import kernels

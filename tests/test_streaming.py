@@ -35,7 +35,7 @@ def test_one_pass_equals_update_clip_sums_and_drive_done_apart(n, m, k, batch, t
 def test_the_pass_computes_in_the_weights_dtype():
     """Every value of the inner loop is float32 for float32 weights: a float64 value there (a literal 0 in the
     clip did that) makes the compiler convert each weight and halves the vector width."""
-    chunk = numba.njit(fastmath=streaming._FASTMATH)(streaming._chunk.py_func)
+    chunk = numba.njit(fastmath=streaming.FASTMATH)(streaming._chunk.py_func)
     a = lambda *shape: np.ones(shape, np.float32)  # noqa: E731
     chunk(a(4, 8), a(5, 4), a(5, 8), np.float32(0.1), a(4, 4), a(8), a(4, 8), 0, 8)
     typemap = next(iter(chunk.overloads.values())).fndesc.typemap

@@ -29,6 +29,12 @@ def gemm_into(weights: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: f
         weights[...] = out.T
 
 
+# numba's fastmath flags for the compiled loops (systems/drn/): fused multiply-adds and reciprocals, signs of
+# zero ignored; not "nnan": a NaN must stay a NaN. FASTMATH_SUMS also lets sums be reordered into vector
+# lanes (where threads share a sum it is made per fixed tile, so the numbers do not depend on the threads).
+FASTMATH = {"contract", "arcp", "nsz"}
+FASTMATH_SUMS = FASTMATH | {"reassoc"}
+
 PANEL_BYTES = 1 << 19  # a weight panel that stays in a core's L2 cache while it is updated, clipped and summed
 
 

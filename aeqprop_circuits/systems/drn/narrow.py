@@ -19,11 +19,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_FASTMATH = {"contract", "arcp", "nsz", "reassoc"}  # fused multiply-adds, sums vectorised; not "nnan"
+from aeqprop_circuits.systems.kernels import FASTMATH_SUMS
+
 TILE = 1024  # columns of the block's transpose per tile: a tile of it and of the rows it meets stay in L1/L2
 
 
-_JIT = dict(fastmath=_FASTMATH, boundscheck=False, error_model="numpy", cache=True)
+_JIT = dict(fastmath=FASTMATH_SUMS, boundscheck=False, error_model="numpy", cache=True)
 
 
 @numba.njit(**_JIT)

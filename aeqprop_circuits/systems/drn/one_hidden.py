@@ -1,13 +1,13 @@
 """A training step of a one-hidden-layer DRN (the builder's circuit, ideal diodes) as one compiled function.
 
-At batch 4 a step of DRN-XS (1568-100-10) made of numpy calls is about 60 of them, most on a few
-hundred values, and the calls' own cost was twice that of the step's arithmetic. This function
-makes the same step in one call: its matrix products are BLAS calls from compiled code (numba's
-np.dot), and everything between them (the clips, the 2x2 solves of the output pairs, the squares
-of the update, the clip at 0 of the conductances) compiled loops. The input block's update is made
-a cache-sized panel of rows at a time: its product, the squares' rank-2 terms and the clip while the
-panel is in cache. The arithmetic is DRNSystem's (settle, settle_nudges, descend); tests/test_drn.py
-holds the two to each other, with and without momentum, for every nudge contrast.
+At batch 4 a step of DRN-XS (1568-100-10) is about 60 array operations, most of them on a few hundred
+values: as separate numpy calls, their call costs outweigh the arithmetic. This function makes the
+step in one call: its matrix products are BLAS calls from compiled code (numba's np.dot), and
+everything between them (the clips, the 2x2 solves of the output pairs, the squares of the update,
+the clip at 0 of the conductances) compiled loops. The input block's update is made a cache-sized
+panel of rows at a time: its product, the squares' rank-2 terms and the clip while the panel is in
+cache. The arithmetic is DRNSystem's (settle, settle_nudges, descend); tests/test_drn.py holds the
+two to each other for every nudge contrast, and with momentum for c-ep.
 
 Compiled with numba (cached on disk). Every constant is in the weights' dtype: a literal would
 promote float32 loops to float64.
@@ -18,8 +18,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_FASTMATH = {"contract", "arcp", "nsz"}  # fused multiply-adds; not "nnan": a NaN must stay a NaN
-_JIT = dict(nogil=True, fastmath=_FASTMATH, boundscheck=False, error_model="numpy", cache=True)
+from aeqprop_circuits.systems.kernels import FASTMATH
+
+_JIT = dict(nogil=True, fastmath=FASTMATH, boundscheck=False, error_model="numpy", cache=True)
 
 
 @numba.njit(**_JIT)
@@ -87,14 +88,14 @@ def step(x, y, W0, W1, plus, minus, gain, lo, hi, iterations, weights, betas, ra
     v_in = stacked[:B]
     current = np.dot(stacked, W0)
     # Per theta: the conductance sums D over [hidden, op, on] and the bias currents.
-    row1 = np.empty(H, dtype)
+    W1_row_sums = np.empty(H, dtype)
     D = plus + minus
     for i in range(H):
         total = zero
         for q in range(n2):
             total += W1[i, q]
             D[H + q] += W1[i, q]
-        row1[i] = total
+        W1_row_sums[i] = total
         D[i] += current[B, i] + total
     inv_D = one / D
     bias_current = plus - minus
@@ -119,10 +120,10 @@ def step(x, y, W0, W1, plus, minus, gain, lo, hi, iterations, weights, betas, ra
     if min_beta < 0 and not checked:
         bound = np.inf
         for q in range(n2):
-            total64 = float(D[H + q])
+            schur_row = float(D[H + q])
             for i in range(H):
-                total64 -= float(row1[i]) / float(D[i]) * float(W1[i, q])
-            bound = min(bound, total64)
+                schur_row -= float(W1_row_sums[i]) / float(D[i]) * float(W1[i, q])
+            bound = min(bound, schur_row)
         if bound + 2.0 * min_beta <= 0:
             return False, h, o, v_in
     # Nudged phases from the free state: output pairs by their 2x2 solve, then the hidden layer. The rows of
@@ -136,21 +137,20 @@ def step(x, y, W0, W1, plus, minus, gain, lo, hi, iterations, weights, betas, ra
             hidden[rows], outputs[rows] = h, o
             continue
         for q in range(n2):
-            s = q + n if q < n else q - n
-            inv_det = one / (D[H + q] * D[H + s] + beta * (D[H + q] + D[H + s]))
-            diagonal[q], cross[q] = (D[H + s] + beta) * inv_det, beta * inv_det
-        hk = h
+            pair = q + n if q < n else q - n  # op_j <-> on_j
+            inv_det = one / (D[H + q] * D[H + pair] + beta * (D[H + q] + D[H + pair]))
+            diagonal[q], cross[q] = (D[H + pair] + beta) * inv_det, beta * inv_det
+        hidden_k, outputs_k = h, outputs[rows]
         for _ in range(iterations):
-            r = np.dot(hk, W1)
-            ok = outputs[rows]
+            currents = np.dot(hidden_k, W1)
             for b in range(B):
                 for q in range(n2):
-                    s = q + n if q < n else q - n
+                    pair = q + n if q < n else q - n
                     pull = y[b, q % n] * (beta if q < n else -beta)
-                    ok[b, q] = diagonal[q] * (r[b, q] + out_bias[q]) + cross[q] * (r[b, s] + out_bias[s]) \
-                        + (diagonal[q] - cross[q]) * pull
-            hk = _hidden(ok, W1T, inv_hidden, scaled, lo, hi)
-        hidden[rows] = hk
+                    outputs_k[b, q] = diagonal[q] * (currents[b, q] + out_bias[q]) \
+                        + cross[q] * (currents[b, pair] + out_bias[pair]) + (diagonal[q] - cross[q]) * pull
+            hidden_k = _hidden(outputs_k, W1T, inv_hidden, scaled, lo, hi)
+        hidden[rows] = hidden_k
     # The update: sum_k c_k dE/dtheta(s_k) as descend's augmented products: per block one product of the
     # states and, in the pass that updates and clips the block, the squares' rank-2 terms.
     pulled = np.zeros((B, H), dtype)  # -sum_k (c_k / B) h_k: the input block's right factor
@@ -161,14 +161,14 @@ def step(x, y, W0, W1, plus, minus, gain, lo, hi, iterations, weights, betas, ra
         c, c_half = weights[k], weights[k] * half
         total_weight += c
         for b in range(B):
-            r = k * B + b
+            row = k * B + b
             for i in range(H):
-                v = hidden[r, i]
+                v = hidden[row, i]
                 pulled[b, i] -= c * v
                 squares_h[i] += c_half * (v * v)
             for q in range(n2):
-                v = outputs[r, q]
-                negative[r, q] = -c * v
+                v = outputs[row, q]
+                negative[row, q] = -c * v
                 squares_o[q] += c_half * (v * v)
     squares_in = np.zeros(2 * n_in, dtype)  # the input block's squares, weighted by sum_k c_k / 2B (0: centred)
     if total_weight != 0:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_FASTMATH = {"contract", "arcp", "nsz", "reassoc"}  # fused multiply-adds, sums vectorised; not "nnan"
+from aeqprop_circuits.systems.kernels import FASTMATH_SUMS
 
 
-@numba.njit(nogil=True, fastmath=_FASTMATH, boundscheck=False, error_model="numpy", cache=True)
+@numba.njit(nogil=True, fastmath=FASTMATH_SUMS, boundscheck=False, error_model="numpy", cache=True)
 def _finish(panel, velocity, step, columns, rows):
     zero = np.zeros(1, panel.dtype)[0]  # in the panel's dtype: a literal 0 would promote the loop to float64
     for i in range(panel.shape[0]):

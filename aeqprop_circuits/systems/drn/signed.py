@@ -53,7 +53,6 @@ from aeqprop_circuits.systems.base import (
     PhysicalSystem,
     VelocityCheckpoint,
 )
-from aeqprop_circuits.systems.drn import hidden
 from aeqprop_circuits.systems.kernels import gemm_into, row_panels, update_panels
 
 _STREAM_BYTES = 1 << 26  # a first block above this (64 MB, twice the L3 cache) is updated by streaming.py
@@ -176,6 +175,12 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         update."""
         return self.weights[0].nbytes > _STREAM_BYTES or \
             any(narrow_block(W.shape, W.itemsize) for W in self.weights[1:])
+
+    def updates_on_transpose(self, k: int) -> bool:
+        """Whether `descend` updates block k on its kept transpose (narrow.descend): a narrow block after the
+        first, trained without momentum."""
+        W = self.weights[k]
+        return k > 0 and not self.momentum and narrow_block(W.shape, W.itemsize)
 
     @classmethod
     def from_spec(cls, spec: str, seed: int = 0, **options) -> SignedDRNSystem:
@@ -354,6 +359,8 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             order = list(range(last + 1)) if free else list(range(last, -1, -1))
         if clamped:
             order.remove(last)
+        from aeqprop_circuits.systems.drn import hidden  # numba is imported only where a system settles
+
         limit = self.iterations or self.max_iterations
         for _ in range(limit):
             change = 0.0
@@ -528,10 +535,11 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
     def descend(self, terms, steps) -> None:
         """theta <- theta - step * sum_k c_k dE/dtheta(s_k) (through the velocity with momentum), conductances >= 0.
 
-        A weight block is updated a panel of rows at a time (~0.5 MB, cache-resident): the rank-k update,
-        the clip at 0 and the panel's column and row sums (the new conductance sums, cached for the next
-        settle) in one pass over the block's memory instead of three. A first block larger than the caches
-        (without momentum) is left pending: the next drive applies it in its own pass (streaming.py).
+        A weight block is updated a panel of rows at a time (~0.5 MB, cache-resident): the rank-k update
+        (BLAS), then the clip at 0 and the panel's column and row sums (the new conductance sums, cached for
+        the next settle) in one compiled pass (panels.py) while the panel is in cache. Without momentum, a
+        first block larger than the caches is left pending (the next drive applies it in its own pass,
+        streaming.py), and a narrow block is updated on its kept transpose (narrow.py), both layouts written.
         """
         terms = [(float(c), s) for c, s in terms if c != 0.0]
         if not terms:
@@ -550,7 +558,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
                 columns.append(None)  # the pending pass computes W1's column sums
                 rows.append(None)  # the input layer is not free: W1's row sums are never needed
                 continue
-            if k and not self.momentum and narrow_block(W.shape, W.itemsize):  # on the kept transpose, in tiles
+            if self.updates_on_transpose(k):
                 from aeqprop_circuits.systems.drn import narrow
 
                 transposes[k] = self._transpose(k)

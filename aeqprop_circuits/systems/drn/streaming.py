@@ -21,12 +21,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_FASTMATH = {"contract", "arcp", "nsz"}  # fused multiply-adds; not "nnan": a NaN must stay a NaN
+from aeqprop_circuits.systems.kernels import FASTMATH
+
 BATCH = 4  # rows of the drive fused into the pass
 TILE = 2048  # columns per tile: four rows of it, its factors and its accumulators stay in the L1/L2 caches
 
 
-@numba.njit(nogil=True, fastmath=_FASTMATH, boundscheck=False, cache=True)
+@numba.njit(nogil=True, fastmath=FASTMATH, boundscheck=False, cache=True)
 def _chunk(W, left, right, step, x, columns, drive, start, stop):
     """Columns [start, stop) of W: update, clip, column sums and drive (see stream_update)."""
     n, k, batch = W.shape[0], left.shape[0], x.shape[0]
@@ -89,7 +90,7 @@ def _chunk(W, left, right, step, x, columns, drive, start, stop):
     drive[:, start:stop] = D[:batch]
 
 
-@numba.njit(parallel=True, fastmath=_FASTMATH, boundscheck=False, cache=True)
+@numba.njit(parallel=True, fastmath=FASTMATH, boundscheck=False, cache=True)
 def _stream(W, left, right, step, x, columns, drive, chunks):
     m = W.shape[1]
     width = ((m + chunks - 1) // chunks + 15) // 16 * 16  # whole cache lines per chunk

@@ -26,7 +26,7 @@ Local measurements as GEMMs: for a block between layers a and b,
 mean_batch 1/2 (V_a,i - V_b,j)^2 = 1/2 mean V_a,i^2 + 1/2 mean V_b,j^2 - (V_a^T V_b)_ij / B, evaluated
 as one product of the augmented matrices [V_a; 1/2 mean V_a^2; 1]^T [-V_b / B; 1; 1/2 mean V_b^2],
 never a B x N x H broadcast. `descend` applies a contrast of such measurements to theta in
-place (one GEMM with beta=1 per block): the fast path of the EP family.
+place (one GEMM per block, into θ or into its velocity): the fast path of the EP family.
 
 Physics: the diodes, bias resistors and nudge are the element table's (`circuit.elements`);
 the weight blocks' co-content, currents and dE/dtheta are fused matrix-product forms of the
@@ -629,8 +629,8 @@ class DRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlaceDesce
 
         `step` is a scalar or per-block sizes [w1, w2, ..., bias] (`block_steps`).
         `terms` is [(c_k, state_k)] for states of one batch settled at the current theta. Each
-        weight block takes one GEMM with beta=1 on augmented matrices (rows of all states, with
-        their c_k / B), so no (P,) gradient is materialised; when the states share their inputs
+        weight block takes one GEMM (into the block, or into its velocity) on augmented matrices (rows of
+        all states, with their c_k / B), so no (P,) gradient is materialised; when the states share their inputs
         the input block's squares enter once, weighted by sum_k c_k (zero for a centred contrast).
         """
         terms = [(float(c), s) for c, s in terms if c != 0.0]
@@ -796,12 +796,12 @@ class DRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlaceDesce
     def contrast_step(self, x: np.ndarray, target: np.ndarray, terms, rates) -> DRNState | None:
         """One step of a nudge contrast for one hidden layer, compiled (one_hidden.py): free phase, nudged
         phases, update in place, in the arithmetic of settle, settle_nudges and descend (tests check one step
-        against them) and one call instead of about sixty numpy calls.
+        against them), in one call.
 
         terms: ((c_k, beta_k), ...), the contrast's weights / beta and the phases' nudges (0: the free
         phase); rates: per-block step sizes [w1, w2, bias] or a scalar. Returns the free phase's state, or
         None where there is no compiled step (several hidden layers, Shockley diodes, sweeps to
-        convergence, no biases).
+        convergence, no biases, every c_k = 0).
         """
         plan = self._plans.get((len(x), terms), False)
         if plan is False:
@@ -811,7 +811,9 @@ class DRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlaceDesce
         from aeqprop_circuits.systems.drn import one_hidden  # numba is imported only where a step is compiled
 
         dt = self.dtype.type
-        rates = np.array(rates if isinstance(rates, (list, tuple)) else [rates] * 3, dtype=self.dtype)
+        rates = np.array([rates] * 3 if np.isscalar(rates) else rates, dtype=self.dtype)
+        if rates.shape != (3,):
+            raise AeqpropError(f"the compiled step takes a scalar rate or three [w1, w2, bias], got {rates.shape}")
         x = np.ascontiguousarray(x, dtype=self.dtype)
         y = np.ascontiguousarray(target, dtype=self.dtype)
         W0, W1 = self.weights
