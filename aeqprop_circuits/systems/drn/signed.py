@@ -572,13 +572,12 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             column, row = np.zeros(W.shape[1], dtype=self.dtype), np.empty(W.shape[0], dtype=self.dtype)
             for where in update_panels(*W.shape, W.itemsize):
                 panel = W[where]
+                moving = velocity[where] if self.momentum else None
                 if self.momentum:  # velocity <- momentum velocity + gradient; W <- W - step velocity
-                    moving = velocity[where]
                     gemm_into(moving, left[:, where], right, 1.0, keep=self.momentum)
-                    panels.finish(panel, moving, step, column, row[where])
                 else:
                     gemm_into(panel, left[:, where], right, -step)
-                    panels.finish(panel, None, step, column, row[where])
+                panels.finish(panel, moving, step, column, row[where])
             columns.append(column)
             rows.append(row)
         if self.momentum:
