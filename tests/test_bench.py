@@ -63,6 +63,27 @@ def test_bench_train_counts_no_separate_drive_read_where_the_update_pass_makes_t
     assert "the input drive in the first block's pass" in format_report(report)
 
 
+def test_bench_train_floor_reads_and_writes_a_streamed_first_block_once(monkeypatch):
+    """Where the first block's update and the next drive share one pass, the floor has that block's read and
+    write in place of its drive and its update; the other blocks keep their rank-k updates."""
+    from aeqprop_circuits.bench.drn import _floor_products, _product_calls, bench_train, format_report
+    from aeqprop_circuits.learning.algorithms import get_algorithm
+    from aeqprop_circuits.systems.drn import signed
+    from aeqprop_circuits.systems.models import load_system
+
+    monkeypatch.setattr(signed, "_STREAM_BYTES", 0)  # stream even this small first block
+    system = load_system("drn:8-5-6-3", circuit="signed", iterations=4)  # drn-xl's sweeps
+    floor = _floor_products(system, get_algorithm("c-ep", beta=0.5), batch=2)
+    assert floor[0][:2] == ("read and write", ((8, 5),))
+    assert [kind for kind, *_ in floor].count("drive") == 0
+    assert [shapes[0] for kind, shapes, *_ in floor if kind == "update"] == [(5, 6), (6, 3)]
+    for call in _product_calls(floor, seed=0):
+        call()
+    report = bench_train("drn:8-5-6-3", "drn-xl", steps=3, warmup=1, eval_samples=8)
+    assert report["floor_calls_per_step"] == len(floor)
+    assert "the first block read and written once" in format_report(report)
+
+
 def test_bench_train_times_a_narrow_block_as_the_step_multiplies_it(monkeypatch):
     """The floor's relaxation products and updates with a narrow block are narrow.py's loops, on V and the block's
     transpose."""

@@ -19,8 +19,10 @@ arrays of the weights' shapes in the same rounds; it gives the streaming bandwid
 The floor is what a step cannot do without, timed bare in the same run, `steps` times: the
 input drive x W1 once per batch (shared by every phase of the step), the relaxations' products
 (each phase's block sweeps; the nudged phases stacked into one batch), and one rank-k update per
-weight block (k = the contrast's rows). The report gives step / floor: how far the step is from
-its necessary matrix products and weight traffic.
+weight block (k = the contrast's rows). A signed DRN whose first block streams (its update and
+the next drive made in one pass, streaming.py) has, in place of that block's drive and update,
+one read and one write of it: the pass's traffic, without its arithmetic. The report gives
+step / floor: how far the step is from its necessary matrix products and weight traffic.
 Memory: the process's peak resident set (ru_maxrss, dataset included), the peak of Python/numpy
 allocations while the system is built, during 20 traced steps and while a batch of 512 test
 images settles (tracemalloc), against theta (and the momentum's velocity, when the preset sets
@@ -121,6 +123,8 @@ def _product_calls(products: list[tuple], seed: int) -> list:
             calls.append(lambda a=arrays[0], b=arrays[1], out=out: np.matmul(a, b, out=out))
         elif kind == "update":
             calls.append(lambda w=arrays[0], left=arrays[1], right=arrays[2]: _update(w, left, right))
+        elif kind == "read and write":
+            calls.append(lambda w=arrays[0]: _read_write(w))
         elif kind == "narrow update":
             transpose = np.ascontiguousarray(arrays[0].T)
             calls.append(lambda w=arrays[0], wt=transpose, left=arrays[1], right=arrays[2]:
@@ -138,6 +142,11 @@ def _update(weights: np.ndarray, left: np.ndarray, right: np.ndarray) -> None:
         kernels.gemm_into(weights[where], left[:, where], right, 1e-3)
 
 
+def _read_write(block: np.ndarray) -> None:
+    """One read and one write of every weight of the block, as a bare numpy pass."""
+    np.multiply(block, block.dtype.type(1.0), out=block)
+
+
 def _time_calls(calls: list, repeats: int) -> tuple[float, float]:
     """Wall and CPU seconds of `repeats` runs of the calls."""
     began, cpu = time.perf_counter(), time.process_time()
@@ -151,7 +160,8 @@ def _floor_products(system, rule, batch: int) -> list[tuple]:
     """The products a training step needs, in `_recorded_products`' form: the input drive once, each phase's
     relaxation products (nudged phases stacked; a signed DRN's narrow blocks by its narrow.py loops, as its
     step makes them), one rank-k update per weight block (a signed DRN's narrow block's on its transpose, as
-    narrow.descend makes it)."""
+    narrow.descend makes it). Where a signed DRN streams its first block (its update and the next drive in
+    one pass), the drive and that block's update are one read and one write of the block."""
     used = [(m, w) for m, w in zip(rule.multipliers, rule.weights) if w != 0.0]
     nudges, terms = sum(m != 0.0 for m, _ in used), len(used)
     widths, dtype, sweeps = system.widths, system.dtype, system.iterations or 1
@@ -167,7 +177,11 @@ def _floor_products(system, rule, batch: int) -> list[tuple]:
             return "matmul", ((rows, fan_out), (fan_out, fan_in)), (False, True), dtype
         return "matmul", ((rows, fan_in), (fan_in, fan_out)), (False, False), dtype
 
-    products = [("drive", ((batch, widths[0]), (widths[0], widths[1])), (False, False), dtype)]
+    streamed = signed and system.streams_first_block
+    if streamed:  # the update and the drive in one pass: its floor is the block's traffic (no arithmetic)
+        products = [("read and write", ((widths[0], widths[1]),), (False,), dtype)]
+    else:
+        products = [("drive", ((batch, widths[0]), (widths[0], widths[1])), (False, False), dtype)]
     for rows in [batch] + ([nudges * batch] if nudges else []):
         for _ in range(sweeps):
             for k in range(1, len(widths) - 1):  # free layer k (1-based width index): its neighbours' currents
@@ -176,7 +190,7 @@ def _floor_products(system, rule, batch: int) -> list[tuple]:
                 if k + 1 < len(widths):
                     products.append(product(rows, k, transpose=True))
             products.append(product(rows, len(widths) - 2, transpose=False))
-    for k in range(len(widths) - 1):
+    for k in range(1 if streamed else 0, len(widths) - 1):
         rank = (batch if k == 0 else terms * batch) + 2  # the input block's rows are shared by the phases
         products.append(("narrow update" if signed and system.updates_on_transpose(k) else "update",
                          ((widths[k], widths[k + 1]), (rank, widths[k]), (rank, widths[k + 1])),
@@ -189,10 +203,10 @@ def _traffic_calls(shapes: list[tuple], dtype, drive_in_update: bool = False) ->
     input block (the drive; none where the update's pass makes it, `drive_in_update`) and one read-modify-write
     of every block (the update). Returns (calls, bytes)."""
     blocks = [np.full(shape, 1e-3, dtype=dtype) for shape in shapes]
-    ones, one = np.ones(shapes[0][0], dtype=dtype), np.dtype(dtype).type(1.0)
+    ones = np.ones(shapes[0][0], dtype=dtype)
     read = np.empty(shapes[0][1], dtype=dtype)
     calls = [] if drive_in_update else [lambda: np.matmul(ones, blocks[0], out=read)]
-    calls += [lambda block=block: np.multiply(block, one, out=block) for block in blocks]
+    calls += [lambda block=block: _read_write(block) for block in blocks]
     for call in calls:
         call()
     return calls, (0 if drive_in_update else blocks[0].nbytes) + 2 * sum(block.nbytes for block in blocks)
@@ -317,7 +331,11 @@ def format_report(r: dict) -> str:
            f"BLAS products {r['ms_per_step_matmul']:.3f} ms ({r['matmul_calls_per_step']:.0f} calls, "
            f"{100 * r['matmul_share']:.0f}% of the step)"),
         f"  floor:   {r['ms_per_step_floor']:.3f} ms wall, {r['ms_per_step_floor_cpu']:.3f} ms CPU "
-        f"({r['floor_calls_per_step']} products: input drive once, relaxations, one rank-k update per block); "
+        f"({r['floor_calls_per_step']} calls: "
+        + ("the first block read and written once (its update and the input drive share a pass), relaxations, "
+           "one rank-k update per other block" if r["streamed_first_block"] else
+           "input drive once, relaxations, one rank-k update per block")
+        + "); "
         f"step / floor {r['step_over_floor']:.2f}x wall, {r['step_over_floor_cpu']:.2f}x CPU",
         f"  traffic: {r['ms_per_step_traffic']:.3f} ms wall, {r['ms_per_step_traffic_cpu']:.3f} ms CPU to stream the "
         f"weights a step must move ({r['traffic_mb_per_step']:.1f} MB: "
