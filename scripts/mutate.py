@@ -332,12 +332,20 @@ def _mutants() -> list[Mutant]:
         ("type(phase.beta), total", "type(-phase.beta), total"))
     add(signed, "a_squares = (0.5 * total) * (a * a).sum(axis=0) if total else None",
         ("(0.5 * total)", "(1.0 * total)"))
-    add(signed, "a_squares = 0.5 * (weights @ (a * a))")
-    add(signed, "[0.5 * (weights @ (b * b))[None]]", ("[0.5 * (", "[1.0 * ("))
-    add(signed, "rows = [a] + ([a_squares[None]] if a_squares",
+    add(signed, "a_squares, groups = 0.5 * (weights @ (a * a))", ("0.5 *", "1.0 *"))
+    add(signed, "left = np.concatenate([a] + ([a_squares[None]] if a_squares",
         ("[a] + ([a_squares[None]]", "[a] + ([-a_squares[None]]"))
-    add(signed, "right = [-pulled] + ([np.ones", ("[-pulled]", "[pulled]"))
-    add(signed, "bias = -(weights @ np.concatenate(free, axis=1))")
+    add(signed, "right[groups:-1] = 1", ("= 1", "= 2"))
+    add(signed, "stacked[K * B], stacked[K * B + 1] = right[-1], 1", ("right[-1], 1", "-right[-1], 1"))
+    add(signed, "bias = -np.concatenate(sums)", "negate")
+    moments = "aeqprop_circuits/systems/drn/moments.py"
+    add(moments, "pulled[j] -= current", ("-=", "+="))
+    add(moments, "total[j] += current", "double")
+    add(moments, "square[j] += current * v[j]", ("+=", "-="))
+    add(moments, "half = np.ones(1, V.dtype)[0] / 2", ("/ 2", "/ 1"))
+    add(moments, "pulled = weights[r], V[r, t0:t1], negative[r % groups, t0:t1]", ("[r % groups", "[0"))
+    add(streaming, "D[:batch] = offset[start:stop]", ("= offset", "= -offset"))
+    add(hidden, "from_head, from_tail = behind[b % shared, :excitatory]", ("behind[b % shared, :", "behind[0, :"))
 
     # the replica circuits of the regression study
     replica = "aeqprop_circuits/experiments/reproduce/circuit_regression.py"

@@ -352,3 +352,34 @@ def test_the_hidden_update_is_numpys_add_divide_and_clips(dtype, excitatory):
     result = hidden.update(ahead, behind, D, excitatory)
     assert result is ahead and result.dtype == dtype
     np.testing.assert_array_equal(result, expected)
+
+
+def test_stacked_phases_share_the_current_from_behind():
+    """Row b of a stack of phases takes row b mod B' of a B'-row current from behind (their shared drive)."""
+    from aeqprop_circuits.systems.drn import hidden
+
+    rng = np.random.default_rng(3)
+    ahead, behind = rng.normal(size=(6, 9)), rng.normal(size=(2, 9))
+    D = rng.uniform(0.5, 2.0, 9)
+    expected = hidden.update(ahead.copy(), np.concatenate([behind] * 3), D, 4)
+    np.testing.assert_array_equal(hidden.update(ahead, behind, D, 4), expected)
+    with pytest.raises(ValueError, match="4 rows of current from behind do not divide the layer's 6"):
+        hidden.update(ahead, rng.normal(size=(4, 9)), D, 4)
+
+
+@pytest.mark.parametrize("groups", [2, 6])
+def test_a_layers_weighted_moments_in_one_pass(groups):
+    """moments.weighted = the weighted sums, half the weighted squares and the negated weighted rows summed
+    over row groups, as numpy computes them (a width over two tiles)."""
+    from aeqprop_circuits.systems.drn import moments
+
+    rng = np.random.default_rng(groups)
+    V, weights = rng.normal(size=(6, 1500)).astype(np.float32), rng.normal(size=6).astype(np.float32)
+    negative = np.full((groups, 1500), np.nan, np.float32)
+    sums, squares = moments.weighted(V, weights, negative)
+    np.testing.assert_allclose(sums, weights @ V, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(squares, 0.5 * weights @ (V * V), rtol=1e-5, atol=1e-6)
+    expected = -(weights[:, None] * V).reshape(6 // groups, groups, -1).sum(axis=0)
+    np.testing.assert_allclose(negative, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="4 rows of pulled currents do not divide the layer's 6"):
+        moments.weighted(V, weights, negative[:1].repeat(4, axis=0))

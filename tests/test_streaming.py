@@ -23,11 +23,12 @@ def test_one_pass_equals_update_clip_sums_and_drive_done_apart(n, m, k, batch, t
     W = rng.uniform(-0.2, 1.0, (n, m)).astype(np.float32)
     left, right = rng.normal(size=(k, n)).astype(np.float32), rng.normal(size=(k, m)).astype(np.float32)
     x = (rng.uniform(size=(batch, n)) * (rng.uniform(size=(batch, n)) > 0.5)).astype(np.float32)
+    offset = rng.normal(size=m).astype(np.float32)
     expected = np.maximum(W.astype(np.float64) - 0.3 * left.T.astype(np.float64) @ right, 0.0)
-    columns, drive = stream_update(W, left, right, 0.3, x)
+    columns, drive = stream_update(W, left, right, 0.3, x, offset)
     np.testing.assert_allclose(W, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(columns, expected.sum(axis=0), rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(drive, x @ expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(drive, offset + x @ expected, rtol=1e-5, atol=1e-4)
     assert drive.shape == (batch, m) and W.dtype == np.float32
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
@@ -37,7 +38,7 @@ def test_the_pass_computes_in_the_weights_dtype():
     clip did that) makes the compiler convert each weight and halves the vector width."""
     chunk = numba.njit(fastmath=streaming.FASTMATH)(streaming._chunk.py_func)
     a = lambda *shape: np.ones(shape, np.float32)  # noqa: E731
-    chunk(a(4, 8), a(5, 4), a(5, 8), np.float32(0.1), a(4, 4), a(8), a(4, 8), 0, 8)
+    chunk(a(4, 8), a(5, 4), a(5, 8), np.float32(0.1), a(4, 4), a(8), a(8), a(4, 8), 0, 8)
     typemap = next(iter(chunk.overloads.values())).fndesc.typemap
     loop = {name: str(kind) for name, kind in typemap.items()
             if name.split(".")[0] in {"v0", "v1", "v2", "v3", "a00", "x00", "zero"}}

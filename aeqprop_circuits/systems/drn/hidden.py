@@ -17,11 +17,11 @@ import numpy as np
 @numba.njit(nogil=True, boundscheck=False, error_model="numpy", cache=True)
 def _update(ahead, behind, D, excitatory):
     zero = np.zeros(1, ahead.dtype)[0]  # in the layer's dtype: a literal 0 would promote the loop to float64
-    width = ahead.shape[1]
+    width, shared = ahead.shape[1], behind.shape[0]
     D_in, D_out = D[:excitatory], D[excitatory:]
     for b in range(ahead.shape[0]):
         head, tail = ahead[b, :excitatory], ahead[b, excitatory:]
-        from_head, from_tail = behind[b, :excitatory], behind[b, excitatory:]
+        from_head, from_tail = behind[b % shared, :excitatory], behind[b % shared, excitatory:]
         for j in range(excitatory):
             value = (head[j] + from_head[j]) / D_in[j]
             head[j] = zero if value < zero else value
@@ -32,7 +32,10 @@ def _update(ahead, behind, D, excitatory):
 
 def update(ahead: np.ndarray, behind: np.ndarray, D: np.ndarray, excitatory: int) -> np.ndarray:
     """ahead <- clip((ahead + behind) / D) in place, to [0, inf) on its first `excitatory` columns and to
-    (-inf, 0] on the others; returns ahead. ahead (B, width) C-contiguous; behind (B, width), D (width,)."""
+    (-inf, 0] on the others; returns ahead. ahead (B, width) C-contiguous; D (width,); behind (B', width)
+    with B' dividing B, row b of ahead taking row b mod B' (phases stacked in ahead share their drive)."""
+    if len(ahead) % len(behind):
+        raise ValueError(f"{len(behind)} rows of current from behind do not divide the layer's {len(ahead)}")
     dtype = ahead.dtype
     _update(ahead, np.ascontiguousarray(behind, dtype=dtype), np.ascontiguousarray(D, dtype=dtype), excitatory)
     return ahead

@@ -279,13 +279,13 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         drive = self._apply_pending(v_in)  # the last update and this drive in one pass over W1, if any
         if drive is None:
             drive = _drive(v_in, self.weights[0])
-        drive += self.biases[0]
+            drive += self.biases[0]
         self._drive = (inputs, self._version, v_in, drive)
         return v_in, drive
 
     def _apply_pending(self, v_in: np.ndarray | None = None) -> np.ndarray | None:
-        """Apply W1's pending update (and its conductance sums); with `v_in` of a few rows, return v_in @ W1
-        from the same pass (None for a larger batch: BLAS drives it better)."""
+        """Apply W1's pending update (and its conductance sums); with `v_in` of a few rows, return v_in @ W1 plus
+        the first layer's biases from the same pass (None for a larger batch: BLAS drives it better)."""
         if self._pending is None:
             return None
         from aeqprop_circuits.systems.drn import streaming  # numba is imported only where a block streams
@@ -294,7 +294,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             v_in = None
         left, right, step, rows_after = self._pending
         inputs = v_in if v_in is not None else np.zeros((0, self.widths[0]), dtype=self.dtype)
-        columns, drive = streaming.stream_update(self.weights[0], left, right, step, inputs)
+        columns, drive = streaming.stream_update(self.weights[0], left, right, step, inputs, self.biases[0])
         self._pending = None  # only once applied: a failed pass leaves it pending
         self._cache[1][0] = _node_sums(columns, rows_after)
         return drive if v_in is not None else None
@@ -342,7 +342,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         pull = np.concatenate([np.broadcast_to(p, (B, self.n_outputs)) for p, _ in factors])
         totals = np.concatenate([np.broadcast_to(total, (B, self.n_outputs)) for _, total in factors])
         V = [np.concatenate([layer] * m) for layer in start.layers]
-        self._sweep(V, np.concatenate([drive] * m), pull, totals, False, False, None)
+        self._sweep(V, drive, pull, totals, False, False, None)  # the phases share the drive
         return [self._state([layer[i * B:(i + 1) * B] for layer in V], v_in, base.nudged(b))
                 for i, b in enumerate(betas)]
 
@@ -462,33 +462,36 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         1/2 sum c (a_i - b_j)^2 / B = 1/2 sum c a_i^2 / B + 1/2 sum c b_j^2 / B - (sum c a^T b / B)_ij, i.e.
         left = [a rows; 1/2 sum c a^2 / B; 1], right = [-(c/B) b rows; 1; 1/2 sum c b^2 / B]: one GEMM,
         never a B x N x H broadcast. Phases that share their inputs (a training step's) give the input
-        block B rows instead of K B, and no squares row when sum c = 0 (a centred contrast).
+        block B rows instead of K B, and no squares row when sum c = 0 (a centred contrast). A free layer's
+        squares serve the blocks on both its sides, its weighted sum the bias gradient (moments.py: one pass).
         """
-        B = len(terms[0][1].inputs)
-        weights = np.repeat(np.array([c / B for c, _ in terms], dtype=self.dtype), B)  # (K B,) c_k / B per row
-        shared = all(s.inputs is terms[0][1].inputs for _, s in terms)
+        from aeqprop_circuits.systems.drn import moments  # numba is imported only where a system trains
 
-        def stack(parts):
-            return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-        free = [stack(parts) for parts in zip(*[s.layers for _, s in terms])]
-        pairs = []
-        for k in range(len(self.weights)):
-            b = free[k]
-            pulled = b * weights[:, None]
-            if k == 0 and shared:
-                a, total = terms[0][1].inputs, float(sum(c for c, _ in terms)) / B
-                pulled = pulled.reshape(len(terms), B, -1).sum(axis=0)
-                a_squares = (0.5 * total) * (a * a).sum(axis=0) if total else None
-            else:
-                a = free[k - 1] if k else stack([s.inputs for _, s in terms])
-                a_squares = 0.5 * (weights @ (a * a))
-            rows = [a] + ([a_squares[None]] if a_squares is not None else []) + [np.ones((1, a.shape[1]), a.dtype)]
-            right = [-pulled] + ([np.ones((1, b.shape[1]), b.dtype)] if a_squares is not None else []) + \
-                [0.5 * (weights @ (b * b))[None]]
-            pairs.append((np.concatenate(rows).astype(self.dtype, copy=False),
-                          np.concatenate(right).astype(self.dtype, copy=False)))
-        bias = -(weights @ np.concatenate(free, axis=1))  # dE/db = -V: CURRENT_SOURCE's, at branch voltage -V
+        B, K, dtype = len(terms[0][1].inputs), len(terms), self.dtype
+        weights = np.repeat(np.array([c / B for c, _ in terms], dtype=dtype), B)  # (K B,) c_k / B per row
+        if all(s.inputs is terms[0][1].inputs for _, s in terms):
+            a, total = terms[0][1].inputs, float(sum(c for c, _ in terms)) / B
+            a_squares = (0.5 * total) * (a * a).sum(axis=0) if total else None
+            groups = B  # the input block's right factor sums the phases' pulled rows
+        else:
+            a = np.concatenate([s.inputs for _, s in terms])
+            a_squares, groups = 0.5 * (weights @ (a * a)), K * B
+        left = np.concatenate([a] + ([a_squares[None]] if a_squares is not None else []) +
+                              [np.ones((1, a.shape[1]))]).astype(dtype, copy=False)
+        pairs, sums = [], []
+        for k, width in enumerate(self.widths[1:]):  # block k and the free layer it leads into
+            inner = k + 1 < len(self.weights)  # the layer also leads out: stacked as the next left factor
+            stacked = np.empty((K * B + 2 * inner, width), dtype=dtype)
+            np.concatenate([s.layers[k] for _, s in terms], out=stacked[:K * B])
+            right = np.empty((groups + (a_squares is not None) + 1, width), dtype=dtype)
+            right[groups:-1] = 1
+            total_current, right[-1] = moments.weighted(stacked[:K * B], weights, right[:groups])
+            pairs.append((left, right))
+            sums.append(total_current)
+            if inner:
+                stacked[K * B], stacked[K * B + 1] = right[-1], 1
+                left, a_squares, groups = stacked, right[-1], K * B
+        bias = -np.concatenate(sums)  # dE/db = -V: CURRENT_SOURCE's, at branch voltage -V
         return pairs, bias
 
     def energy_gradient(self, state: SignedDRNState) -> np.ndarray:

@@ -28,7 +28,7 @@ TILE = 2048  # columns per tile: four rows of it, its factors and its accumulato
 
 
 @numba.njit(nogil=True, fastmath=FASTMATH, boundscheck=False, cache=True)
-def _chunk(W, left, right, step, x, columns, drive, start, stop):
+def _chunk(W, left, right, step, x, offset, columns, drive, start, stop):
     """Columns [start, stop) of W: update, clip, column sums and drive (see stream_update)."""
     n, k, batch = W.shape[0], left.shape[0], x.shape[0]
     width = stop - start
@@ -39,6 +39,7 @@ def _chunk(W, left, right, step, x, columns, drive, start, stop):
     X[:batch] = x
     col = np.zeros(width, W.dtype)
     D = np.zeros((4, width), W.dtype)
+    D[:batch] = offset[start:stop]  # the drive's sums start at the offset
     a = np.zeros((4, 5 * passes), W.dtype)  # -step x the update's left factors of the four rows
     i = np.empty(4, np.int64)  # the rows; past the last row, it again with weight 0
     w = np.empty(4, W.dtype)
@@ -91,23 +92,26 @@ def _chunk(W, left, right, step, x, columns, drive, start, stop):
 
 
 @numba.njit(parallel=True, fastmath=FASTMATH, boundscheck=False, cache=True)
-def _stream(W, left, right, step, x, columns, drive, chunks):
+def _stream(W, left, right, step, x, offset, columns, drive, chunks):
     m = W.shape[1]
     width = ((m + chunks - 1) // chunks + 15) // 16 * 16  # whole cache lines per chunk
     for c in numba.prange(chunks):
-        _chunk(W, left, right, step, x, columns, drive, min(c * width, m), min((c + 1) * width, m))
+        _chunk(W, left, right, step, x, offset, columns, drive, min(c * width, m), min((c + 1) * width, m))
 
 
-def stream_update(W: np.ndarray, left: np.ndarray, right: np.ndarray, step: float, x: np.ndarray):
-    """W <- max(W - step left^T right, 0) in place; returns (column sums of the new W, x @ new W).
+def stream_update(W: np.ndarray, left: np.ndarray, right: np.ndarray, step: float, x: np.ndarray,
+                  offset: np.ndarray | None = None):
+    """W <- max(W - step left^T right, 0) in place; returns (column sums of the new W, offset + x @ new W).
 
-    W (n, m) C-contiguous; left (k, n), right (k, m), x (B, n) with B <= BATCH (B may be 0).
+    W (n, m) C-contiguous; left (k, n), right (k, m), x (B, n) with B <= BATCH (B may be 0); offset (m,),
+    zero if None (the first layer's bias currents: the drive comes out with them added).
     """
     if len(x) > BATCH:
         raise ValueError(f"the fused drive takes at most {BATCH} rows, got {len(x)}")
     dtype = W.dtype
-    left, right, x = (np.ascontiguousarray(a, dtype=dtype) for a in (left, right, x))
-    columns = np.zeros(W.shape[1], dtype=dtype)
-    drive = np.zeros((len(x), W.shape[1]), dtype=dtype)
-    _stream(W, left, right, dtype.type(step), x, columns, drive, numba.get_num_threads())
+    offset = np.zeros(W.shape[1], dtype=dtype) if offset is None else offset
+    left, right, x, offset = (np.ascontiguousarray(a, dtype=dtype) for a in (left, right, x, offset))
+    columns = np.empty(W.shape[1], dtype=dtype)
+    drive = np.empty((len(x), W.shape[1]), dtype=dtype)
+    _stream(W, left, right, dtype.type(step), x, offset, columns, drive, numba.get_num_threads())
     return columns, drive
