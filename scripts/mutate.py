@@ -332,11 +332,12 @@ def _mutants() -> list[Mutant]:
         ("type(phase.beta), total", "type(-phase.beta), total"))
     add(signed, "a_squares = (0.5 * total) * (a * a).sum(axis=0) if total else None",
         ("(0.5 * total)", "(1.0 * total)"))
-    add(signed, "a_squares, groups = 0.5 * (weights @ (a * a))", ("0.5 *", "1.0 *"))
-    add(signed, "left = np.concatenate([a] + ([a_squares[None]] if a_squares",
+    add(signed, "a_squares, groups = 0.5 * (coefficients @ (a * a))", ("0.5 *", "1.0 *"))
+    add(signed, "left = np.concatenate([a] + ([a_squares[None]] if squares_row",
         ("[a] + ([a_squares[None]]", "[a] + ([-a_squares[None]]"))
     add(signed, "right[groups:-1] = 1", ("= 1", "= 2"))
     add(signed, "stacked[K * B], stacked[K * B + 1] = right[-1], 1", ("right[-1], 1", "-right[-1], 1"))
+    add(signed, "stacked[K * B], stacked[K * B + 1] = right[-1], 1", ("right[-1], 1", "right[-1], 2"))
     add(signed, "bias = -np.concatenate(sums)", "negate")
     moments = "aeqprop_circuits/systems/drn/moments.py"
     add(moments, "pulled[j] -= current", ("-=", "+="))

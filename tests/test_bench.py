@@ -84,6 +84,25 @@ def test_bench_train_floor_reads_and_writes_a_streamed_first_block_once(monkeypa
     assert "the first block read and written once" in format_report(report)
 
 
+def test_bench_train_floor_keeps_the_drive_of_a_batch_too_large_for_the_pass(monkeypatch):
+    """Above streaming.BATCH rows the step drives with BLAS apart from the pass: the floor and the traffic keep
+    that drive."""
+    from aeqprop_circuits.bench.drn import _floor_products, bench_train, format_report
+    from aeqprop_circuits.learning.algorithms import get_algorithm
+    from aeqprop_circuits.systems.drn import signed
+    from aeqprop_circuits.systems.models import load_system
+
+    monkeypatch.setattr(signed, "_STREAM_BYTES", 0)
+    system = load_system("drn:8-5-6-3", circuit="signed", iterations=4)
+    assert system.fuses_drive(4) and not system.fuses_drive(5)
+    kinds = [kind for kind, *_ in _floor_products(system, get_algorithm("c-ep", beta=0.5), batch=6)]
+    assert kinds[:2] == ["drive", "read and write"] and kinds.count("update") == 2
+    report = bench_train("drn:8-5-6-3", "drn-xl", steps=3, warmup=1, eval_samples=8, batch=6)
+    assert report["streamed_first_block"] and not report["drive_in_pass"]
+    assert report["traffic_mb_per_step"] == 4 * (8 * 5 + 2 * (8 * 5 + 5 * 6 + 6 * 3)) / 1e6
+    assert "input drive once, the first block read and written once (its update's pass)" in format_report(report)
+
+
 def test_bench_train_times_a_narrow_block_as_the_step_multiplies_it(monkeypatch):
     """The floor's relaxation products and updates with a narrow block are narrow.py's loops, on V and the block's
     transpose."""

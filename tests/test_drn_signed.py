@@ -277,9 +277,12 @@ def test_a_state_knows_when_theta_moved_on():
     assert state.theta is None and system.settle(Phase(x)).theta is not None
 
 
-def test_descend_on_states_of_different_inputs_is_the_contrast_of_their_gradients():
-    system, x, y = _system([3, 4, 2])
-    first, second = system.settle(Phase(x)), system.settle(Phase(x[::-1].copy(), 0.3, y))
+@pytest.mark.parametrize("sizes", SIZES)
+@pytest.mark.parametrize("shared", [False, True])
+def test_descend_on_states_of_different_inputs_is_the_contrast_of_their_gradients(sizes, shared):
+    """Phases of different inputs, and phases sharing theirs (one input block's rows, a squares row as sum c != 0)."""
+    system, x, y = _system(sizes)
+    first, second = system.settle(Phase(x)), system.settle(Phase(x if shared else x[::-1].copy(), 0.3, y))
     expected = system.parameters - 0.01 * (0.7 * system.energy_gradient(first) - 0.2 * system.energy_gradient(second))
     low, high = system.parameter_bounds()
     system.descend([(0.7, first), (-0.2, second)], 0.01)
@@ -383,3 +386,16 @@ def test_a_layers_weighted_moments_in_one_pass(groups):
     np.testing.assert_allclose(negative, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="4 rows of pulled currents do not divide the layer's 6"):
         moments.weighted(V, weights, negative[:1].repeat(4, axis=0))
+
+
+def test_layer_passes_refuse_arrays_of_the_wrong_shape():
+    """Their loops run without bounds checks: a caller's wrong shape is refused before them."""
+    from aeqprop_circuits.systems.drn import hidden, moments
+
+    V = np.ones((4, 8), np.float32)
+    with pytest.raises(ValueError, match="3 weights and 8 columns"):
+        moments.weighted(V, np.ones(3), np.zeros((2, 8), np.float32))
+    with pytest.raises(ValueError, match="4 weights and 7 columns"):
+        moments.weighted(V, np.ones(4), np.zeros((2, 7), np.float32))
+    with pytest.raises(ValueError, match="currents of widths 8 and 8 over 5 conductance sums"):
+        hidden.update(V, V, np.ones(5, np.float32), 2)

@@ -100,7 +100,8 @@ def _recorded_products(step) -> list[tuple]:
 def _product_calls(products: list[tuple], seed: int) -> list:
     """Calls running the bare products on fresh operands of the recorded shapes and layouts (each run once). A
     "drive" is x W and an "update" W += left^T right computed as the signed DRN computes them (one BLAS call,
-    or by cache-sized panels of rows of a block larger than the cache)."""
+    or by cache-sized panels of rows of a block larger than the cache); a "read and write" one bare numpy pass
+    over the block."""
     rng = np.random.default_rng(seed)
 
     def operand(shape, fortran, dtype):
@@ -160,8 +161,8 @@ def _floor_products(system, rule, batch: int) -> list[tuple]:
     """The products a training step needs, in `_recorded_products`' form: the input drive once, each phase's
     relaxation products (nudged phases stacked; a signed DRN's narrow blocks by its narrow.py loops, as its
     step makes them), one rank-k update per weight block (a signed DRN's narrow block's on its transpose, as
-    narrow.descend makes it). Where a signed DRN streams its first block (its update and the next drive in
-    one pass), the drive and that block's update are one read and one write of the block."""
+    narrow.descend makes it). Where a signed DRN streams its first block, that block's update is one read and
+    one write of it, and so is the drive where the same pass makes it (a batch of a few rows)."""
     used = [(m, w) for m, w in zip(rule.multipliers, rule.weights) if w != 0.0]
     nudges, terms = sum(m != 0.0 for m, _ in used), len(used)
     widths, dtype, sweeps = system.widths, system.dtype, system.iterations or 1
@@ -178,10 +179,10 @@ def _floor_products(system, rule, batch: int) -> list[tuple]:
         return "matmul", ((rows, fan_in), (fan_in, fan_out)), (False, False), dtype
 
     streamed = signed and system.streams_first_block
-    if streamed:  # the update and the drive in one pass: its floor is the block's traffic (no arithmetic)
-        products = [("read and write", ((widths[0], widths[1]),), (False,), dtype)]
-    else:
-        products = [("drive", ((batch, widths[0]), (widths[0], widths[1])), (False, False), dtype)]
+    products = [] if signed and system.fuses_drive(batch) else \
+        [("drive", ((batch, widths[0]), (widths[0], widths[1])), (False, False), dtype)]
+    if streamed:  # the update (and the drive) in one pass: its floor is the block's traffic, without arithmetic
+        products.append(("read and write", ((widths[0], widths[1]),), (False,), dtype))
     for rows in [batch] + ([nudges * batch] if nudges else []):
         for _ in range(sweeps):
             for k in range(1, len(widths) - 1):  # free layer k (1-based width index): its neighbours' currents
@@ -250,11 +251,12 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
     recorded_calls, floor_calls = _product_calls(products, seed), _product_calls(floor, seed + 1)
     signed = isinstance(system, SignedDRNSystem)
     streamed = signed and system.streams_first_block
+    fused = signed and system.fuses_drive(batch)
     loops = [name for name, used in (("streamed first block", streamed),
                                      ("narrow blocks", signed and any(narrow_block(W.shape, W.itemsize)
                                                                         for W in system.weights[1:])))
              if used]
-    traffic_calls, traffic_bytes = _traffic_calls([W.shape for W in system.weights], system.dtype, streamed)
+    traffic_calls, traffic_bytes = _traffic_calls([W.shape for W in system.weights], system.dtype, fused)
     # Steps, their recorded products and the floor in interleaved rounds, so that a change in the machine's
     # load falls on all three alike.
     rounds = [len(part) for part in np.array_split(np.arange(steps), min(5, steps))]
@@ -309,7 +311,7 @@ def bench_train(model: str = "drn:1568-100-10", preset: str | None = None, algor
         "velocity_mb": system.n_parameters * system.dtype.itemsize / 2**20 if system.momentum else 0.0,
         "runnable": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
-        "streamed_first_block": streamed,
+        "streamed_first_block": streamed, "drive_in_pass": fused,
         "numba_loops": loops,
         "numba_threads": _numba_threads() if loops else None,
     }
@@ -333,13 +335,15 @@ def format_report(r: dict) -> str:
         f"  floor:   {r['ms_per_step_floor']:.3f} ms wall, {r['ms_per_step_floor_cpu']:.3f} ms CPU "
         f"({r['floor_calls_per_step']} calls: "
         + ("the first block read and written once (its update and the input drive share a pass), relaxations, "
-           "one rank-k update per other block" if r["streamed_first_block"] else
+           "one rank-k update per other block" if r["drive_in_pass"] else
+           "input drive once, the first block read and written once (its update's pass), relaxations, one rank-k "
+           "update per other block" if r["streamed_first_block"] else
            "input drive once, relaxations, one rank-k update per block")
         + "); "
         f"step / floor {r['step_over_floor']:.2f}x wall, {r['step_over_floor_cpu']:.2f}x CPU",
         f"  traffic: {r['ms_per_step_traffic']:.3f} ms wall, {r['ms_per_step_traffic_cpu']:.3f} ms CPU to stream the "
         f"weights a step must move ({r['traffic_mb_per_step']:.1f} MB: "
-        + ("every block read and written, the input drive in the first block's pass" if r["streamed_first_block"]
+        + ("every block read and written, the input drive in the first block's pass" if r["drive_in_pass"]
            else "the input block read, every block read and written")
         + f") at {r['stream_gb_per_s']:.1f} GB/s",
         f"  epoch:   training {r['s_per_epoch_training_wall']:.1f} s wall ({r['s_per_epoch_training_cpu']:.1f} s CPU)"

@@ -36,6 +36,8 @@ def update(ahead: np.ndarray, behind: np.ndarray, D: np.ndarray, excitatory: int
     with B' dividing B, row b of ahead taking row b mod B' (phases stacked in ahead share their drive)."""
     if len(ahead) % len(behind):
         raise ValueError(f"{len(behind)} rows of current from behind do not divide the layer's {len(ahead)}")
+    if behind.shape[1] != ahead.shape[1] or len(D) != ahead.shape[1]:
+        raise ValueError(f"currents of widths {ahead.shape[1]} and {behind.shape[1]} over {len(D)} conductance sums")
     dtype = ahead.dtype
     _update(ahead, np.ascontiguousarray(behind, dtype=dtype), np.ascontiguousarray(D, dtype=dtype), excitatory)
     return ahead

@@ -4,8 +4,8 @@ The signed DRN's contrast (SignedDRNSystem._contrast) needs, of each free layer 
 (rows r with weights c_r = c_k / B), three things: sum_r c_r V_r (the bias gradient), 1/2 sum_r c_r V_r^2
 (a row of the update's factors of the blocks on both sides of the layer) and the rows -c_r V_r, summed over
 the phases where they share their inputs (the block into the layer's right factor). As numpy calls that is
-six passes over the stacked layer and three temporaries; this loop makes one, in tiles of columns that
-stay in L1. Compiled with numba (cached on disk), one thread.
+six passes over the stacked layer and three temporaries; this loop makes one, in tiles of columns.
+Compiled with numba (cached on disk), one thread.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from aeqprop_circuits.systems.kernels import FASTMATH
 
-TILE = 1024  # columns per tile: the tile of every output stays in L1 while the rows pass
+TILE = 1024  # columns per tile: the tiles of the outputs stay in the L1/L2 caches while the rows pass
 
 
 @numba.njit(nogil=True, fastmath=FASTMATH, boundscheck=False, error_model="numpy", cache=True)
@@ -45,4 +45,7 @@ def weighted(V: np.ndarray, weights: np.ndarray, negative: np.ndarray) -> tuple[
     r = g mod G into row g of `negative` (G, width), G dividing R. All of V's dtype, `negative` C-contiguous."""
     if len(V) % len(negative):
         raise ValueError(f"{len(negative)} rows of pulled currents do not divide the layer's {len(V)}")
+    if len(weights) != len(V) or negative.shape[1] != V.shape[1]:
+        raise ValueError(f"{len(weights)} weights and {negative.shape[1]} columns of pulled currents for a "
+                         f"layer of {V.shape}")
     return _weighted(V, np.ascontiguousarray(weights, dtype=V.dtype), negative)

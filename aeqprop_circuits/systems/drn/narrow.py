@@ -1,7 +1,7 @@
 """Products with a large, narrow weight block (a wide layer into a few nodes) on all cores.
 
 DRN-XL's relaxation multiplies its 4 x 10 outputs by the 10 x 32 768 transpose of its output block, and
-its 4 x 32 768 hidden layer by that block, 12 times each per training step. OpenBLAS runs these shapes at
+its 4 x 32 768 hidden layer by that block, 8 times each per training step. OpenBLAS runs these shapes at
 a fraction of the rate the block's 1.3 MB allow: one thread, and kernels made for a wide inner dimension.
 These loops run over the block's transpose (narrow x wide, C-contiguous, kept by the caller per theta) in
 tiles of its columns shared out among numba's threads, so every inner loop is a unit-stride loop over the

@@ -249,6 +249,13 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         larger than the caches, trained without momentum."""
         return not self.momentum and self.weights[0].nbytes > _STREAM_BYTES
 
+    def fuses_drive(self, batch: int) -> bool:
+        """Whether the next drive of a batch of this size is made in the streamed first block's pass (streaming.py
+        takes a few rows; BLAS drives a larger batch better)."""
+        from aeqprop_circuits.systems.drn import streaming  # numba is imported only where a block streams
+
+        return self.streams_first_block and batch <= streaming.BATCH
+
     def in_place_rates(self, learning_rate) -> list | None:
         """Per-block step sizes [w1, ..., wL, b] for `descend`, or None when a block's rates differ."""
         if np.isscalar(learning_rate):
@@ -290,7 +297,7 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
             return None
         from aeqprop_circuits.systems.drn import streaming  # numba is imported only where a block streams
 
-        if v_in is not None and len(v_in) > streaming.BATCH:
+        if v_in is not None and not self.fuses_drive(len(v_in)):
             v_in = None
         left, right, step, rows_after = self._pending
         inputs = v_in if v_in is not None else np.zeros((0, self.widths[0]), dtype=self.dtype)
@@ -465,32 +472,33 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         block B rows instead of K B, and no squares row when sum c = 0 (a centred contrast). A free layer's
         squares serve the blocks on both its sides, its weighted sum the bias gradient (moments.py: one pass).
         """
-        from aeqprop_circuits.systems.drn import moments  # numba is imported only where a system trains
+        from aeqprop_circuits.systems.drn import moments  # numba is imported only where a contrast is taken
 
         B, K, dtype = len(terms[0][1].inputs), len(terms), self.dtype
-        weights = np.repeat(np.array([c / B for c, _ in terms], dtype=dtype), B)  # (K B,) c_k / B per row
+        coefficients = np.repeat(np.array([c / B for c, _ in terms], dtype=dtype), B)  # (K B,) c_k / B per row
         if all(s.inputs is terms[0][1].inputs for _, s in terms):
             a, total = terms[0][1].inputs, float(sum(c for c, _ in terms)) / B
             a_squares = (0.5 * total) * (a * a).sum(axis=0) if total else None
             groups = B  # the input block's right factor sums the phases' pulled rows
         else:
             a = np.concatenate([s.inputs for _, s in terms])
-            a_squares, groups = 0.5 * (weights @ (a * a)), K * B
-        left = np.concatenate([a] + ([a_squares[None]] if a_squares is not None else []) +
-                              [np.ones((1, a.shape[1]))]).astype(dtype, copy=False)
+            a_squares, groups = 0.5 * (coefficients @ (a * a)), K * B
+        squares_row = a_squares is not None
+        left = np.concatenate([a] + ([a_squares[None]] if squares_row else []) +
+                              [np.ones((1, a.shape[1]), dtype)]).astype(dtype, copy=False)
         pairs, sums = [], []
         for k, width in enumerate(self.widths[1:]):  # block k and the free layer it leads into
             inner = k + 1 < len(self.weights)  # the layer also leads out: stacked as the next left factor
             stacked = np.empty((K * B + 2 * inner, width), dtype=dtype)
             np.concatenate([s.layers[k] for _, s in terms], out=stacked[:K * B])
-            right = np.empty((groups + (a_squares is not None) + 1, width), dtype=dtype)
-            right[groups:-1] = 1
-            total_current, right[-1] = moments.weighted(stacked[:K * B], weights, right[:groups])
+            right = np.empty((groups + squares_row + 1, width), dtype=dtype)
+            right[groups:-1] = 1  # the ones row facing left's squares row, if it has one
+            weighted_sum, right[-1] = moments.weighted(stacked[:K * B], coefficients, right[:groups])
             pairs.append((left, right))
-            sums.append(total_current)
+            sums.append(weighted_sum)
             if inner:
                 stacked[K * B], stacked[K * B + 1] = right[-1], 1
-                left, a_squares, groups = stacked, right[-1], K * B
+                left, squares_row, groups = stacked, True, K * B
         bias = -np.concatenate(sums)  # dE/db = -V: CURRENT_SOURCE's, at branch voltage -V
         return pairs, bias
 
