@@ -37,7 +37,7 @@ TESTS = ("tests/test_fast_paths.py", "tests/test_learning.py", "tests/test_aeqpr
          "tests/test_layered.py", "tests/test_drn.py",
          "tests/test_drn_signed.py", "tests/test_drn_paper_circuit.py", "tests/test_circuit_regression.py",
          "tests/test_energy_system.py", "tests/test_solvers_properties.py", "tests/test_streaming.py",
-         "tests/test_narrow.py", "tests/test_drn_panels.py")
+         "tests/test_narrow.py", "tests/test_drn_panels.py", "tests/test_hopfield_train.py")
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-seed=0",
           "-W", "ignore::DeprecationWarning"]
 
@@ -346,6 +346,11 @@ def _mutants() -> list[Mutant]:
     add(moments, "half = np.ones(1, V.dtype)[0] / 2", ("/ 2", "/ 1"))
     add(moments, "pulled = weights[r], V[r, t0:t1], negative[r % groups, t0:t1]", ("[r % groups", "[0"))
     add(streaming, "D[:batch] = offset[start:stop]", ("= offset", "= -offset"))
+    fused = "aeqprop_circuits/systems/hopfield/fused.py"
+    add(fused, "value = row[j] + added[j]", ("+ added", "- added"))
+    add(fused, "value = value if value > low or", ("value > low", "value < low"))
+    add(fused, "row[j] = value if value < high or", ("value < high", "value > high"))
+    add(fused, "row, added = s[b], term[b % rows]", ("term[b % rows]", "term[0]"))
     add(hidden, "from_head, from_tail = behind[b % shared, :excitatory]", ("behind[b % shared, :", "behind[0, :"))
 
     # the replica circuits of the regression study

@@ -421,24 +421,35 @@ class HopfieldNetwork(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
         # the output's constant drive: b_N, plus the nudge's pull 2 beta c y (then divided by a)
         pull, divisor = (output[2], output[1]) if output[0] == "nudge" else (None, None)
         offset = biases[last] if pull is None else biases[last] + pull
-        calls = []  # (function, arguments): the arguments end with the output array
+        from aeqprop_circuits.systems.hopfield import fused  # numba is imported only where a dense net relaxes
+
+        calls = []  # (function, arguments): the arguments end with the output array (fused.add_clip's begin with it)
         for k in order:
             s = layers[k]
             if k == last and clamp is not None:
                 calls.append((np.copyto, (s, clamp)))
                 continue
-            if k == 0:
-                if k == last:  # a single layer: its drive already holds b_1
-                    calls.append((np.copyto, (s, drive)) if pull is None else (np.add, (drive, pull, s)))
-                else:
-                    calls += [(np.matmul, (layers[1], transposed[1], s)), (np.add, (s, drive, s))]
+            added = None  # the layer's last term, added after its products
+            if k == 0 and k == last:  # a single layer: its drive already holds b_1
+                calls.append((np.copyto, (s, drive)) if pull is None else (np.add, (drive, pull, s)))
+            elif k == 0:
+                calls.append((np.matmul, (layers[1], transposed[1], s)))
+                added = drive
             else:
-                calls += [(np.matmul, (layers[k - 1], weights[k], s)),
-                          (np.add, (s, offset if k == last else biases[k], s))]
+                calls.append((np.matmul, (layers[k - 1], weights[k], s)))
+                added = offset if k == last else biases[k]
                 if k < last:
                     scratch = np.empty_like(s)
-                    calls += [(np.matmul, (layers[k + 1], transposed[k + 1], scratch)), (np.add, (s, scratch, s))]
-            if k == last and divisor is not None:
+                    calls += [(np.add, (s, added, s)), (np.matmul, (layers[k + 1], transposed[k + 1], scratch))]
+                    added = scratch
+            divided = k == last and divisor is not None
+            if added is not None and self._box[k] is not None and not divided:  # the add and the clip: one pass
+                low, high = self._box[k]
+                calls.append((fused.add_clip, (s, added if added.ndim == 2 else added[None], low[()], high[()])))
+                continue
+            if added is not None:
+                calls.append((np.add, (s, added, s)))
+            if divided:
                 calls.append((np.divide, (s, divisor, s)))
             if self._box[k] is not None:
                 calls.append((clip, (s, *self._box[k], s)))
