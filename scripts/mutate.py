@@ -37,7 +37,7 @@ TESTS = ("tests/test_fast_paths.py", "tests/test_learning.py", "tests/test_aeqpr
          "tests/test_layered.py", "tests/test_drn.py",
          "tests/test_drn_signed.py", "tests/test_drn_paper_circuit.py", "tests/test_circuit_regression.py",
          "tests/test_energy_system.py", "tests/test_solvers_properties.py", "tests/test_streaming.py",
-         "tests/test_narrow.py", "tests/test_drn_panels.py", "tests/test_hopfield_train.py")
+         "tests/test_narrow.py", "tests/test_drn_panels.py")
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-seed=0",
           "-W", "ignore::DeprecationWarning"]
 

@@ -362,3 +362,20 @@ def test_proportional_controller_holds_a_small_hopfield_net_as_the_oracle_does()
         steps[controller] = rule.estimate(net, x, y).new_parameters - theta
         assert np.array_equal(net.parameters, theta)
     assert np.linalg.norm(steps["proportional"] - steps["oracle"]) < 1e-8 * np.linalg.norm(steps["oracle"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_layers_add_and_clip_in_one_pass_are_numpys(dtype):
+    """fused.add_clip = np.clip(s + term, low, high) to the last bit, a term of fewer rows repeated over the
+    layer's, a NaN kept a NaN, an infinite bound an open side."""
+    from aeqprop_circuits.systems.hopfield import fused
+
+    rng = np.random.default_rng(7)
+    s, term = rng.normal(size=(6, 40)).astype(dtype), rng.normal(size=(2, 40)).astype(dtype)
+    s[1, 3] = np.nan
+    for low, high in ((-0.5, 0.7), (0.0, np.inf), (-np.inf, 0.0)):
+        expected = np.clip(s + np.concatenate([term] * 3), low, high)
+        result = s.copy()
+        fused.add_clip(result, term, dtype(low), dtype(high))
+        np.testing.assert_array_equal(result, expected)
+    assert np.isnan(expected[1, 3])

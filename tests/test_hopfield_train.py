@@ -196,18 +196,12 @@ def test_both_trainers_flip_the_same_training_images(tmp_path):
     assert np.abs(nets["lean"].parameters - nets["unflipped"].parameters).max() > 1e-3
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_layers_add_and_clip_in_one_pass_are_numpys(dtype):
-    """fused.add_clip = np.clip(s + term, low, high) to the last bit, a term of fewer rows repeated over the
-    layer's, a NaN kept a NaN, an infinite bound an open side."""
-    from aeqprop_circuits.systems.hopfield import fused
 
-    rng = np.random.default_rng(7)
-    s, term = rng.normal(size=(6, 40)).astype(dtype), rng.normal(size=(2, 40)).astype(dtype)
-    s[1, 3] = np.nan
-    for low, high in ((-0.5, 0.7), (0.0, np.inf), (-np.inf, 0.0)):
-        expected = np.clip(s + np.concatenate([term] * 3), low, high)
-        result = s.copy()
-        fused.add_clip(result, term, dtype(low), dtype(high))
-        np.testing.assert_array_equal(result, expected)
-    assert np.isnan(expected[1, 3])
+def test_a_start_of_another_batch_is_refused():
+    """The in-place relaxation reads the input drive row by row of the layers: a start of another batch size is an
+    error, not a drive repeated over its rows."""
+    net = dense_net(threshold=0.0)
+    x, _ = batch(net)
+    free = net.settle(Phase(x))
+    with pytest.raises(ValueError, match="an input drive of 3 rows for layers of 7"):
+        net.settle(Phase(x[:3]), start=free)

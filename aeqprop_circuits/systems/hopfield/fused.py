@@ -3,7 +3,7 @@
 In the in-place relaxation of a dense Hopfield net (HopfieldNetwork._relax_dense) a layer's update ends
 with an add (the input drive, its bias, or the current from the layer ahead) and the clip to the layer's
 box: two numpy calls over the (R, n) layer, each with its own call cost, where at 16 x 1024 an
-iteration's products take about 12 us. This loop makes the two one pass. The arithmetic is numpy's: a
+iteration's products take about 13 us. This loop makes the two one pass. The arithmetic is numpy's: a
 float add, then np.clip's max and min, a NaN kept a NaN. Compiled with numba (cached on disk), one thread.
 """
 
