@@ -252,9 +252,11 @@ class SignedDRNSystem(PhysicalSystem, ExactLossGradient, ParameterGroups, InPlac
     def fuses_drive(self, batch: int) -> bool:
         """Whether the next drive of a batch of this size is made in the streamed first block's pass (streaming.py
         takes a few rows; BLAS drives a larger batch better)."""
+        if not self.streams_first_block:
+            return False
         from aeqprop_circuits.systems.drn import streaming  # numba is imported only where a block streams
 
-        return self.streams_first_block and batch <= streaming.BATCH
+        return batch <= streaming.BATCH
 
     def in_place_rates(self, learning_rate) -> list | None:
         """Per-block step sizes [w1, ..., wL, b] for `descend`, or None when a block's rates differ."""
